@@ -1,0 +1,1 @@
+//! `oda-node`: the ODA mesh daemon library.

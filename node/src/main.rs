@@ -1,0 +1,2 @@
+//! The `oda-node` binary.
+fn main() {}

@@ -1,0 +1,162 @@
+//! The only place that turns ODA mesh values into bytes and back.
+//!
+//! One fixed bincode 2.0.1 configuration ([`config`]): little-endian, variable-length
+//! integers, as documented in `docs/protocol.md`. Every decode names a maximum size
+//! ([`limits`]); input longer than that, truncated input, trailing bytes and any
+//! malformed content give a [`DecodeError`], never a panic.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Named maximum encoded sizes, in bytes. Decoders refuse anything larger.
+pub mod limits {
+    /// A gossip message payload (job advert, fact announce, capacity). Gossipsub's
+    /// own transmit limit is 64 KiB including framing and signature.
+    pub const GOSSIP: usize = 60 * 1024;
+    /// One signed object on its own (fact, endorsement, dispute, token, roster).
+    pub const SIGNED_OBJECT: usize = 256 * 1024;
+    /// A job-protocol request or response (offer, assign, progress, done, cancel).
+    pub const JOB_MESSAGE: usize = 512 * 1024;
+    /// A fact-protocol request or response (`GetFacts` and its list of facts).
+    pub const FACT_MESSAGE: usize = 4 * 1024 * 1024;
+    /// Largest number of data bytes in one blob range reply.
+    pub const BLOB_CHUNK: usize = 1024 * 1024;
+    /// A blob-protocol request or response (one chunk plus framing).
+    pub const BLOB_MESSAGE: usize = BLOB_CHUNK + 1024;
+    /// A workflow manifest in TOML.
+    pub const MANIFEST_TOML: usize = 256 * 1024;
+}
+
+/// The one bincode configuration used for every encoding in ODA mesh.
+pub fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The input is longer than the named limit for this message type.
+    #[error("{what} is {len} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Which message type was being decoded.
+        what: &'static str,
+        /// Input length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// bincode rejected the bytes.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which message type was being decoded.
+        what: &'static str,
+        /// bincode's explanation.
+        reason: String,
+    },
+    /// The value decoded but did not use all the bytes.
+    #[error("malformed {what}: {extra} trailing bytes")]
+    TrailingBytes {
+        /// Which message type was being decoded.
+        what: &'static str,
+        /// Number of unused bytes.
+        extra: usize,
+    },
+}
+
+/// Why a value could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoding is longer than the limit for this message type.
+    #[error("{what} would be {len} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Which message type was being encoded.
+        what: &'static str,
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The value cannot be represented (should not happen for protocol types).
+    #[error("cannot encode {what}: {reason}")]
+    Unencodable {
+        /// Which message type was being encoded.
+        what: &'static str,
+        /// bincode's explanation.
+        reason: String,
+    },
+}
+
+/// A type with a canonical encoding and a named maximum size.
+pub trait Wire: Serialize + DeserializeOwned {
+    /// Name used in errors.
+    const WHAT: &'static str;
+    /// Maximum encoded size in bytes.
+    const MAX_SIZE: usize;
+
+    /// Encode canonically; fails if the encoding exceeds [`Wire::MAX_SIZE`].
+    fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let bytes = encode_unbounded(self).map_err(|reason| EncodeError::Unencodable {
+            what: Self::WHAT,
+            reason,
+        })?;
+        if bytes.len() > Self::MAX_SIZE {
+            return Err(EncodeError::TooLarge {
+                what: Self::WHAT,
+                len: bytes.len(),
+                limit: Self::MAX_SIZE,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Decode, refusing input over [`Wire::MAX_SIZE`], malformed input and trailing bytes.
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode_bounded(Self::WHAT, Self::MAX_SIZE, bytes)
+    }
+}
+
+/// Canonical bytes of any serialisable protocol value, used for hashing and signing.
+///
+/// Protocol types contain only types bincode can always encode (no maps with
+/// non-string keys of unknown length, no `f64` NaN after normalisation), so an
+/// error here is a programming error reported as a string.
+pub(crate) fn encode_unbounded<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
+}
+
+/// Canonical bytes for hashing and signing; protocol types always encode.
+pub(crate) fn canonical<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Serialisation of our own derive(Serialize) types into a Vec cannot fail:
+    // every field is a plain integer, string, byte array, sequence or map.
+    encode_unbounded(value).expect("protocol types always encode")
+}
+
+fn decode_bounded<T: DeserializeOwned>(
+    what: &'static str,
+    limit: usize,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            what,
+            len: bytes.len(),
+            limit,
+        });
+    }
+    // The input is already bounded by `limit`. bincode's own limit bounds what a
+    // length prefix may claim, and serde caps pre-allocation for sequences, so a
+    // lying length prefix ends in an error, not in a huge allocation.
+    let cfg = config().with_limit::<{ 64 * 1024 * 1024 }>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| {
+        DecodeError::Malformed {
+            what,
+            reason: e.to_string(),
+        }
+    })?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes {
+            what,
+            extra: bytes.len() - used,
+        });
+    }
+    Ok(value)
+}

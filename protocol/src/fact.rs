@@ -1,0 +1,192 @@
+//! Facts: "expression E evaluates to data D", signed by the worker that computed it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{canonical, limits, Wire};
+use crate::ids::{contexts, derive, BlobId, ExprId, FactId, WorkflowId};
+use crate::keys::{PublicKey, Signable, Signed, VerifyError};
+
+/// Who a worker serves. Variants are encoded by index: never reorder or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunnerClass {
+    /// Anyone.
+    Public,
+    /// Members of a signed group roster.
+    Group,
+    /// Only its owner keys.
+    User,
+    /// One requester, until an expiry.
+    Session,
+    /// Exactly one job, then exits.
+    Job,
+    /// No trusted identity: runs what a signed job token allows.
+    Anonymous,
+}
+
+impl RunnerClass {
+    /// Name as written in configs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunnerClass::Public => "public",
+            RunnerClass::Group => "group",
+            RunnerClass::User => "user",
+            RunnerClass::Session => "session",
+            RunnerClass::Job => "job",
+            RunnerClass::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// One produced output file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRef {
+    /// Content id of the bytes.
+    pub blob: BlobId,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What evaluating the expression gave. Variants are encoded by index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The run succeeded and produced these outputs, by output name.
+    Success {
+        /// Output name → bytes.
+        outputs: BTreeMap<String, OutputRef>,
+    },
+    /// The workflow ran correctly and reported an analysis exception (for example
+    /// "no data in this time range"). Cached like a success.
+    AnalysisError {
+        /// Machine-readable kind chosen by the workflow.
+        kind: String,
+        /// Message for humans.
+        message: String,
+    },
+}
+
+/// How an `Output` argument was resolved for this run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ResolvedInput {
+    /// The upstream expression.
+    pub expr: ExprId,
+    /// Its output name.
+    pub name: String,
+    /// The bytes used.
+    pub blob: BlobId,
+}
+
+/// Resources a run used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time of the process tree, milliseconds.
+    pub cpu_ms: u64,
+    /// Peak resident set size, KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// The body of a fact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    /// The expression evaluated.
+    pub expr: ExprId,
+    /// Its workflow.
+    pub workflow: WorkflowId,
+    /// The result.
+    pub outcome: Outcome,
+    /// The key that computed and signed it.
+    pub worker: PublicKey,
+    /// The class of runner that computed it.
+    pub runner_class: RunnerClass,
+    /// Upstream outputs used, sorted.
+    pub inputs: Vec<ResolvedInput>,
+    /// Run start, Unix milliseconds.
+    pub started_at: u64,
+    /// Run end, Unix milliseconds.
+    pub finished_at: u64,
+    /// Resources used.
+    pub usage: Usage,
+    /// Digest of the execution environment (executor, tool versions), opaque.
+    #[serde(with = "crate::fixed_bytes")]
+    pub environment: [u8; 32],
+}
+
+impl Signable for Fact {
+    const CONTEXT: &'static str = "fact";
+    fn signer(&self) -> &PublicKey {
+        &self.worker
+    }
+}
+
+impl Fact {
+    /// `BLAKE3-derive("oda-mesh v1 fact-id", canonical(fact body))`.
+    pub fn id(&self) -> FactId {
+        FactId(derive(contexts::FACT, &canonical(self)))
+    }
+
+    /// Output blob ids, if the outcome is a success.
+    pub fn output_blobs(&self) -> Vec<BlobId> {
+        match &self.outcome {
+            Outcome::Success { outputs } => outputs.values().map(|o| o.blob).collect(),
+            Outcome::AnalysisError { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A fact with its worker's signature.
+pub type SignedFact = Signed<Fact>;
+
+impl Wire for SignedFact {
+    const WHAT: &'static str = "signed fact";
+    const MAX_SIZE: usize = limits::SIGNED_OBJECT;
+}
+
+/// Why a signed fact is not acceptable as a record for an expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FactError {
+    /// The signature is bad.
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    /// The fact is about another expression than the one asked for.
+    #[error("fact is about expression {found}, not {expected}")]
+    WrongExpression {
+        /// Asked for.
+        expected: ExprId,
+        /// Found in the fact.
+        found: ExprId,
+    },
+    /// Timestamps are inconsistent.
+    #[error("fact finished ({finished}) before it started ({started})")]
+    BadTimes {
+        /// started_at.
+        started: u64,
+        /// finished_at.
+        finished: u64,
+    },
+}
+
+impl SignedFact {
+    /// Verify the signature and that the fact is about `expected`.
+    pub fn verify_for(&self, expected: &ExprId) -> Result<(), FactError> {
+        if &self.body.expr != expected {
+            return Err(FactError::WrongExpression {
+                expected: *expected,
+                found: self.body.expr,
+            });
+        }
+        if self.body.finished_at < self.body.started_at {
+            return Err(FactError::BadTimes {
+                started: self.body.started_at,
+                finished: self.body.finished_at,
+            });
+        }
+        self.verify()?;
+        Ok(())
+    }
+
+    /// The fact's id.
+    pub fn id(&self) -> FactId {
+        self.body.id()
+    }
+}

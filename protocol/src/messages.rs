@@ -1,0 +1,263 @@
+//! Wire messages: gossip payloads and request-response pairs.
+//!
+//! Every enum here is encoded by variant index: never reorder or delete variants,
+//! add new ones at the end and note the protocol version that added them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attest::SignedJobToken;
+use crate::codec::{limits, Wire};
+use crate::expression::Expression;
+use crate::fact::{ResolvedInput, SignedFact};
+use crate::ids::{BlobId, ExprId, FactId, WorkflowId};
+use crate::keys::PublicKey;
+use crate::manifest::Resources;
+
+/// Identifies one assignment of a job to a worker (random, chosen by the requester).
+pub type LeaseId = u64;
+
+/// Gossip on `/oda/<net>/jobs/<wf-prefix>/1`: "who can compute this?".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobAdvert {
+    /// The expression to evaluate.
+    pub expr: Expression,
+    /// How each `Output` argument resolved (the worker fetches these blobs).
+    pub inputs: Vec<ResolvedInput>,
+    /// The requester (also the gossip source); offers go to this key's peer.
+    pub requester: PublicKey,
+    /// What a run needs.
+    pub requirements: Resources,
+    /// After this Unix millisecond the requester no longer wants offers.
+    pub deadline: u64,
+    /// Higher runs first.
+    pub priority: u8,
+    /// Capability for anonymous runners.
+    pub token: Option<SignedJobToken>,
+}
+
+/// Gossip on `/oda/<net>/facts/1`: a new fact exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactAnnounce {
+    /// The expression.
+    pub expr: ExprId,
+    /// The fact.
+    pub fact_id: FactId,
+    /// Who signed it.
+    pub worker: PublicKey,
+}
+
+/// Gossip on `/oda/<net>/capacity/1`: a worker's periodic summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Workflows it is able and allowed to run (at most [`Capacity::MAX_LIST`]).
+    pub workflows: Vec<WorkflowId>,
+    /// Datasets it holds (at most [`Capacity::MAX_LIST`], most used first).
+    pub blobs: Vec<BlobId>,
+    /// Free job slots now.
+    pub free_slots: u32,
+    /// Total job slots.
+    pub total_slots: u32,
+}
+
+impl Capacity {
+    /// Longest list in a capacity message.
+    pub const MAX_LIST: usize = 512;
+}
+
+/// Any gossip payload. The topic says which variant is expected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Gossip {
+    /// Since v1.
+    JobAdvert(Box<JobAdvert>),
+    /// Since v1.
+    FactAnnounce(FactAnnounce),
+    /// Since v1.
+    Capacity(Capacity),
+}
+
+impl Wire for Gossip {
+    const WHAT: &'static str = "gossip message";
+    const MAX_SIZE: usize = limits::GOSSIP;
+}
+
+/// Worker → requester: "I can run it".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The advertised expression.
+    pub expr: ExprId,
+    /// Bytes of the job's inputs the worker already holds.
+    pub local_input_bytes: u64,
+    /// Free slots now.
+    pub free_slots: u32,
+    /// Milliseconds until it could start.
+    pub expected_start_ms: u64,
+}
+
+/// Requester → worker (as the answer to an offer): "run it under this lease".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    /// The expression.
+    pub expr: ExprId,
+    /// This assignment.
+    pub lease: LeaseId,
+    /// The lease ends unless a heartbeat arrives within this many milliseconds.
+    pub ttl_ms: u64,
+}
+
+/// Why a worker or requester said no. Variants are encoded by index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeclineReason {
+    /// The requester chose another worker or no longer needs the job.
+    NotNeeded,
+    /// The worker does not trust the workflow (not local, not endorsed).
+    UntrustedWorkflow,
+    /// The runner class does not admit this requester.
+    NotAllowed,
+    /// No free slot.
+    Busy,
+    /// Anything else; the text says what.
+    Other(String),
+}
+
+/// Worker → requester while running: heartbeat and progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The expression.
+    pub expr: ExprId,
+    /// The lease being renewed.
+    pub lease: LeaseId,
+    /// Fraction done in [0, 1] if known.
+    pub fraction: Option<f32>,
+    /// Latest log line or status text.
+    pub message: String,
+}
+
+/// Why a run failed without a fact (an unhandled failure: not cached, retried).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailure {
+    /// What went wrong.
+    pub message: String,
+    /// Last lines of stderr/stdout.
+    pub log_tail: String,
+}
+
+/// Worker → requester: the job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// The expression.
+    pub expr: ExprId,
+    /// The lease.
+    pub lease: LeaseId,
+    /// The signed fact, or an unhandled failure.
+    pub result: Result<SignedFact, RunFailure>,
+}
+
+/// Requester → worker: stop working on a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The expression.
+    pub expr: ExprId,
+    /// The lease.
+    pub lease: LeaseId,
+}
+
+/// Requests on `/oda/<net>/job/1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobRequest {
+    /// Since v1. Answered by `Assign` or `Decline`.
+    Offer(Offer),
+    /// Since v1. Answered by `Ack`, or `Decline(NotNeeded)` when the lease is gone.
+    Progress(Progress),
+    /// Since v1. Answered by `Ack`.
+    Done(Box<Done>),
+    /// Since v1. Answered by `Ack`.
+    Cancel(Cancel),
+}
+
+/// Responses on `/oda/<net>/job/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobResponse {
+    /// Since v1.
+    Assign(Assign),
+    /// Since v1.
+    Decline(DeclineReason),
+    /// Since v1.
+    Ack,
+}
+
+impl Wire for JobRequest {
+    const WHAT: &'static str = "job request";
+    const MAX_SIZE: usize = limits::JOB_MESSAGE;
+}
+
+impl Wire for JobResponse {
+    const WHAT: &'static str = "job response";
+    const MAX_SIZE: usize = limits::JOB_MESSAGE;
+}
+
+/// Requests on `/oda/<net>/fact/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FactRequest {
+    /// Since v1: every fact the peer holds for this expression.
+    GetFacts(ExprId),
+}
+
+/// Responses on `/oda/<net>/fact/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FactResponse {
+    /// Since v1: at most [`FactResponse::MAX_FACTS`] facts.
+    Facts(Vec<SignedFact>),
+}
+
+impl FactResponse {
+    /// Most facts in one reply.
+    pub const MAX_FACTS: usize = 16;
+}
+
+impl Wire for FactRequest {
+    const WHAT: &'static str = "fact request";
+    const MAX_SIZE: usize = limits::FACT_MESSAGE;
+}
+
+impl Wire for FactResponse {
+    const WHAT: &'static str = "fact response";
+    const MAX_SIZE: usize = limits::FACT_MESSAGE;
+}
+
+/// Requests on `/oda/<net>/blob/1`: bytes `[offset, offset + len)` of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRequest {
+    /// The blob.
+    pub blob: BlobId,
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes, at most [`limits::BLOB_CHUNK`].
+    pub len: u32,
+}
+
+/// Responses on `/oda/<net>/blob/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobResponse {
+    /// Since v1: the bytes asked for (fewer only at the end of the blob).
+    Data {
+        /// Total size of the blob.
+        total: u64,
+        /// The bytes, starting at the requested offset.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Since v1: the peer does not hold this blob.
+    NotFound,
+    /// Since v1: the request was invalid (offset past the end, len too large).
+    BadRange(String),
+}
+
+impl Wire for BlobRequest {
+    const WHAT: &'static str = "blob request";
+    const MAX_SIZE: usize = limits::BLOB_MESSAGE;
+}
+
+impl Wire for BlobResponse {
+    const WHAT: &'static str = "blob response";
+    const MAX_SIZE: usize = limits::BLOB_MESSAGE;
+}

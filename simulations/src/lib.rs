@@ -1,0 +1,1 @@
+//! oda-simulations.
