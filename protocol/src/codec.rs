@@ -22,6 +22,10 @@ pub mod limits {
     pub const BLOB_CHUNK: usize = 1024 * 1024;
     /// A blob-protocol request or response (one chunk plus framing).
     pub const BLOB_MESSAGE: usize = BLOB_CHUNK + 1024;
+    /// A workflow (canonical manifest and file hashes).
+    pub const WORKFLOW: usize = 512 * 1024;
+    /// An expression on its own.
+    pub const EXPRESSION: usize = 256 * 1024;
     /// A workflow manifest in TOML.
     pub const MANIFEST_TOML: usize = 256 * 1024;
 }

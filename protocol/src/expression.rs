@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::canonical;
+use crate::codec::{canonical, limits, Wire};
 use crate::ids::{contexts, derive, BlobId, ExprId, WorkflowId};
 use crate::manifest::{InputType, Manifest};
 use crate::value::{normalise_float, Value};
@@ -192,4 +192,9 @@ fn float_in(x: f64, min: Option<f64>, max: Option<f64>) -> Result<Value, String>
     let x = normalise_float(x).map_err(|e| e.to_string())?;
     check_bounds(x, min, max)?;
     Ok(Value::Float(x))
+}
+
+impl Wire for Expression {
+    const WHAT: &'static str = "expression";
+    const MAX_SIZE: usize = limits::EXPRESSION;
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{canonical, limits};
+use crate::codec::{canonical, limits, Wire};
 use crate::ids::{contexts, derive, BlobId, WorkflowId};
 use crate::value::{normalise_float, Value};
 
@@ -786,4 +786,9 @@ impl Workflow {
     pub fn id(&self) -> WorkflowId {
         WorkflowId(derive(contexts::WORKFLOW, &canonical(self)))
     }
+}
+
+impl Wire for Workflow {
+    const WHAT: &'static str = "workflow";
+    const MAX_SIZE: usize = limits::WORKFLOW;
 }
