@@ -150,12 +150,11 @@ fn decode_bounded<T: DeserializeOwned>(
     // length prefix may claim, and serde caps pre-allocation for sequences, so a
     // lying length prefix ends in an error, not in a huge allocation.
     let cfg = config().with_limit::<{ 64 * 1024 * 1024 }>();
-    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| {
-        DecodeError::Malformed {
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| DecodeError::Malformed {
             what,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes {
             what,

@@ -63,7 +63,12 @@ impl Expression {
         if let Some(name) = args.keys().find(|k| !manifest.inputs.contains_key(*k)) {
             return Err(ArgError::Unknown {
                 name: name.clone(),
-                known: manifest.inputs.keys().cloned().collect::<Vec<_>>().join(", "),
+                known: manifest
+                    .inputs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let mut given = args;

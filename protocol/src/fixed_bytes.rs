@@ -47,7 +47,8 @@ impl<const N: usize> Visitor<'_> for HexVisitor<N> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         let hex_part = v.rsplit_once(':').map_or(v, |(_, h)| h);
         let mut out = [0u8; N];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))?;
+        hex::decode_to_slice(hex_part, &mut out)
+            .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))?;
         Ok(out)
     }
 }

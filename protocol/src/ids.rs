@@ -205,7 +205,9 @@ mod tests {
         );
         let e = "abc".parse::<BlobId>().unwrap_err();
         assert!(matches!(e, IdParseError::WrongLength { len: 3, .. }), "{e}");
-        let e = format!("{}zz", "a".repeat(62)).parse::<FactId>().unwrap_err();
+        let e = format!("{}zz", "a".repeat(62))
+            .parse::<FactId>()
+            .unwrap_err();
         assert!(
             matches!(
                 e,

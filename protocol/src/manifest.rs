@@ -335,8 +335,8 @@ impl Manifest {
         if text.len() > limits::MANIFEST_TOML {
             return Err(ManifestError::TooLarge(text.len()));
         }
-        let raw: RawManifest =
-            toml::from_str(text).map_err(|e| ManifestError::Toml(e.to_string().trim().to_string()))?;
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Toml(e.to_string().trim().to_string()))?;
         raw.validate()
     }
 
@@ -373,12 +373,18 @@ impl RawManifest {
                 ));
             }
             if name == placeholders::BUNDLE || name == placeholders::WORKDIR {
-                return Err(field_err(path, "this name is reserved for an argv placeholder"));
+                return Err(field_err(
+                    path,
+                    "this name is reserved for an argv placeholder",
+                ));
             }
             inputs.insert(name, raw.validate(&path)?);
         }
         if self.outputs.is_empty() {
-            return Err(field_err("outputs", "a workflow must declare at least one output"));
+            return Err(field_err(
+                "outputs",
+                "a workflow must declare at least one output",
+            ));
         }
         let mut outputs = BTreeMap::new();
         let mut output_paths = BTreeSet::new();
@@ -415,17 +421,25 @@ impl RawManifest {
             if !is_safe_relative_path(&f) {
                 return Err(field_err(
                     format!("files[{i}]"),
-                    format!("{f:?} must be a relative path inside the workflow folder, without '..'"),
+                    format!(
+                        "{f:?} must be a relative path inside the workflow folder, without '..'"
+                    ),
                 ));
             }
             if !files.insert(f.clone()) {
-                return Err(field_err(format!("files[{i}]"), format!("{f:?} is listed twice")));
+                return Err(field_err(
+                    format!("files[{i}]"),
+                    format!("{f:?} is listed twice"),
+                ));
             }
         }
         let executor = self.executor.validate(&inputs, &files)?;
         let timeout_secs = self.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
         if timeout_secs == 0 || timeout_secs > 30 * 24 * 3600 {
-            return Err(field_err("timeout_secs", "must be between 1 and 2592000 (30 days)"));
+            return Err(field_err(
+                "timeout_secs",
+                "must be between 1 and 2592000 (30 days)",
+            ));
         }
         let defaults = Resources::default();
         let resources = Resources {
@@ -492,16 +506,21 @@ impl RawInput {
     fn validate(self, path: &str) -> Result<InputSpec, ManifestError> {
         let type_path = format!("{path}.type");
         let mut ty = if self.ty == "list" {
-            let items = self
-                .items
-                .as_deref()
-                .ok_or_else(|| field_err(format!("{path}.items"), "a list input must name its item type"))?;
+            let items = self.items.as_deref().ok_or_else(|| {
+                field_err(
+                    format!("{path}.items"),
+                    "a list input must name its item type",
+                )
+            })?;
             InputType::List {
                 items: Box::new(parse_type(&format!("{path}.items"), items)?),
             }
         } else {
             if self.items.is_some() {
-                return Err(field_err(format!("{path}.items"), "only list inputs have `items`"));
+                return Err(field_err(
+                    format!("{path}.items"),
+                    "only list inputs have `items`",
+                ));
             }
             parse_type(&type_path, &self.ty)?
         };
@@ -514,13 +533,19 @@ impl RawInput {
             InputType::Str { pattern, choices } => {
                 if let Some(p) = self.pattern {
                     regex::Regex::new(&p).map_err(|e| {
-                        field_err(format!("{path}.pattern"), format!("not a valid regular expression: {e}"))
+                        field_err(
+                            format!("{path}.pattern"),
+                            format!("not a valid regular expression: {e}"),
+                        )
                     })?;
                     *pattern = Some(p);
                 }
                 if let Some(c) = self.choices {
                     if c.is_empty() {
-                        return Err(field_err(format!("{path}.enum"), "must list at least one value"));
+                        return Err(field_err(
+                            format!("{path}.enum"),
+                            "must list at least one value",
+                        ));
                     }
                     *choices = c;
                 }
@@ -528,21 +553,43 @@ impl RawInput {
             }
             InputType::Int { min, max } => {
                 reject_string_constraints(path, &self.pattern, &self.choices)?;
-                *min = self.min.as_ref().map(|v| toml_int(&format!("{path}.min"), v)).transpose()?;
-                *max = self.max.as_ref().map(|v| toml_int(&format!("{path}.max"), v)).transpose()?;
+                *min = self
+                    .min
+                    .as_ref()
+                    .map(|v| toml_int(&format!("{path}.min"), v))
+                    .transpose()?;
+                *max = self
+                    .max
+                    .as_ref()
+                    .map(|v| toml_int(&format!("{path}.max"), v))
+                    .transpose()?;
                 if let (Some(lo), Some(hi)) = (*min, *max) {
                     if lo > hi {
-                        return Err(field_err(format!("{path}.min"), format!("{lo} is above max {hi}")));
+                        return Err(field_err(
+                            format!("{path}.min"),
+                            format!("{lo} is above max {hi}"),
+                        ));
                     }
                 }
             }
             InputType::Float { min, max } => {
                 reject_string_constraints(path, &self.pattern, &self.choices)?;
-                *min = self.min.as_ref().map(|v| toml_float(&format!("{path}.min"), v)).transpose()?;
-                *max = self.max.as_ref().map(|v| toml_float(&format!("{path}.max"), v)).transpose()?;
+                *min = self
+                    .min
+                    .as_ref()
+                    .map(|v| toml_float(&format!("{path}.min"), v))
+                    .transpose()?;
+                *max = self
+                    .max
+                    .as_ref()
+                    .map(|v| toml_float(&format!("{path}.max"), v))
+                    .transpose()?;
                 if let (Some(lo), Some(hi)) = (*min, *max) {
                     if lo > hi {
-                        return Err(field_err(format!("{path}.min"), format!("{lo} is above max {hi}")));
+                        return Err(field_err(
+                            format!("{path}.min"),
+                            format!("{lo} is above max {hi}"),
+                        ));
                     }
                 }
             }
@@ -556,7 +603,8 @@ impl RawInput {
             Some(v) => {
                 let dpath = format!("{path}.default");
                 let value = toml_to_value(&dpath, &v)?;
-                let value = crate::expression::check_value(&ty, value).map_err(|e| field_err(dpath, e))?;
+                let value =
+                    crate::expression::check_value(&ty, value).map_err(|e| field_err(dpath, e))?;
                 Some(value)
             }
         };
@@ -574,20 +622,36 @@ fn reject_string_constraints(
     choices: &Option<Vec<String>>,
 ) -> Result<(), ManifestError> {
     if pattern.is_some() {
-        return Err(field_err(format!("{path}.pattern"), "only string inputs have a pattern"));
+        return Err(field_err(
+            format!("{path}.pattern"),
+            "only string inputs have a pattern",
+        ));
     }
     if choices.is_some() {
-        return Err(field_err(format!("{path}.enum"), "only string inputs have an enum"));
+        return Err(field_err(
+            format!("{path}.enum"),
+            "only string inputs have an enum",
+        ));
     }
     Ok(())
 }
 
-fn reject_bounds(path: &str, min: &Option<toml::Value>, max: &Option<toml::Value>) -> Result<(), ManifestError> {
+fn reject_bounds(
+    path: &str,
+    min: &Option<toml::Value>,
+    max: &Option<toml::Value>,
+) -> Result<(), ManifestError> {
     if min.is_some() {
-        return Err(field_err(format!("{path}.min"), "only int and float inputs have bounds"));
+        return Err(field_err(
+            format!("{path}.min"),
+            "only int and float inputs have bounds",
+        ));
     }
     if max.is_some() {
-        return Err(field_err(format!("{path}.max"), "only int and float inputs have bounds"));
+        return Err(field_err(
+            format!("{path}.max"),
+            "only int and float inputs have bounds",
+        ));
     }
     Ok(())
 }
@@ -610,7 +674,10 @@ fn toml_to_value(path: &str, v: &toml::Value) -> Result<Value, ManifestError> {
         other => {
             return Err(field_err(
                 path,
-                format!("a default must be a string, number, bool or array, got {}", other.type_str()),
+                format!(
+                    "a default must be a string, number, bool or array, got {}",
+                    other.type_str()
+                ),
             ))
         }
     })
@@ -627,12 +694,12 @@ impl RawExecutor {
             "slurm" => &["argv", "partition", "account", "sbatch_args"],
             "container" => &["argv", "image", "engine"],
             "cwl" => &["document"],
-            other => {
-                return Err(field_err(
-                    "executor.kind",
-                    format!("unknown executor {other:?}; expected one of command, slurm, container, cwl"),
-                ))
-            }
+            other => return Err(field_err(
+                "executor.kind",
+                format!(
+                    "unknown executor {other:?}; expected one of command, slurm, container, cwl"
+                ),
+            )),
         };
         let present = [
             ("argv", self.argv.is_some()),
@@ -670,17 +737,16 @@ impl RawExecutor {
                 sbatch_args: self.sbatch_args.unwrap_or_default(),
             },
             "container" => Executor::Container {
-                image: self
-                    .image
-                    .filter(|i| !i.trim().is_empty())
-                    .ok_or_else(|| field_err("executor.image", "is required for the container executor"))?,
+                image: self.image.filter(|i| !i.trim().is_empty()).ok_or_else(|| {
+                    field_err("executor.image", "is required for the container executor")
+                })?,
                 argv,
                 engine: self.engine,
             },
             _ => {
-                let document = self
-                    .document
-                    .ok_or_else(|| field_err("executor.document", "is required for the cwl executor"))?;
+                let document = self.document.ok_or_else(|| {
+                    field_err("executor.document", "is required for the cwl executor")
+                })?;
                 if !files.contains(&document) {
                     return Err(field_err(
                         "executor.document",
@@ -715,7 +781,9 @@ pub fn parse_arg(arg: &str) -> Result<Vec<ArgPart<'_>>, String> {
             literal.push(tail.as_bytes()[0] as char);
             rest = &tail[2..];
         } else if tail.starts_with('}') {
-            return Err(format!("unmatched '}}' in {arg:?} (write '}}}}' for a literal brace)"));
+            return Err(format!(
+                "unmatched '}}' in {arg:?} (write '}}}}' for a literal brace)"
+            ));
         } else {
             let end = tail
                 .find('}')
@@ -742,12 +810,17 @@ fn check_argv(argv: &[String], inputs: &BTreeMap<String, InputSpec>) -> Result<(
         let path = format!("executor.argv[{i}]");
         let parts = parse_arg(arg).map_err(|e| field_err(&path, e))?;
         for part in &parts {
-            let ArgPart::Placeholder(name) = part else { continue };
+            let ArgPart::Placeholder(name) = part else {
+                continue;
+            };
             if *name == placeholders::BUNDLE || *name == placeholders::WORKDIR {
                 continue;
             }
             let spec = inputs.get(*name).ok_or_else(|| {
-                field_err(&path, format!("placeholder {{{name}}} is not an input, `bundle` or `workdir`"))
+                field_err(
+                    &path,
+                    format!("placeholder {{{name}}} is not an input, `bundle` or `workdir`"),
+                )
             })?;
             if matches!(spec.ty, InputType::List { .. }) && parts.len() != 1 {
                 return Err(field_err(
@@ -774,10 +847,16 @@ impl Workflow {
     /// hashed and no other.
     pub fn new(manifest: Manifest, files: BTreeMap<String, BlobId>) -> Result<Self, ManifestError> {
         if let Some(missing) = manifest.files.iter().find(|f| !files.contains_key(*f)) {
-            return Err(field_err("files", format!("{missing:?} is declared but was not provided")));
+            return Err(field_err(
+                "files",
+                format!("{missing:?} is declared but was not provided"),
+            ));
         }
         if let Some(extra) = files.keys().find(|f| !manifest.files.contains(*f)) {
-            return Err(field_err("files", format!("{extra:?} was provided but is not declared")));
+            return Err(field_err(
+                "files",
+                format!("{extra:?} was provided but is not declared"),
+            ));
         }
         Ok(Self { manifest, files })
     }

@@ -69,7 +69,8 @@ impl FromStr for NetworkId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -144,7 +145,9 @@ impl Topic {
             ["jobs", prefix, v]
                 if *v == version
                     && prefix.len() == 2 * JOBS_TOPIC_PREFIX_BYTES
-                    && prefix.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) =>
+                    && prefix
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) =>
             {
                 Ok(Topic::Jobs {
                     workflow_prefix: prefix.to_string(),
