@@ -96,7 +96,9 @@ impl Expression {
     /// (so its id is the one everybody else computes).
     pub fn check(&self, manifest: &Manifest) -> Result<(), ArgError> {
         let renormalised = Self::new(self.workflow, manifest, self.args.clone())?;
-        if renormalised.args != self.args {
+        // Compare encodings, not values: `-0.0 == 0.0` as floats, but the two
+        // encode (and so hash) differently.
+        if canonical(&renormalised.args) != canonical(&self.args) {
             return Err(ArgError::Invalid {
                 name: "*".into(),
                 problem: "expression is not in normal form".into(),
@@ -137,7 +139,7 @@ pub fn check_value(ty: &InputType, value: Value) -> Result<Value, String> {
             }
             if let Some(p) = pattern {
                 // Patterns are validated when the manifest is parsed.
-                let re = regex::Regex::new(&format!("^(?:{p})$"))
+                let re = regex::Regex::new(&anchored(p))
                     .map_err(|e| format!("the manifest's pattern is invalid: {e}"))?;
                 if !re.is_match(&s) {
                     return Err(format!("{s:?} does not match the pattern {p:?}"));
@@ -173,6 +175,11 @@ pub fn check_value(ty: &InputType, value: Value) -> Result<Value, String> {
             .map(Value::List),
         (ty, v) => Err(format!("expected {}, got {} {v}", ty.name(), v.type_name())),
     }
+}
+
+/// The regular expression a string input must match as a whole: `^(?:pattern)$`.
+pub(crate) fn anchored(pattern: &str) -> String {
+    format!("^(?:{pattern})$")
 }
 
 fn check_bounds<T: PartialOrd + std::fmt::Display>(

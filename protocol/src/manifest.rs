@@ -532,7 +532,10 @@ impl RawInput {
         match scalar {
             InputType::Str { pattern, choices } => {
                 if let Some(p) = self.pattern {
-                    regex::Regex::new(&p).map_err(|e| {
+                    // Check the anchored form that values are matched with: a
+                    // pattern can be valid alone but not inside `^(?:…)$` (for
+                    // example `(?x)a #`, whose comment swallows the `)$`).
+                    regex::Regex::new(&crate::expression::anchored(&p)).map_err(|e| {
                         field_err(
                             format!("{path}.pattern"),
                             format!("not a valid regular expression: {e}"),
@@ -694,12 +697,14 @@ impl RawExecutor {
             "slurm" => &["argv", "partition", "account", "sbatch_args"],
             "container" => &["argv", "image", "engine"],
             "cwl" => &["document"],
-            other => return Err(field_err(
-                "executor.kind",
-                format!(
+            other => {
+                return Err(field_err(
+                    "executor.kind",
+                    format!(
                     "unknown executor {other:?}; expected one of command, slurm, container, cwl"
                 ),
-            )),
+                ))
+            }
         };
         let present = [
             ("argv", self.argv.is_some()),
