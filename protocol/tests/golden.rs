@@ -337,3 +337,31 @@ fn hand_written_encodings() {
         [&[3u8][..], &1.0f64.to_le_bytes()].concat()
     );
 }
+
+/// The worked example in docs/protocol.md uses the golden `greet` workflow.
+#[test]
+fn worked_example_in_docs_matches() {
+    let f = Fixtures::new();
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+    let doc = fs::read_to_string(doc_path).unwrap();
+    let manifest = fs::read_to_string(common::golden_dir().join("greet/manifest.toml")).unwrap();
+    for line in manifest.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            doc.contains(line),
+            "docs/protocol.md lacks manifest line {line:?}"
+        );
+    }
+    // Hex in the doc may be split over lines and grouped with spaces.
+    let flat: String = doc.split_whitespace().collect();
+    for (what, value) in [
+        ("WorkflowId", f.wf_greet.id().to_string()),
+        ("canonical workflow", hex::encode(canonical(&f.wf_greet))),
+        ("ExprId", f.ex_greet.id().to_string()),
+        ("canonical expression", hex::encode(canonical(&f.ex_greet))),
+    ] {
+        assert!(
+            flat.contains(&value),
+            "docs/protocol.md lacks the {what} {value}"
+        );
+    }
+}
