@@ -28,6 +28,42 @@ pub mod limits {
     pub const EXPRESSION: usize = 256 * 1024;
     /// A workflow manifest in TOML.
     pub const MANIFEST_TOML: usize = 256 * 1024;
+    /// Deepest nesting of recursive types (a [`crate::Value::List`] inside a list,
+    /// a list [`crate::InputType`] inside a list type) a decoder accepts. Valid
+    /// expressions nest at most 2 deep; without a bound, a few kilobytes of
+    /// nested lists overflow the decoder's stack and abort the process.
+    pub const MAX_NESTING: usize = 32;
+}
+
+/// Counts how deep the current thread is inside recursive types being
+/// deserialised; see [`limits::MAX_NESTING`].
+pub(crate) struct NestingGuard(());
+
+thread_local! {
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl NestingGuard {
+    /// Enter one level of a recursive type; an error once the limit is reached.
+    pub(crate) fn enter<E: serde::de::Error>(what: &str) -> Result<Self, E> {
+        NESTING.with(|n| {
+            let depth = n.get();
+            if depth >= limits::MAX_NESTING {
+                return Err(E::custom(format!(
+                    "{what} nested more than {} levels deep",
+                    limits::MAX_NESTING
+                )));
+            }
+            n.set(depth + 1);
+            Ok(Self(()))
+        })
+    }
+}
+
+impl Drop for NestingGuard {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
 }
 
 /// The one bincode configuration used for every encoding in ODA mesh.

@@ -62,8 +62,9 @@ pub struct InputSpec {
 }
 
 /// The type of an input, with its constraints. Variants are encoded by index:
-/// never reorder or delete, add new ones at the end.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// never reorder or delete, add new ones at the end. Decoding refuses list
+/// types nested deeper than [`limits::MAX_NESTING`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum InputType {
     /// A string, optionally matching a regular expression and/or one of a set.
     Str {
@@ -96,6 +97,38 @@ pub enum InputType {
         items: Box<InputType>,
     },
     /// The output of another expression (not a literal blob).
+    Output,
+}
+
+impl<'de> Deserialize<'de> for InputType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _depth = crate::codec::NestingGuard::enter::<D::Error>("input type")?;
+        InputTypeDef::deserialize(deserializer)
+    }
+}
+
+/// The derived deserialiser of [`InputType`], wrapped by the nesting guard
+/// above. Must list the same variants and fields in the same order.
+#[derive(Deserialize)]
+#[serde(remote = "InputType", rename = "InputType")]
+enum InputTypeDef {
+    Str {
+        pattern: Option<String>,
+        choices: Vec<String>,
+    },
+    Int {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Float {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Bool,
+    Blob,
+    List {
+        items: Box<InputType>,
+    },
     Output,
 }
 

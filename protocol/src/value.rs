@@ -11,7 +11,10 @@ use crate::ids::{BlobId, ExprId};
 ///
 /// Wire note: variants are encoded by index; never reorder or delete them, add
 /// new ones at the end.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoding refuses lists nested deeper than
+/// [`crate::codec::limits::MAX_NESTING`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Value {
     /// No value (only valid where a manifest input allows `null` as its default).
     Null,
@@ -34,6 +37,28 @@ pub enum Value {
         /// The output's name in that expression's workflow manifest.
         name: String,
     },
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _depth = crate::codec::NestingGuard::enter::<D::Error>("value")?;
+        ValueDef::deserialize(deserializer)
+    }
+}
+
+/// The derived deserialiser of [`Value`], wrapped by the nesting guard above.
+/// Must list the same variants in the same order as [`Value`].
+#[derive(Deserialize)]
+#[serde(remote = "Value", rename = "Value")]
+enum ValueDef {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Blob(BlobId),
+    Output { expr: ExprId, name: String },
 }
 
 /// A float that is NaN or infinite was given where a value is required.

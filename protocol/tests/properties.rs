@@ -408,6 +408,113 @@ fn lying_length_prefixes_fail_cleanly() {
     assert!(SignedJobToken::decode(&token).is_err());
 }
 
+/// `bytes` with `n` copies of `prefix` (a one-item list header) inserted at `at`,
+/// wrapping the value that starts there in `n` more levels of lists.
+fn nest(bytes: &[u8], at: usize, n: usize, prefix: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..at].to_vec();
+    for _ in 0..n {
+        out.extend_from_slice(prefix);
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// Where two encodings first differ.
+fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).position(|(x, y)| x != y).unwrap()
+}
+
+fn expression_with(v: Value) -> Expression {
+    Expression {
+        workflow: WorkflowId([0; 32]),
+        args: [("a".to_string(), v)].into(),
+    }
+}
+
+fn nested_value(levels: usize) -> Value {
+    let mut v = Value::Null;
+    for _ in 1..levels {
+        v = Value::List(vec![v]);
+    }
+    v
+}
+
+/// Nested lists used to overflow the decoder's stack (a process abort, not an
+/// error): 100 000 levels are 200 KB, well within the expression limit.
+#[test]
+fn deeply_nested_values_are_refused() {
+    let max = limits::MAX_NESTING;
+    // At the limit: decodes. One more level: an error.
+    let ok = expression_with(nested_value(max)).encode().unwrap();
+    assert_eq!(
+        Expression::decode(&ok).unwrap(),
+        expression_with(nested_value(max))
+    );
+    let deeper = expression_with(nested_value(max + 1)).encode().unwrap();
+    let err = Expression::decode(&deeper).unwrap_err();
+    assert!(
+        err.to_string().contains("nested more than 32 levels"),
+        "{err}"
+    );
+    // Far deeper, built as bytes (building the value itself would recurse too).
+    let null = expression_with(Value::Null).encode().unwrap();
+    let at = null.len() - 1; // the Null's variant byte
+    for n in [1_000, 100_000] {
+        let bytes = nest(&null, at, n, &[5, 1]);
+        assert!(matches!(
+            Expression::decode(&bytes),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+    // The same inside a gossip message.
+    let advert = |v: Value| {
+        let mut g = common::Fixtures::new().gossip().remove(0).1;
+        if let Gossip::JobAdvert(a) = &mut g {
+            a.expr = expression_with(v);
+        }
+        g.encode().unwrap()
+    };
+    let (a, b) = (advert(Value::Int(0)), advert(Value::Int(1)));
+    let at = first_difference(&a, &b) - 1; // the Int's variant byte
+    let bytes = nest(&a, at, 25_000, &[5, 1]);
+    assert!(bytes.len() <= limits::GOSSIP);
+    assert!(Gossip::decode(&bytes).is_err());
+    // Thread-local depth bookkeeping is restored after errors.
+    assert!(Expression::decode(&ok).is_ok());
+}
+
+#[test]
+fn deeply_nested_input_types_are_refused() {
+    let workflow = |ty: oda_protocol::InputType| {
+        let mut w = common::workflow("hello");
+        w.manifest.inputs.insert(
+            "x".into(),
+            oda_protocol::InputSpec {
+                ty,
+                default: None,
+                description: String::new(),
+            },
+        );
+        w
+    };
+    let (a, b) = (
+        workflow(oda_protocol::InputType::Bool).encode().unwrap(),
+        workflow(oda_protocol::InputType::Blob).encode().unwrap(),
+    );
+    let at = first_difference(&a, &b); // the type's variant byte
+                                       // One byte per level: a list type is variant 5 followed by its item type.
+    let ok = nest(&a, at, limits::MAX_NESTING - 1, &[5]);
+    assert!(Workflow::decode(&ok).is_ok());
+    let deeper = nest(&a, at, limits::MAX_NESTING, &[5]);
+    assert!(Workflow::decode(&deeper).is_err());
+    let bytes = nest(&a, at, 400_000, &[5]);
+    assert!(bytes.len() <= limits::WORKFLOW);
+    assert!(matches!(
+        Workflow::decode(&bytes),
+        Err(DecodeError::Malformed { .. })
+    ));
+}
+
 // ---------------------------------------------------------------------------
 // Expression ids do not depend on how arguments were written.
 
@@ -893,4 +1000,49 @@ fn every_field_of_the_golden_fact_is_signed() {
     f.token_exprs.verify().unwrap();
     f.token_workflow.verify().unwrap();
     f.roster.verify().unwrap();
+}
+
+/// The human-readable (JSON) form of values and input types, used by the node
+/// API and the CLI: variant names, ids as hex. Decoding goes through the
+/// nesting guard and must accept exactly what encoding produces.
+#[test]
+fn json_form_of_values_and_input_types() {
+    let id = "ab".repeat(32);
+    let v = Value::List(vec![
+        Value::Null,
+        Value::Bool(true),
+        Value::Int(-3),
+        Value::Float(1.5),
+        Value::Str("x".into()),
+        Value::Blob(BlobId([0xab; 32])),
+        Value::Output {
+            expr: ExprId([0xab; 32]),
+            name: "fit".into(),
+        },
+    ]);
+    let json = serde_json::to_string(&v).unwrap();
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"List":["Null",{{"Bool":true}},{{"Int":-3}},{{"Float":1.5}},{{"Str":"x"}},{{"Blob":"{id}"}},{{"Output":{{"expr":"{id}","name":"fit"}}}}]}}"#
+        )
+    );
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), v);
+    let ty = oda_protocol::InputType::List {
+        items: Box::new(oda_protocol::InputType::Float {
+            min: Some(0.0),
+            max: None,
+        }),
+    };
+    let json = serde_json::to_string(&ty).unwrap();
+    assert_eq!(
+        json,
+        r#"{"List":{"items":{"Float":{"min":0.0,"max":null}}}}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<oda_protocol::InputType>(&json).unwrap(),
+        ty
+    );
+    let deep = format!("{}\"Null\"{}", "{\"List\":[".repeat(40), "]}".repeat(40));
+    assert!(serde_json::from_str::<Value>(&deep).is_err());
 }
