@@ -1,0 +1,7 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use oda_protocol::messages::JobRequest;
+
+fuzz_target!(|data: &[u8]| {
+    oda_protocol_fuzz::round_trip::<JobRequest>(data);
+});
