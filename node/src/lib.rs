@@ -1,1 +1,5 @@
 //! `oda-node`: the ODA mesh daemon library.
+//!
+//! - [`store`]: sled trees and blob files.
+
+pub mod store;

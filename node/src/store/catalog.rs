@@ -1,0 +1,149 @@
+//! Workflows (with their bundle blob), expressions and endorsements: small,
+//! content-addressed records that are never evicted.
+
+use oda_protocol::{BlobId, ExprId, Expression, SignedEndorsement, Subject, Workflow, WorkflowId};
+
+use super::error::StoreError;
+use super::records::{decode, encode, id_at, key_id, subject_prefix, trees, WorkflowRecord};
+use super::Store;
+
+impl Store {
+    /// Store a workflow and the blob holding its bundle; returns its id. Storing
+    /// it again replaces the bundle reference.
+    pub fn put_workflow(&self, wf: &Workflow, bundle: BlobId) -> Result<WorkflowId, StoreError> {
+        let id = wf.id();
+        let rec = WorkflowRecord {
+            workflow: wf.clone(),
+            bundle,
+        };
+        let bytes = encode(trees::WORKFLOWS, &rec)?;
+        self.inner
+            .t
+            .workflows
+            .insert(id.as_bytes(), bytes)
+            .map_err(StoreError::db("write workflow"))?;
+        Ok(id)
+    }
+
+    /// The workflow with this id and its bundle blob.
+    pub fn workflow(&self, id: &WorkflowId) -> Result<Option<(Workflow, BlobId)>, StoreError> {
+        let key = id.as_bytes();
+        match self
+            .inner
+            .t
+            .workflows
+            .get(key)
+            .map_err(StoreError::db("read workflow"))?
+        {
+            Some(v) => {
+                let rec = decode_workflow(key, &v)?;
+                Ok(Some((rec.workflow, rec.bundle)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every workflow, ordered by id.
+    pub fn workflows(&self) -> Result<Vec<(WorkflowId, Workflow, BlobId)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.t.workflows.iter() {
+            let (k, v) = item.map_err(StoreError::db("list workflows"))?;
+            let id = WorkflowId(key_id(trees::WORKFLOWS, &k)?);
+            let rec = decode_workflow(&k, &v)?;
+            out.push((id, rec.workflow, rec.bundle));
+        }
+        Ok(out)
+    }
+
+    /// Store an expression; returns its id.
+    pub fn put_expr(&self, e: &Expression) -> Result<ExprId, StoreError> {
+        let id = e.id();
+        let bytes = encode(trees::EXPRS, e)?;
+        self.inner
+            .t
+            .exprs
+            .insert(id.as_bytes(), bytes)
+            .map_err(StoreError::db("write expression"))?;
+        Ok(id)
+    }
+
+    /// The expression with this id.
+    pub fn expr(&self, id: &ExprId) -> Result<Option<Expression>, StoreError> {
+        let key = id.as_bytes();
+        let Some(v) = self
+            .inner
+            .t
+            .exprs
+            .get(key)
+            .map_err(StoreError::db("read expression"))?
+        else {
+            return Ok(None);
+        };
+        let e: Expression = decode(trees::EXPRS, key, &v)?;
+        if e.id() != *id {
+            return Err(StoreError::corrupt(
+                trees::EXPRS,
+                key,
+                format!("the stored expression has id {}", e.id()),
+            ));
+        }
+        Ok(Some(e))
+    }
+
+    /// Store an endorsement, after checking its signature. Returns `true` if it was
+    /// not stored before.
+    pub fn put_endorsement(&self, e: &SignedEndorsement) -> Result<bool, StoreError> {
+        e.verify()
+            .map_err(|source| StoreError::BadEndorsement { source })?;
+        let bytes = encode(trees::ENDORSEMENTS, e)?;
+        let mut key = subject_prefix(&e.body.subject).to_vec();
+        key.extend_from_slice(blake3::hash(&bytes).as_bytes());
+        let swapped = self
+            .inner
+            .t
+            .endorsements
+            .compare_and_swap(key, None::<&[u8]>, Some(bytes))
+            .map_err(StoreError::db("write endorsement"))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Every endorsement of `subject`.
+    pub fn endorsements_of(&self, subject: &Subject) -> Result<Vec<SignedEndorsement>, StoreError> {
+        let prefix = subject_prefix(subject);
+        let mut out = Vec::new();
+        for item in self.inner.t.endorsements.scan_prefix(prefix) {
+            let (k, v) = item.map_err(StoreError::db("scan endorsements"))?;
+            let digest = id_at(trees::ENDORSEMENTS, &k, prefix.len())?;
+            if k.len() != prefix.len() + 32 || blake3::hash(&v).as_bytes() != &digest {
+                return Err(StoreError::corrupt(
+                    trees::ENDORSEMENTS,
+                    &k,
+                    "the key does not match the record",
+                ));
+            }
+            let e: SignedEndorsement = decode(trees::ENDORSEMENTS, &k, &v)?;
+            if e.body.subject != *subject {
+                return Err(StoreError::corrupt(
+                    trees::ENDORSEMENTS,
+                    &k,
+                    "the endorsement is about another subject than its key says",
+                ));
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
+fn decode_workflow(key: &[u8], bytes: &[u8]) -> Result<WorkflowRecord, StoreError> {
+    let rec: WorkflowRecord = decode(trees::WORKFLOWS, key, bytes)?;
+    let id = rec.workflow.id();
+    if id.as_bytes()[..] != *key {
+        return Err(StoreError::corrupt(
+            trees::WORKFLOWS,
+            key,
+            format!("the stored workflow has id {id}"),
+        ));
+    }
+    Ok(rec)
+}
