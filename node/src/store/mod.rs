@@ -95,8 +95,11 @@ pub struct OpenReport {
     /// Undecodable metadata records, removed (their files are then treated as orphans).
     pub corrupt_metas_removed: usize,
     /// Held facts whose output bytes were missing, demoted (the facts are kept).
+    /// Facts demoted by the eviction at the end of the check are listed in
+    /// [`OpenReport::gc`] instead.
     pub facts_demoted: Vec<FactId>,
-    /// Eviction run at the end of the check, if the blobs exceeded the cap.
+    /// Eviction run at the end of the check, if the blobs exceeded the cap (for
+    /// example after the cap was lowered).
     pub gc: Option<GcReport>,
 }
 
