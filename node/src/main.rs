@@ -1,2 +1,164 @@
-//! The `oda-node` binary.
-fn main() {}
+//! The `oda-node` binary: `init` creates a data dir (key, config), `run` starts
+//! the daemon until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use oda_node::config::{self, files, Config};
+use oda_node::identity::NodeKey;
+use oda_node::runtime::Node;
+
+/// ODA mesh node: joins the mesh, serves cached results, computes jobs.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Data directory (key, config, store). Default: the platform's data dir,
+    /// or $ODA_DATA_DIR.
+    #[arg(long, global = true, env = config::DATA_DIR_ENV)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data dir: a new node key (mode 0600) and a commented config.toml.
+    ///
+    /// Example: oda-node init --data-dir ./node1
+    Init {
+        /// Replace an existing key (the node gets a new identity).
+        #[arg(long)]
+        force: bool,
+        /// Network id to write into the config.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Run the daemon until SIGINT or SIGTERM.
+    ///
+    /// Example: oda-node run --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
+    Run {
+        /// Config file (default: config.toml in the data dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run as the platform's bootstrap node (relay server, DHT server, high limits).
+        #[arg(long)]
+        bootstrap: bool,
+        /// Listen address (repeatable); replaces the config's `listen`.
+        #[arg(long = "listen", value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Peer to join through (repeatable), added to the config's `peers`.
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<String>,
+        /// Network id; replaces the config's `network`.
+        #[arg(long)]
+        network: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ODA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = match cli.data_dir {
+        Some(d) => d,
+        None => config::default_data_dir()?,
+    };
+    match cli.command {
+        Command::Init { force, network } => init(&data_dir, force, network),
+        Command::Run {
+            config,
+            bootstrap,
+            listen,
+            peers,
+            network,
+        } => {
+            let path = config.unwrap_or_else(|| data_dir.join(files::CONFIG));
+            let mut cfg = Config::load(&path).with_context(|| {
+                format!(
+                    "run `oda-node init --data-dir {}` first",
+                    data_dir.display()
+                )
+            })?;
+            cfg.bootstrap |= bootstrap;
+            if !listen.is_empty() {
+                cfg.listen = listen;
+            }
+            cfg.peers.extend(peers);
+            if let Some(n) = network {
+                cfg.network = n;
+            }
+            let validated = cfg.validate()?;
+            let key = NodeKey::load(&data_dir.join(files::KEY))?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(data_dir, key, validated))
+        }
+    }
+}
+
+fn init(data_dir: &std::path::Path, force: bool, network: Option<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let key = NodeKey::generate();
+    key.save(&data_dir.join(files::KEY), force)?;
+    let config_path = data_dir.join(files::CONFIG);
+    if !config_path.exists() || force {
+        let mut text = config::DEFAULT_CONFIG_TOML.to_string();
+        if let Some(net) = network {
+            net.parse::<oda_protocol::NetworkId>()?;
+            text = text.replace("network = \"main\"", &format!("network = \"{net}\""));
+        }
+        std::fs::write(&config_path, text)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+    }
+    println!("data dir:   {}", data_dir.display());
+    println!("peer id:    {}", key.peer_id());
+    println!("public key: {}", key.public());
+    println!("config:     {}", config_path.display());
+    Ok(())
+}
+
+async fn serve(data_dir: PathBuf, key: NodeKey, cfg: config::Validated) -> anyhow::Result<()> {
+    let node = Node::start(&data_dir, key, &cfg).await?;
+    println!("peer id: {}", node.peer_id());
+    for addr in node.wait_listening(std::time::Duration::from_secs(5)).await {
+        println!("listening on {addr}");
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await.context("flushing the store")?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! [`Client`]: the cloneable handle the rest of the node uses to talk to the
+//! network. Each method sends a [`Command`] to the event loop and awaits the
+//! reply. Composite operations (fact lookup, verified blob fetch) are built here
+//! from the primitive commands.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use libp2p::{Multiaddr, PeerId};
+use oda_protocol::codec::limits;
+use oda_protocol::messages::{
+    BlobRequest, BlobResponse, FactAnnounce, Gossip, JobRequest, JobResponse,
+};
+use oda_protocol::names::Topic;
+use oda_protocol::{BlobId, ExprId, FactId, SignedFact};
+use tokio::sync::{mpsc, oneshot};
+
+use super::scoring::Offence;
+use super::{JobReply, NetworkError};
+use crate::store::{Store, StoreError};
+
+/// Result of a command.
+pub type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+/// What the event loop can be asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Dial an address.
+    Dial(Multiaddr, Reply<()>),
+    /// Subscribe to a gossip topic.
+    Subscribe(Topic, Reply<()>),
+    /// Unsubscribe from a gossip topic.
+    Unsubscribe(Topic, Reply<()>),
+    /// Publish on a gossip topic.
+    Publish(Topic, Gossip, Reply<()>),
+    /// Publish raw bytes (fault-injection tests only).
+    PublishRaw(Topic, Vec<u8>, Reply<()>),
+    /// Put a fact record in the DHT.
+    PutFact(Box<SignedFact>, Reply<()>),
+    /// Put an unvalidated record (fault-injection tests only).
+    PutRaw(Vec<u8>, Vec<u8>, Reply<()>),
+    /// Get the valid fact records for an expression from the DHT.
+    GetFactRecords(ExprId, Reply<Vec<SignedFact>>),
+    /// Announce that this node provides a DHT key.
+    Provide(libp2p::kad::RecordKey, Reply<()>),
+    /// Find the providers of a DHT key.
+    GetProviders(libp2p::kad::RecordKey, Reply<HashSet<PeerId>>),
+    /// Ask a peer for its facts about an expression (validated).
+    RequestFacts(PeerId, ExprId, Reply<Vec<SignedFact>>),
+    /// Ask a peer for a range of a blob.
+    RequestBlob(PeerId, BlobRequest, Reply<BlobResponse>),
+    /// Send a job-protocol request.
+    SendJob(PeerId, Box<JobRequest>, Reply<JobResponse>),
+    /// Answer a job-protocol request.
+    RespondJob(JobReply, JobResponse),
+    /// Answer a blob request (from the task that read the bytes).
+    RespondBlob(
+        libp2p::request_response::ResponseChannel<BlobResponse>,
+        BlobResponse,
+    ),
+    /// Penalise a peer.
+    Penalise(PeerId, Offence),
+    /// List connected peers.
+    Peers(Reply<Vec<PeerInfo>>),
+    /// A peer's reputation, connected or not.
+    Reputation(PeerId, Reply<f64>),
+    /// The addresses the node listens on.
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+}
+
+/// A connected peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Its id.
+    pub peer: PeerId,
+    /// Addresses we know for it.
+    pub addrs: Vec<Multiaddr>,
+    /// Its agent version, once identified.
+    pub agent: Option<String>,
+    /// Its reputation with this node (0 = clean).
+    pub reputation: f64,
+    /// Its gossipsub score with this node, if scored.
+    pub gossip_score: Option<f64>,
+}
+
+/// How many blob range requests are in flight at once per transfer.
+const BLOB_WINDOW: usize = 8;
+/// How long a fact request to one provider may take during a lookup.
+const LOOKUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cloneable handle to the network.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    local: PeerId,
+}
+
+impl Client {
+    pub(super) fn new(commands: mpsc::Sender<Command>, local: PeerId) -> Self {
+        Self { commands, local }
+    }
+
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetworkError::Stopped)?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    async fn tell(&self, command: Command) {
+        // If the event loop has stopped there is nobody left to tell.
+        let _ = self.commands.send(command).await;
+    }
+
+    /// Dial a peer address (with or without `/p2p/<id>`).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetworkError> {
+        self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Subscribe to a topic.
+    pub async fn subscribe(&self, topic: Topic) -> Result<(), NetworkError> {
+        self.ask(|r| Command::Subscribe(topic, r)).await
+    }
+
+    /// Unsubscribe from a topic.
+    pub async fn unsubscribe(&self, topic: Topic) -> Result<(), NetworkError> {
+        self.ask(|r| Command::Unsubscribe(topic, r)).await
+    }
+
+    /// Publish a gossip message.
+    pub async fn publish(&self, topic: Topic, message: Gossip) -> Result<(), NetworkError> {
+        self.ask(|r| Command::Publish(topic, message, r)).await
+    }
+
+    /// Publish arbitrary bytes on a topic, bypassing the codec. Honest code
+    /// never needs this: fault-injection tests use it to play a rogue peer.
+    pub async fn publish_raw(&self, topic: Topic, bytes: Vec<u8>) -> Result<(), NetworkError> {
+        self.ask(|r| Command::PublishRaw(topic, bytes, r)).await
+    }
+
+    /// Publish a fact to the mesh: DHT record, provider of the expression and of
+    /// each output blob, and an announcement on the facts topic. The caller has
+    /// stored the fact (and its outputs) already. Individual steps that fail
+    /// because the mesh is still small are logged, not fatal; the first hard
+    /// failure is returned after all steps were tried.
+    pub async fn publish_fact(&self, fact: &SignedFact) -> Result<(), NetworkError> {
+        let expr = fact.body.expr;
+        let mut first_err = None;
+        let mut note = |r: Result<(), NetworkError>, what: &str| {
+            if let Err(e) = r {
+                tracing::debug!(%expr, error = %e, "publish_fact: {what}");
+                if !matches!(e, NetworkError::NoSubscribers(_) | NetworkError::Dht { .. }) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        };
+        note(
+            self.ask(|r| Command::PutFact(Box::new(fact.clone()), r))
+                .await,
+            "put record",
+        );
+        note(
+            self.provide(super::keys::expr_providers(&expr)).await,
+            "provide expression",
+        );
+        for blob in fact.body.output_blobs() {
+            note(
+                self.provide(super::keys::blob_providers(&blob)).await,
+                "provide blob",
+            );
+        }
+        let announce = Gossip::FactAnnounce(FactAnnounce {
+            expr,
+            fact_id: fact.id(),
+            worker: fact.body.worker,
+        });
+        note(self.publish(Topic::Facts, announce).await, "announce");
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Put an arbitrary DHT record without any validation. Honest code never
+    /// needs this: fault-injection tests use it to play a rogue peer.
+    pub async fn put_raw_record(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), NetworkError> {
+        self.ask(|r| Command::PutRaw(key, value, r)).await
+    }
+
+    /// Announce that this node holds a blob's bytes.
+    pub async fn provide_blob(&self, blob: &BlobId) -> Result<(), NetworkError> {
+        self.provide(super::keys::blob_providers(blob)).await
+    }
+
+    async fn provide(&self, key: libp2p::kad::RecordKey) -> Result<(), NetworkError> {
+        self.ask(|r| Command::Provide(key, r)).await
+    }
+
+    /// Every valid signed fact the mesh holds for `expr`: the DHT record, and
+    /// `GetFacts` to every provider of the expression. Invalid facts are dropped
+    /// (and their senders penalised) before they get here.
+    pub async fn lookup_facts(&self, expr: ExprId) -> Result<Vec<SignedFact>, NetworkError> {
+        let (records, providers) = futures::join!(
+            self.ask(|r| Command::GetFactRecords(expr, r)),
+            self.ask(|r| Command::GetProviders(super::keys::expr_providers(&expr), r)),
+        );
+        let mut found: BTreeMap<FactId, SignedFact> = BTreeMap::new();
+        for fact in records.unwrap_or_default() {
+            found.insert(fact.id(), fact);
+        }
+        let requests = providers
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != self.local)
+            .map(|peer| async move {
+                tokio::time::timeout(
+                    LOOKUP_REQUEST_TIMEOUT,
+                    self.ask(|r| Command::RequestFacts(peer, expr, r)),
+                )
+                .await
+                .unwrap_or(Err(NetworkError::Request {
+                    peer,
+                    reason: "timed out".into(),
+                }))
+            });
+        for result in futures::future::join_all(requests).await {
+            match result {
+                Ok(facts) => found.extend(facts.into_iter().map(|f| (f.id(), f))),
+                Err(e) => tracing::debug!(%expr, error = %e, "fact request failed"),
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Peers providing a blob (excluding this node).
+    pub async fn blob_providers(&self, blob: &BlobId) -> Result<HashSet<PeerId>, NetworkError> {
+        let mut peers = self
+            .ask(|r| Command::GetProviders(super::keys::blob_providers(blob), r))
+            .await?;
+        peers.remove(&self.local);
+        Ok(peers)
+    }
+
+    /// Fetch a blob into the store from the mesh, verified: bytes stream to a
+    /// temporary file while being hashed, and only a file whose BLAKE3 equals the
+    /// blob id becomes visible. A provider that sends wrong bytes is penalised and
+    /// the next one is tried. When the size is known (facts carry it), a provider
+    /// announcing another size is treated as lying before any byte is written.
+    /// Returns the blob's size. Does nothing if the store already holds it.
+    pub async fn fetch_blob(
+        &self,
+        blob: BlobId,
+        expected_size: Option<u64>,
+        store: &Store,
+    ) -> Result<u64, NetworkError> {
+        if let Some(size) = store.blob_size(&blob) {
+            return Ok(size);
+        }
+        let providers = self.blob_providers(&blob).await?;
+        self.fetch_blob_from(blob, expected_size, providers.into_iter().collect(), store)
+            .await
+    }
+
+    /// Like [`Client::fetch_blob`], from the given peers in order.
+    pub async fn fetch_blob_from(
+        &self,
+        blob: BlobId,
+        expected_size: Option<u64>,
+        providers: Vec<PeerId>,
+        store: &Store,
+    ) -> Result<u64, NetworkError> {
+        let mut attempts = Vec::new();
+        for peer in providers {
+            match self.fetch_from_one(blob, expected_size, peer, store).await {
+                Ok(size) => {
+                    if let Err(e) = self.provide_blob(&blob).await {
+                        tracing::debug!(%blob, error = %e, "could not announce fetched blob");
+                    }
+                    return Ok(size);
+                }
+                Err(FetchError::Lied(reason)) => {
+                    tracing::warn!(%peer, %blob, %reason, "provider sent wrong bytes; penalising");
+                    self.tell(Command::Penalise(peer, Offence::WrongBlobBytes))
+                        .await;
+                    attempts.push(format!("{peer}: {reason}"));
+                }
+                Err(FetchError::Failed(reason)) => attempts.push(format!("{peer}: {reason}")),
+                Err(FetchError::Store(e)) => return Err(NetworkError::Store(e.to_string())),
+            }
+        }
+        if attempts.is_empty() {
+            attempts.push("no provider found".into());
+        }
+        Err(NetworkError::BlobUnavailable {
+            blob: blob.to_string(),
+            attempts: attempts.join("; "),
+        })
+    }
+
+    async fn fetch_from_one(
+        &self,
+        blob: BlobId,
+        expected_size: Option<u64>,
+        peer: PeerId,
+        store: &Store,
+    ) -> Result<u64, FetchError> {
+        let chunk = limits::BLOB_CHUNK as u64;
+        let (total, bytes) = self.request_range(peer, blob, 0, chunk).await?;
+        if let Some(expected) = expected_size.filter(|e| *e != total) {
+            return Err(FetchError::Lied(format!(
+                "announced {total} bytes, the fact says {expected}"
+            )));
+        }
+        let mut writer = store.blob_writer().map_err(FetchError::Store)?;
+        check_chunk(0, total, chunk, &bytes)?;
+        writer.write(&bytes).map_err(FetchError::Store)?;
+        let mut pending = FuturesOrdered::new();
+        let mut next = bytes.len() as u64;
+        while next < total && pending.len() < BLOB_WINDOW {
+            pending.push_back(self.request_range(peer, blob, next, chunk));
+            next += chunk;
+        }
+        let mut offset = bytes.len() as u64;
+        while let Some(result) = pending.next().await {
+            let (t, bytes) = result?;
+            if t != total {
+                return Err(FetchError::Lied(format!(
+                    "total size changed from {total} to {t}"
+                )));
+            }
+            check_chunk(offset, total, chunk, &bytes)?;
+            writer.write(&bytes).map_err(FetchError::Store)?;
+            offset += bytes.len() as u64;
+            if next < total {
+                pending.push_back(self.request_range(peer, blob, next, chunk));
+                next += chunk;
+            }
+        }
+        match writer.finish(Some(blob)) {
+            Ok(_) => Ok(total),
+            Err(StoreError::HashMismatch { .. }) => {
+                Err(FetchError::Lied("bytes do not hash to the blob id".into()))
+            }
+            Err(e) => Err(FetchError::Store(e)),
+        }
+    }
+
+    async fn request_range(
+        &self,
+        peer: PeerId,
+        blob: BlobId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(u64, Vec<u8>), FetchError> {
+        let req = BlobRequest {
+            blob,
+            offset,
+            len: len as u32,
+        };
+        match self.ask(|r| Command::RequestBlob(peer, req, r)).await {
+            Ok(BlobResponse::Data { total, bytes }) => Ok((total, bytes)),
+            Ok(BlobResponse::NotFound) => Err(FetchError::Failed("does not hold it".into())),
+            Ok(BlobResponse::BadRange(why)) => {
+                Err(FetchError::Failed(format!("refused range: {why}")))
+            }
+            Err(e) => Err(FetchError::Failed(e.to_string())),
+        }
+    }
+
+    /// Send a job-protocol request and await the answer.
+    pub async fn send_job(
+        &self,
+        peer: PeerId,
+        request: JobRequest,
+    ) -> Result<JobResponse, NetworkError> {
+        self.ask(|r| Command::SendJob(peer, Box::new(request), r))
+            .await
+    }
+
+    /// Answer an inbound job-protocol request.
+    pub async fn respond_job(&self, reply: JobReply, response: JobResponse) {
+        self.tell(Command::RespondJob(reply, response)).await
+    }
+
+    /// Penalise a misbehaving peer.
+    pub async fn penalise(&self, peer: PeerId, offence: Offence) {
+        self.tell(Command::Penalise(peer, offence)).await
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetworkError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// A peer's reputation with this node (0 = clean; at or below
+    /// [`super::scoring::BAN_THRESHOLD`] it is blocked), connected or not.
+    pub async fn reputation(&self, peer: PeerId) -> Result<f64, NetworkError> {
+        self.ask(|r| Command::Reputation(peer, r)).await
+    }
+
+    /// Listen addresses.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(Command::ListenAddrs).await
+    }
+}
+
+/// Why fetching from one provider failed.
+enum FetchError {
+    /// The provider sent bytes or sizes that cannot be right.
+    Lied(String),
+    /// The provider could not serve (not found, timeout, disconnect).
+    Failed(String),
+    /// Our store failed.
+    Store(StoreError),
+}
+
+/// A chunk must be exactly as long as asked, except the last one.
+fn check_chunk(offset: u64, total: u64, chunk: u64, bytes: &[u8]) -> Result<(), FetchError> {
+    let expected = chunk.min(total.saturating_sub(offset));
+    if bytes.len() as u64 != expected {
+        return Err(FetchError::Lied(format!(
+            "range at {offset} has {} bytes, expected {expected}",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,719 @@
+//! [`EventLoop`]: the only owner of the libp2p `Swarm`. It executes client
+//! commands, turns swarm events into [`NetworkEvent`]s, validates every record,
+//! message and reply from peers, answers `GetFacts` and blob reads from the
+//! store, and keeps the node connected (re-dialing known peers when it has none).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::kad::{
+    self, store::RecordStore, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record,
+};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, Multiaddr, PeerId, Swarm};
+use oda_protocol::codec::limits;
+use oda_protocol::messages::{BlobRequest, BlobResponse, FactRequest, FactResponse, JobResponse};
+use oda_protocol::names::Topic;
+use oda_protocol::{ExprId, SignedFact, Wire};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::client::{Command, PeerInfo, Reply};
+use super::scoring::{Offence, Reputation};
+use super::{keys, validate, NetworkConfig, NetworkError, NetworkEvent};
+use crate::store::Store;
+
+/// How often the loop checks that it is connected to somebody.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A fact-record query in flight: the expression, valid facts found so far, and
+/// where the answer goes.
+type PendingRecords = (ExprId, Vec<SignedFact>, Reply<Vec<SignedFact>>);
+
+/// Owns the swarm; run it with [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    cfg: NetworkConfig,
+    store: Store,
+    commands: mpsc::Receiver<Command>,
+    /// For tasks that answer requests off the loop (blob reads).
+    loopback: mpsc::Sender<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    reputation: Reputation,
+    agents: HashMap<PeerId, String>,
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    listen_addrs: Vec<Multiaddr>,
+    pending_put: HashMap<QueryId, Reply<()>>,
+    pending_provide: HashMap<QueryId, Reply<()>>,
+    pending_records: HashMap<QueryId, PendingRecords>,
+    pending_providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    pending_facts: HashMap<OutboundRequestId, (ExprId, Reply<Vec<SignedFact>>)>,
+    pending_blobs: HashMap<OutboundRequestId, Reply<BlobResponse>>,
+    pending_jobs: HashMap<OutboundRequestId, Reply<JobResponse>>,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        cfg: NetworkConfig,
+        store: Store,
+        commands: mpsc::Receiver<Command>,
+        loopback: mpsc::Sender<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+    ) -> Self {
+        Self {
+            swarm,
+            cfg,
+            store,
+            commands,
+            loopback,
+            events,
+            reputation: Reputation::default(),
+            agents: HashMap::new(),
+            addrs: HashMap::new(),
+            listen_addrs: Vec::new(),
+            pending_put: HashMap::new(),
+            pending_provide: HashMap::new(),
+            pending_records: HashMap::new(),
+            pending_providers: HashMap::new(),
+            pending_facts: HashMap::new(),
+            pending_blobs: HashMap::new(),
+            pending_jobs: HashMap::new(),
+        }
+    }
+
+    /// Run until `shutdown` is cancelled or every client is dropped.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        for topic in [Topic::Facts, Topic::Capacity] {
+            if let Err(e) = self.subscribe(&topic) {
+                tracing::warn!(error = %e, "cannot subscribe to a core topic");
+            }
+        }
+        self.dial_known_peers();
+        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = maintenance.tick() => self.maintain(),
+            }
+        }
+        tracing::info!("network event loop stopped");
+    }
+
+    fn dial_known_peers(&mut self) {
+        for addr in self.cfg.peers.clone() {
+            if let Err(e) = self.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial configured peer");
+            }
+        }
+    }
+
+    /// Re-dial configured peers while the node has no connection at all (for
+    /// example after the bootstrap node restarted).
+    fn maintain(&mut self) {
+        if self.swarm.connected_peers().next().is_none() && !self.cfg.peers.is_empty() {
+            tracing::debug!("no connections; re-dialing configured peers");
+            self.dial_known_peers();
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr) -> Result<(), NetworkError> {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            if peer == *self.swarm.local_peer_id() {
+                return Ok(());
+            }
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        self.swarm
+            .dial(addr.clone())
+            .map_err(|e| NetworkError::Dial {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn subscribe(&mut self, topic: &Topic) -> Result<(), NetworkError> {
+        let t = IdentTopic::new(topic.encode(&self.cfg.network));
+        let gs = &mut self.swarm.behaviour_mut().gossipsub;
+        gs.subscribe(&t)
+            .map_err(|e| NetworkError::Publish(e.to_string()))?;
+        // Every ODA topic gets the same scoring: invalid messages cost score.
+        gs.set_topic_params(t, super::scoring::topic_params())
+            .map_err(|e| NetworkError::Publish(e.to_string()))
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial(addr, reply) => {
+                let _ = reply.send(self.dial(addr));
+            }
+            Command::Subscribe(topic, reply) => {
+                let _ = reply.send(self.subscribe(&topic));
+            }
+            Command::Unsubscribe(topic, reply) => {
+                let t = IdentTopic::new(topic.encode(&self.cfg.network));
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Publish(topic, message, reply) => {
+                let result = message
+                    .encode()
+                    .map_err(|e| NetworkError::Publish(e.to_string()))
+                    .and_then(|bytes| self.publish(&topic, bytes));
+                let _ = reply.send(result);
+            }
+            Command::PublishRaw(topic, bytes, reply) => {
+                let _ = reply.send(self.publish(&topic, bytes));
+            }
+            Command::PutFact(fact, reply) => match fact.encode() {
+                Ok(value) => self.put_record(
+                    Record::new(keys::fact_record(&fact.body.expr), value),
+                    reply,
+                ),
+                Err(e) => {
+                    let _ = reply.send(Err(dht("put", e)));
+                }
+            },
+            Command::PutRaw(key, value, reply) => self.put_record(Record::new(key, value), reply),
+            Command::GetFactRecords(expr, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(keys::fact_record(&expr));
+                self.pending_records.insert(id, (expr, Vec::new(), reply));
+            }
+            Command::Provide(key, reply) => {
+                match self.swarm.behaviour_mut().kad.start_providing(key) {
+                    Ok(id) => {
+                        self.pending_provide.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(dht("provide", e)));
+                    }
+                }
+            }
+            Command::GetProviders(key, reply) => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::RequestFacts(peer, expr, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .facts
+                    .send_request(&peer, FactRequest::GetFacts(expr));
+                self.pending_facts.insert(id, (expr, reply));
+            }
+            Command::RequestBlob(peer, request, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .blobs
+                    .send_request(&peer, request);
+                self.pending_blobs.insert(id, reply);
+            }
+            Command::SendJob(peer, request, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .jobs
+                    .send_request(&peer, *request);
+                self.pending_jobs.insert(id, reply);
+            }
+            Command::RespondJob(reply, response) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .jobs
+                    .send_response(reply.0, response)
+                    .is_err()
+                {
+                    tracing::debug!("job response dropped: the requester went away");
+                }
+            }
+            Command::RespondBlob(channel, response) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .blobs
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("blob response dropped: the requester went away");
+                }
+            }
+            Command::Penalise(peer, offence) => self.penalise(peer, offence),
+            Command::Peers(reply) => {
+                let peers = self
+                    .swarm
+                    .connected_peers()
+                    .map(|p| PeerInfo {
+                        peer: *p,
+                        addrs: self.addrs.get(p).cloned().unwrap_or_default(),
+                        agent: self.agents.get(p).cloned(),
+                        reputation: self.reputation.score(p),
+                        gossip_score: self.swarm.behaviour().gossipsub.peer_score(p),
+                    })
+                    .collect();
+                let _ = reply.send(Ok(peers));
+            }
+            Command::Reputation(peer, reply) => {
+                let _ = reply.send(Ok(self.reputation.score(&peer)));
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(Ok(self.listen_addrs.clone()));
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: &Topic, bytes: Vec<u8>) -> Result<(), NetworkError> {
+        let name = topic.encode(&self.cfg.network);
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(IdentTopic::new(name.clone()), bytes)
+        {
+            Ok(_) | Err(gossipsub::PublishError::Duplicate) => Ok(()),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                Err(NetworkError::NoSubscribers(name))
+            }
+            Err(e) => Err(NetworkError::Publish(e.to_string())),
+        }
+    }
+
+    fn put_record(&mut self, record: Record, reply: Reply<()>) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+        {
+            Ok(id) => {
+                self.pending_put.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(dht("put", e)));
+            }
+        }
+    }
+
+    fn penalise(&mut self, peer: PeerId, offence: Offence) {
+        let (score, banned) = self.reputation.penalise(peer, offence);
+        tracing::warn!(%peer, ?offence, score, banned, "peer penalised");
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        if banned {
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        }
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        // The application's queue is bounded; if it is full the application is
+        // overloaded and the event is dropped with a warning rather than
+        // stalling the network.
+        if let Err(e) = self.events.try_send(event) {
+            tracing::warn!(error = %e, "application event queue full or closed; event dropped");
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address
+                    .clone()
+                    .with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!(address = %full, "listening");
+                self.listen_addrs.push(address.clone());
+                self.emit(NetworkEvent::Listening(address));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, remote = %endpoint.get_remote_address(), "peer connected");
+                    self.emit(NetworkEvent::PeerConnected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "peer disconnected");
+                    self.emit(NetworkEvent::PeerDisconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Facts(e)) => self.on_facts(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(e)) => self.on_blobs(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Jobs(e)) => self.on_jobs(e),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else {
+            return;
+        };
+        let kad_protocol = self.cfg.network.kad_protocol();
+        let serves_kad = info.protocols.iter().any(|p| p.as_ref() == kad_protocol);
+        if serves_kad {
+            for addr in &info.listen_addrs {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer_id, addr.clone());
+            }
+        }
+        self.agents.insert(peer_id, info.agent_version);
+        self.addrs.insert(peer_id, info.listen_addrs);
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_query(id, result, step.last),
+            kad::Event::InboundRequest { request } => self.on_kad_inbound(request),
+            kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                ..
+            } => {
+                tracing::debug!(%peer, "added to the routing table");
+            }
+            other => tracing::trace!(?other, "kad event"),
+        }
+    }
+
+    fn on_kad_inbound(&mut self, request: kad::InboundRequest) {
+        match request {
+            kad::InboundRequest::PutRecord {
+                source,
+                record: Some(record),
+                ..
+            } => match validate::fact_record(&record) {
+                Ok(_) => {
+                    if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                        tracing::warn!(error = %e, "DHT record store full");
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(peer = %source, %reason, "rejected an invalid DHT record");
+                    self.penalise(source, Offence::InvalidRecord);
+                }
+            },
+            kad::InboundRequest::AddProvider {
+                record: Some(record),
+            } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    tracing::warn!(error = %e, "DHT provider store full");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_query(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        match result {
+            QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
+                let Some((expr, facts, _)) = self.pending_records.get_mut(&id) else {
+                    return;
+                };
+                match validate::fact_record(&found.record) {
+                    Ok(fact) if fact.body.expr == *expr => {
+                        if !facts.contains(&fact) {
+                            facts.push(fact);
+                        }
+                        // One valid record is enough; providers give the rest.
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
+                    }
+                    Ok(_) | Err(_) => {
+                        if let Some(peer) = found.peer {
+                            tracing::warn!(%peer, "peer returned an invalid fact record");
+                            self.penalise(peer, Offence::InvalidRecord);
+                        }
+                    }
+                }
+            }
+            QueryResult::GetRecord(_) => {}
+            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
+                if let Some((found, _)) = self.pending_providers.get_mut(&id) {
+                    found.extend(providers);
+                }
+            }
+            QueryResult::GetProviders(_) => {}
+            QueryResult::PutRecord(result) => {
+                if let Some(reply) = self.pending_put.remove(&id) {
+                    let _ = reply.send(result.map(|_| ()).map_err(|e| dht("put", e)));
+                }
+            }
+            QueryResult::StartProviding(result) => {
+                if let Some(reply) = self.pending_provide.remove(&id) {
+                    let _ = reply.send(result.map(|_| ()).map_err(|e| dht("provide", e)));
+                }
+            }
+            other => tracing::trace!(?other, "kad query progressed"),
+        }
+        if last {
+            if let Some((_, facts, reply)) = self.pending_records.remove(&id) {
+                let _ = reply.send(Ok(facts));
+            }
+            if let Some((found, reply)) = self.pending_providers.remove(&id) {
+                let _ = reply.send(Ok(found));
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        let verdict = validate::gossip(
+            &self.cfg.network,
+            message.topic.as_str(),
+            message.source.as_ref(),
+            &message.data,
+        );
+        let acceptance = match &verdict {
+            Ok(_) => MessageAcceptance::Accept,
+            Err(reason) => {
+                tracing::warn!(peer = %propagation_source, %reason, "rejected gossip message");
+                MessageAcceptance::Reject
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        if let (Ok(msg), Some(source)) = (verdict, message.source) {
+            self.emit(NetworkEvent::Gossip {
+                source,
+                message: msg,
+            });
+        }
+    }
+
+    fn on_facts(&mut self, event: request_response::Event<FactRequest, FactResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let FactRequest::GetFacts(expr) = request;
+                    let facts = match self.store.facts_for(&expr) {
+                        Ok(mut facts) => {
+                            facts.truncate(FactResponse::MAX_FACTS);
+                            facts
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read facts to answer a peer");
+                            Vec::new()
+                        }
+                    };
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .facts
+                        .send_response(channel, FactResponse::Facts(facts))
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "fact response dropped");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    let Some((expr, reply)) = self.pending_facts.remove(&request_id) else {
+                        return;
+                    };
+                    let FactResponse::Facts(facts) = response;
+                    let mut valid = Vec::new();
+                    let mut forged = 0;
+                    for fact in facts.into_iter().take(FactResponse::MAX_FACTS) {
+                        match fact.verify_for(&expr) {
+                            Ok(()) => valid.push(fact),
+                            Err(_) => forged += 1,
+                        }
+                    }
+                    if forged > 0 {
+                        tracing::warn!(%peer, forged, "peer sent invalid facts");
+                        self.penalise(peer, Offence::InvalidRecord);
+                    }
+                    let _ = reply.send(Ok(valid));
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_facts.remove(&request_id) {
+                    let _ = reply.send(Err(request_failed(peer, error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound fact request failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_blobs(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let store = self.store.clone();
+                    let loopback = self.loopback.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let response = read_blob_range(&store, &request);
+                        let _ = loopback.blocking_send(Command::RespondBlob(channel, response));
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_blobs.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_blobs.remove(&request_id) {
+                    let _ = reply.send(Err(request_failed(peer, error)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_jobs(
+        &mut self,
+        event: request_response::Event<oda_protocol::messages::JobRequest, JobResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.emit(NetworkEvent::JobRequest {
+                        peer,
+                        request,
+                        reply: super::JobReply(channel),
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_jobs.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_jobs.remove(&request_id) {
+                    let _ = reply.send(Err(request_failed(peer, error)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Serve one blob range from the store (runs on a blocking thread).
+fn read_blob_range(store: &Store, request: &BlobRequest) -> BlobResponse {
+    let Some(total) = store.blob_size(&request.blob) else {
+        return BlobResponse::NotFound;
+    };
+    if request.len as usize > limits::BLOB_CHUNK {
+        return BlobResponse::BadRange(format!(
+            "len {} exceeds {}",
+            request.len,
+            limits::BLOB_CHUNK
+        ));
+    }
+    if request.offset > total {
+        return BlobResponse::BadRange(format!(
+            "offset {} is past the end ({total})",
+            request.offset
+        ));
+    }
+    let len = u64::from(request.len).min(total - request.offset);
+    match store.read_range(&request.blob, request.offset, len) {
+        Ok(bytes) => BlobResponse::Data { total, bytes },
+        Err(e) => {
+            tracing::warn!(blob = %request.blob, error = %e, "cannot read blob for a peer");
+            BlobResponse::NotFound
+        }
+    }
+}
+
+fn dht(op: &'static str, e: impl std::fmt::Display) -> NetworkError {
+    NetworkError::Dht {
+        op,
+        reason: e.to_string(),
+    }
+}
+
+fn request_failed(peer: PeerId, error: request_response::OutboundFailure) -> NetworkError {
+    NetworkError::Request {
+        peer,
+        reason: error.to_string(),
+    }
+}

@@ -1,0 +1,197 @@
+//! Assembles a running node from its parts: opens the store (reporting any
+//! repair), builds the network, re-announces what the node holds, writes the
+//! runtime file (peer id and listen addresses) for scripts and tests, and shuts
+//! everything down in order (network first, then a store flush).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{files, Validated};
+use crate::identity::NodeKey;
+use crate::network::{self, Client, NetworkConfig, NetworkEvent};
+use crate::store::{Store, StoreConfig};
+
+/// The JSON written to `node.json` in the data dir.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RuntimeInfo {
+    /// The node's peer id.
+    pub peer_id: String,
+    /// The node's public key (hex), the key that signs its facts.
+    pub public_key: String,
+    /// Listen addresses, each ending in `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// A node that is running.
+pub struct Node {
+    /// The network handle.
+    pub client: Client,
+    /// The store.
+    pub store: Store,
+    /// The node key.
+    pub key: NodeKey,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+    network_task: JoinHandle<()>,
+    events_task: JoinHandle<()>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The network could not be set up.
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+}
+
+impl Node {
+    /// Open the store in `data_dir`, start the network and return the running node.
+    pub async fn start(data_dir: &Path, key: NodeKey, cfg: &Validated) -> Result<Self, StartError> {
+        let (store, report) = Store::open(StoreConfig {
+            dir: data_dir.join(files::STORE),
+            blob_cap_bytes: cfg.blob_cap_bytes,
+        })?;
+        tracing::info!(?report, "store opened");
+        let mut net = NetworkConfig::new(cfg.network.clone(), cfg.listen.clone());
+        net.peers = cfg.peers.clone();
+        net.bootstrap = cfg.bootstrap;
+        net.kad_server = cfg.dht_server;
+        net.max_connections = cfg.max_connections;
+        let (client, events, event_loop) = network::new(&key, net, store.clone())?;
+        let shutdown = CancellationToken::new();
+        let network_task = tokio::spawn(event_loop.run(shutdown.clone()));
+        let events_task = tokio::spawn(handle_events(
+            events,
+            client.clone(),
+            key.clone(),
+            data_dir.to_path_buf(),
+        ));
+        let node = Self {
+            client,
+            store,
+            key,
+            data_dir: data_dir.to_path_buf(),
+            shutdown,
+            network_task,
+            events_task,
+        };
+        node.reannounce();
+        Ok(node)
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.key.peer_id()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Re-announce held facts and their blobs (the DHT keeps records in memory).
+    fn reannounce(&self) {
+        let client = self.client.clone();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let facts = match store.held_facts() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list held facts to re-announce");
+                    return;
+                }
+            };
+            for fact in facts {
+                if let Err(e) = client.publish_fact(&fact).await {
+                    tracing::debug!(error = %e, "re-announce failed");
+                }
+            }
+        });
+    }
+
+    /// Listen addresses with `/p2p/<id>`, waiting up to `timeout` for the first.
+    pub async fn wait_listening(&self, timeout: Duration) -> Vec<Multiaddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let addrs = self.client.listen_addrs().await.unwrap_or_default();
+            if !addrs.is_empty() || tokio::time::Instant::now() >= deadline {
+                return addrs
+                    .into_iter()
+                    .map(|a| a.with(Protocol::P2p(self.peer_id())))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stop the network, then flush the store.
+    pub async fn shutdown(self) -> Result<(), crate::store::StoreError> {
+        self.shutdown.cancel();
+        let _ = self.network_task.await;
+        self.events_task.abort();
+        self.store.flush()
+    }
+}
+
+/// Consume network events the node itself handles: keep `node.json` current.
+async fn handle_events(
+    mut events: mpsc::Receiver<NetworkEvent>,
+    client: Client,
+    key: NodeKey,
+    data_dir: PathBuf,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            NetworkEvent::Listening(_) => {
+                let addrs = client.listen_addrs().await.unwrap_or_default();
+                if let Err(e) = write_runtime_info(&data_dir, &key, &addrs) {
+                    tracing::error!(error = %e, "cannot write {}", files::RUNTIME);
+                }
+            }
+            NetworkEvent::JobRequest { reply, .. } => {
+                // No scheduler yet: this node does not take jobs.
+                client
+                    .respond_job(
+                        reply,
+                        oda_protocol::messages::JobResponse::Decline(
+                            oda_protocol::messages::DeclineReason::Other(
+                                "this node runs no jobs".into(),
+                            ),
+                        ),
+                    )
+                    .await;
+            }
+            other => tracing::trace!(?other, "network event"),
+        }
+    }
+}
+
+fn write_runtime_info(data_dir: &Path, key: &NodeKey, addrs: &[Multiaddr]) -> std::io::Result<()> {
+    let peer = key.peer_id();
+    let info = RuntimeInfo {
+        peer_id: peer.to_string(),
+        public_key: key.public().to_string(),
+        listen: addrs
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(peer)).to_string())
+            .collect(),
+        pid: std::process::id(),
+    };
+    let json = serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?;
+    let path = data_dir.join(files::RUNTIME);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(tmp, path)
+}
