@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attest::SignedJobToken;
+use crate::attest::{SignedEndorsement, SignedJobToken};
 use crate::codec::{limits, Wire};
 use crate::expression::Expression;
 use crate::fact::{ResolvedInput, SignedFact};
@@ -33,6 +33,18 @@ pub struct JobAdvert {
     pub priority: u8,
     /// Capability for anonymous runners.
     pub token: Option<SignedJobToken>,
+    /// Blob holding the workflow bundle, so a worker that trusts the workflow
+    /// but lacks it can fetch and verify it.
+    pub bundle: BlobId,
+    /// Endorsements of the workflow the requester holds (at most
+    /// [`JobAdvert::MAX_ENDORSEMENTS`]); a worker runs a workflow it did not add
+    /// only when one is by an expert it trusts.
+    pub endorsements: Vec<SignedEndorsement>,
+}
+
+impl JobAdvert {
+    /// Most endorsements attached to one advert.
+    pub const MAX_ENDORSEMENTS: usize = 16;
 }
 
 /// Gossip on `/oda/<net>/facts/1`: a new fact exists.

@@ -370,9 +370,11 @@ pub fn job_advert() -> impl Strategy<Value = JobAdvert> {
         any::<u64>(),
         any::<u8>(),
         option::of(signed(job_token())),
+        blob_id(),
+        vec(signed(endorsement()), 0..2),
     )
         .prop_map(
-            |(expr, inputs, requester, requirements, deadline, priority, token)| JobAdvert {
+            |(
                 expr,
                 inputs,
                 requester,
@@ -380,6 +382,20 @@ pub fn job_advert() -> impl Strategy<Value = JobAdvert> {
                 deadline,
                 priority,
                 token,
+                bundle,
+                endorsements,
+            )| {
+                JobAdvert {
+                    expr,
+                    inputs,
+                    requester,
+                    requirements,
+                    deadline,
+                    priority,
+                    token,
+                    bundle,
+                    endorsements,
+                }
             },
         )
 }

@@ -343,6 +343,8 @@ impl Fixtures {
                     deadline: T0 + 30_000,
                     priority: 5,
                     token: Some(f.token_workflow.clone()),
+                    bundle: BlobId::of(b"bundle"),
+                    endorsements: vec![],
                 })),
             ),
             (
