@@ -28,6 +28,8 @@ pub mod limits {
     pub const EXPRESSION: usize = 256 * 1024;
     /// A workflow manifest in TOML.
     pub const MANIFEST_TOML: usize = 256 * 1024;
+    /// A workflow bundle (manifest text and bundled files, [`crate::bundle::WorkflowBundle`]).
+    pub const BUNDLE: usize = 64 * 1024 * 1024;
     /// Deepest nesting of recursive types (a [`crate::Value::List`] inside a list,
     /// a list [`crate::InputType`] inside a list type) a decoder accepts. Valid
     /// expressions nest at most 2 deep; without a bound, a few kilobytes of

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod attest;
+pub mod bundle;
 pub mod codec;
 pub mod expression;
 pub mod fact;
@@ -28,6 +29,7 @@ pub use attest::{
     Dispute, Endorsement, GroupRoster, JobToken, SignedDispute, SignedEndorsement,
     SignedGroupRoster, SignedJobToken, Subject, TokenScope,
 };
+pub use bundle::{BundleError, WorkflowBundle};
 pub use codec::{DecodeError, EncodeError, Wire};
 pub use expression::{ArgError, Expression};
 pub use fact::{Fact, Outcome, OutputRef, ResolvedInput, RunnerClass, SignedFact, Usage};
