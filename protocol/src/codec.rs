@@ -172,6 +172,13 @@ pub(crate) fn canonical<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     encode_unbounded(value).expect("protocol types always encode")
 }
 
+/// Decode with bincode's limit on claimed bytes set to `CLAIM`.
+fn decode_claiming<T: DeserializeOwned, const CLAIM: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, config().with_limit::<CLAIM>())
+}
+
 fn decode_bounded<T: DeserializeOwned>(
     what: &'static str,
     limit: usize,
@@ -184,15 +191,25 @@ fn decode_bounded<T: DeserializeOwned>(
             limit,
         });
     }
-    // The input is already bounded by `limit`. bincode's own limit bounds what a
-    // length prefix may claim, and serde caps pre-allocation for sequences, so a
-    // lying length prefix ends in an error, not in a huge allocation.
-    let cfg = config().with_limit::<{ 64 * 1024 * 1024 }>();
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| DecodeError::Malformed {
-            what,
-            reason: e.to_string(),
-        })?;
+    // The input is already bounded by `limit`. bincode's own limit bounds what
+    // length prefixes may claim (and so allocate before the bytes are read; serde
+    // caps pre-allocation for sequences). bincode counts the full length of every
+    // string and byte string, and 8 bytes for every varint however short, so a
+    // valid input claims at most 8 bytes per input byte: a limit of 8 times the
+    // input, rounded up to one of a few steps, never refuses a valid input (a
+    // fixed 64 MiB did refuse bundles near their 64 MiB limit) while a lying
+    // length prefix in a small message cannot allocate more than a few MiB.
+    const MIB: usize = 1024 * 1024;
+    let decoded = match bytes.len().saturating_mul(8) {
+        n if n <= MIB => decode_claiming::<T, MIB>(bytes),
+        n if n <= 64 * MIB => decode_claiming::<T, { 64 * MIB }>(bytes),
+        n if n <= 512 * MIB => decode_claiming::<T, { 512 * MIB }>(bytes),
+        _ => decode_claiming::<T, { usize::MAX }>(bytes),
+    };
+    let (value, used) = decoded.map_err(|e| DecodeError::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes {
             what,

@@ -384,6 +384,16 @@ fn lying_length_prefixes_fail_cleanly() {
             Err(DecodeError::Malformed { .. })
         ));
     }
+    // A short message cannot make the decoder allocate what its length prefix
+    // claims: the claim is refused before any allocation (bincode's limit is a
+    // small multiple of the input length).
+    let bytes = [&[0u8, 0, 252, 0x00, 0x00, 0x00, 0x03][..], b"abc"].concat();
+    match BlobResponse::decode(&bytes) {
+        Err(DecodeError::Malformed { reason, .. }) => {
+            assert!(reason.contains("LimitExceeded"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     // A FactResponse claiming 2^32-1 facts.
     assert!(FactResponse::decode(&[0, 252, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]).is_err());
     // An unknown enum variant.
@@ -1045,4 +1055,31 @@ fn json_form_of_values_and_input_types() {
     );
     let deep = format!("{}\"Null\"{}", "{\"List\":[".repeat(40), "]}".repeat(40));
     assert!(serde_json::from_str::<Value>(&deep).is_err());
+}
+
+#[test]
+fn a_bundle_of_exactly_the_limit_decodes() {
+    use oda_protocol::bundle::WorkflowBundle;
+    let manifest_toml =
+        std::fs::read_to_string(common::golden_dir().join("spectrum-fit/manifest.toml")).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    files.insert("fit.py".to_string(), serde_bytes::ByteBuf::new());
+    let small = WorkflowBundle {
+        manifest_toml: manifest_toml.clone(),
+        files: files.clone(),
+    };
+    // Grow one file so that the encoding is exactly the limit (its length
+    // prefix is 9 bytes once it holds 2^32 bytes or more, 5 bytes here).
+    let n = limits::BUNDLE - small.encode().unwrap().len() - 4;
+    files.insert(
+        "fit.py".to_string(),
+        serde_bytes::ByteBuf::from(vec![1u8; n]),
+    );
+    let big = WorkflowBundle {
+        manifest_toml,
+        files,
+    };
+    let bytes = big.encode().unwrap();
+    assert_eq!(bytes.len(), limits::BUNDLE);
+    assert_eq!(WorkflowBundle::decode(&bytes).unwrap(), big);
 }
