@@ -23,6 +23,7 @@ TARGETS = [
     ("signed_dispute", "dispute"),
     ("signed_job_token_", "job_token"),
     ("signed_group_roster", "roster"),
+    ("workflow_bundle_", "bundle"),
     ("workflow_", "workflow"),
     ("expr_", "expression"),
 ]

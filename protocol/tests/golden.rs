@@ -60,6 +60,11 @@ fn actual(f: &Fixtures) -> Sections {
     put("ids", "blob_hello", BlobId::of(b"hello").to_string());
     put("ids", "workflow_spectrum_fit", f.wf_full.id().to_string());
     put("ids", "workflow_hello", f.wf_hello.id().to_string());
+    put(
+        "ids",
+        "workflow_bundle_spectrum_fit",
+        BlobId::of(&f.bundle_full.encode().unwrap()).to_string(),
+    );
     put("ids", "workflow_greet", f.wf_greet.id().to_string());
     put("ids", "expr_greet", f.ex_greet.id().to_string());
     put("ids", "expr_hello", f.ex_hello.id().to_string());
@@ -178,6 +183,15 @@ fn golden_vectors_match() {
         path.display(),
         problems.join("\n")
     );
+}
+
+/// A bundle rebuilds exactly the workflow it was made from.
+#[test]
+fn bundles_verify_against_their_workflow() {
+    let f = Fixtures::new();
+    assert_eq!(f.bundle_full.verify(&f.wf_full.id()).unwrap(), f.wf_full);
+    assert_eq!(f.bundle_hello.verify(&f.wf_hello.id()).unwrap(), f.wf_hello);
+    assert!(f.bundle_hello.verify(&f.wf_full.id()).is_err());
 }
 
 /// BLAKE3 reference values, independent of this crate.

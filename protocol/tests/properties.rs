@@ -71,6 +71,8 @@ proptest! {
     fn workflow_round_trips(m in arb::workflow()) { round_trip(&m)?; }
     #[test]
     fn expression_round_trips(m in arb::expression()) { round_trip(&m)?; }
+    #[test]
+    fn workflow_bundle_round_trips(m in arb::workflow_bundle()) { round_trip(&m)?; }
 
     #[test]
     fn ids_round_trip_through_text(bytes in arb::bytes32()) {
@@ -118,6 +120,7 @@ fn decode_everything(bytes: &[u8]) -> Result<(), TestCaseError> {
     one::<SignedGroupRoster>(bytes)?;
     one::<Workflow>(bytes)?;
     one::<Expression>(bytes)?;
+    one::<oda_protocol::bundle::WorkflowBundle>(bytes)?;
     Ok(())
 }
 
@@ -308,6 +311,7 @@ fn every_decoder_refuses_oversized_input() {
     check_limits::<SignedGroupRoster>();
     check_limits::<Workflow>();
     check_limits::<Expression>();
+    check_limits::<oda_protocol::bundle::WorkflowBundle>();
     assert_eq!(Gossip::MAX_SIZE, limits::GOSSIP);
     assert_eq!(JobRequest::MAX_SIZE, limits::JOB_MESSAGE);
     assert_eq!(FactResponse::MAX_SIZE, limits::FACT_MESSAGE);

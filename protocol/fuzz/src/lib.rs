@@ -2,6 +2,7 @@
 //! decoder; whatever decodes must survive a canonical round trip and every
 //! operation a node performs on a received value, without panicking.
 
+use oda_protocol::bundle::WorkflowBundle;
 use oda_protocol::{Expression, Manifest, Signable, Signed, Wire, Workflow};
 
 /// The golden `spectrum-fit` manifest: received expressions are checked against
@@ -79,6 +80,18 @@ pub fn manifest_toml(data: &[u8]) {
         if let Ok(e) = Expression::new(w.id(), &w.manifest, Default::default()) {
             e.check(&w.manifest)
                 .expect("a fresh expression is in normal form");
+        }
+    }
+}
+
+/// A workflow bundle (bytes a worker fetched from an untrusted peer): rebuild
+/// the workflow and verify it against its own id and against another one.
+pub fn bundle(data: &[u8]) {
+    if let Some(b) = round_trip::<WorkflowBundle>(data) {
+        let _ = b.file_bytes();
+        if let Ok(w) = b.workflow() {
+            assert_eq!(b.verify(&w.id()).expect("verifies against its own id"), w);
+            assert!(b.verify(&oda_protocol::WorkflowId([0; 32])).is_err());
         }
     }
 }

@@ -513,3 +513,19 @@ pub fn blob_response() -> impl Strategy<Value = BlobResponse> {
         text().prop_map(BlobResponse::BadRange),
     ]
 }
+
+pub fn workflow_bundle() -> impl Strategy<Value = oda_protocol::bundle::WorkflowBundle> {
+    (
+        "\\PC{0,64}",
+        btree_map(text(), vec(any::<u8>(), 0..32), 0..3),
+    )
+        .prop_map(
+            |(manifest_toml, files)| oda_protocol::bundle::WorkflowBundle {
+                manifest_toml,
+                files: files
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v)))
+                    .collect(),
+            },
+        )
+}

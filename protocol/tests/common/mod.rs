@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;
 
+use oda_protocol::bundle::WorkflowBundle;
 use oda_protocol::messages::{
     Assign, BlobRequest, BlobResponse, Cancel, Capacity, DeclineReason, Done, FactAnnounce,
     FactRequest, FactResponse, Gossip, JobAdvert, JobRequest, JobResponse, Offer, Progress,
@@ -19,7 +20,7 @@ use oda_protocol::messages::{
 use oda_protocol::{
     BlobId, Dispute, Endorsement, Expression, Fact, GroupRoster, JobToken, Manifest, Outcome,
     OutputRef, ResolvedInput, RunnerClass, SecretKey, SignedDispute, SignedEndorsement, SignedFact,
-    SignedGroupRoster, SignedJobToken, Subject, TokenScope, Usage, Value, Workflow,
+    SignedGroupRoster, SignedJobToken, Subject, TokenScope, Usage, Value, Wire, Workflow,
 };
 
 /// Seeds of the fixed keys. ed25519 signing is deterministic, so every signature
@@ -64,6 +65,26 @@ pub fn workflow(name: &str) -> Workflow {
     Workflow::new(manifest, files).expect("golden files match the manifest")
 }
 
+/// The bundle of `tests/golden/<name>/`: its manifest text and bundled files.
+pub fn bundle(name: &str) -> WorkflowBundle {
+    let dir = golden_dir().join(name);
+    let manifest_toml =
+        fs::read_to_string(dir.join("manifest.toml")).expect("golden manifest exists");
+    let manifest = Manifest::from_toml(&manifest_toml).expect("golden manifest is valid");
+    let files = manifest
+        .files
+        .iter()
+        .map(|f| {
+            let bytes = fs::read(dir.join(f)).expect("golden bundled file exists");
+            (f.clone(), serde_bytes::ByteBuf::from(bytes))
+        })
+        .collect();
+    WorkflowBundle {
+        manifest_toml,
+        files,
+    }
+}
+
 pub fn args(pairs: Vec<(&str, Value)>) -> BTreeMap<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -79,6 +100,9 @@ pub fn output(expr: &Expression, name: &str) -> Value {
 pub struct Fixtures {
     pub wf_full: Workflow,
     pub wf_hello: Workflow,
+    /// The bundles of `wf_full` and `wf_hello`.
+    pub bundle_full: WorkflowBundle,
+    pub bundle_hello: WorkflowBundle,
     /// The worked example of docs/protocol.md.
     pub wf_greet: Workflow,
     /// `greet` with `times = 3` (and `who` defaulted to "world").
@@ -311,6 +335,8 @@ impl Fixtures {
         Self {
             wf_full,
             wf_hello,
+            bundle_full: bundle("spectrum-fit"),
+            bundle_hello: bundle("hello"),
             wf_greet,
             ex_greet,
             ex_hello,
@@ -343,8 +369,8 @@ impl Fixtures {
                     deadline: T0 + 30_000,
                     priority: 5,
                     token: Some(f.token_workflow.clone()),
-                    bundle: BlobId::of(b"bundle"),
-                    endorsements: vec![],
+                    bundle: BlobId::of(&f.bundle_full.encode().expect("bundle encodes")),
+                    endorsements: vec![f.endorse_workflow.clone()],
                 })),
             ),
             (
@@ -504,13 +530,13 @@ impl Fixtures {
 
     /// The wire encoding of every fixed signed object and message, by name.
     pub fn wire_encodings(&self) -> Vec<(String, Vec<u8>)> {
-        use oda_protocol::Wire;
         fn enc<T: Wire>(name: &str, v: &T) -> (String, Vec<u8>) {
             (name.to_string(), v.encode().expect("fixture encodes"))
         }
         let mut out = vec![
             enc("workflow_spectrum_fit", &self.wf_full),
             enc("workflow_hello", &self.wf_hello),
+            enc("workflow_bundle_hello", &self.bundle_hello),
             enc("expr_hello", &self.ex_hello),
             enc("expr_crab", &self.ex_crab),
             enc("expr_fanin", &self.ex_fanin),
