@@ -1,13 +1,17 @@
 //! `oda-node`: the ODA mesh daemon library.
 //!
 //! - [`config`]: the configuration file and data-dir layout.
+//! - [`executor`]: runs one job (the `command` executor: argv, process group, outputs).
 //! - [`identity`]: the node key (libp2p peer id and fact-signing key in one).
 //! - [`network`]: the libp2p swarm, its event loop and the client handle.
+//! - [`registry`]: workflow folders, bundles, and workflows added by the owner.
 //! - [`store`]: sled trees and blob files.
 //! - [`runtime`]: assembles and runs a node.
 
 pub mod config;
+pub mod executor;
 pub mod identity;
 pub mod network;
+pub mod registry;
 pub mod runtime;
 pub mod store;

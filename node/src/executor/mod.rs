@@ -1,0 +1,391 @@
+//! Executors: running one job of a workflow on this worker.
+//!
+//! Only the `command` executor is implemented: a local process started from the
+//! manifest's argv template, **never through a shell**. [`run`] does, in order:
+//!
+//! 1. create the job directory (`work_dir`) and `.oda/` in it, with the files
+//!    `.oda/stdout` and `.oda/stderr`;
+//! 2. fill the argv template from the arguments (`argv`: every rule there);
+//! 3. build the environment and find the program (`environment`);
+//! 4. start it with cwd = job directory, stdin = `/dev/null`, stdout and stderr
+//!    captured (`logs`), leading its own process group (`process`);
+//! 5. wait for the main process to end, for the manifest's `timeout_secs` at
+//!    most, or until cancelled. On timeout or cancellation the whole process
+//!    group is killed with `SIGKILL`. When the main process ends by itself,
+//!    whatever it left running in its group is killed too: a job is over when
+//!    its main process is;
+//! 6. judge the result (`collect`): exit status 0 → every declared output must be
+//!    a regular file inside the job directory ([`RunOutcome::Success`]); a
+//!    non-zero exit with a valid `oda-exception.json` → the workflow's own
+//!    analysis exception ([`RunOutcome::AnalysisError`], a cacheable result);
+//!    anything else → [`RunOutcome::Failed`] (not cacheable; the requester
+//!    retries elsewhere).
+//!
+//! [`RunReport::log_tail`] holds the last lines of stdout and stderr whatever
+//! the outcome; [`Usage`] is what the `process` module measures (CPU time of the
+//! reaped process tree, peak RSS with caveats documented there).
+//!
+//! Submodules: `argv` (template filling), `environment` (variables, program
+//! lookup, [`environment_digest`]), `process` (process group, waiting, usage),
+//! `logs` (capture), `collect` (outputs and exception file).
+
+mod argv;
+mod collect;
+mod environment;
+mod logs;
+mod process;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use oda_protocol::{BlobId, Executor, ExprId, Manifest, Usage, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use collect::{EXCEPTION_FILE, MAX_EXCEPTION_BYTES, MAX_KIND_BYTES};
+pub use environment::{
+    environment_digest, DIGEST_CONTEXT, ODA_BUNDLE, ODA_WORKDIR, PASSED_THROUGH,
+};
+pub use logs::{MAX_LINE_BYTES, MAX_LOG_FILE_BYTES, TAIL_BYTES, TAIL_LINES};
+
+/// Directory, inside the job directory, holding the executor's own files.
+pub const ODA_DIR: &str = ".oda";
+
+/// How often the main process's peak RSS is sampled while it runs.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the output readers may take to finish after the process group was
+/// killed (a descendant that escaped the group may keep the pipes open).
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait for the main process to be reaped after `SIGKILL`.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+
+/// Everything one run needs. Paths are used as given; relative ones are made
+/// absolute against the node's current directory.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRequest<'a> {
+    /// The workflow's manifest.
+    pub manifest: &'a Manifest,
+    /// Normalised expression arguments (defaults filled in).
+    pub args: &'a BTreeMap<String, Value>,
+    /// How each `Value::Output` argument resolved.
+    pub outputs_of: &'a HashMap<(ExprId, String), BlobId>,
+    /// Where each needed blob's bytes are (read-only files in the store).
+    pub blob_paths: &'a HashMap<BlobId, PathBuf>,
+    /// The workflow's bundled files, already materialised.
+    pub bundle_dir: &'a Path,
+    /// A fresh, empty directory for this job; created if missing.
+    pub work_dir: &'a Path,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Exit status 0 and every declared output present: output name → the file's
+    /// real path (inside the job directory).
+    Success {
+        /// Output files by name.
+        outputs: BTreeMap<String, PathBuf>,
+        /// Resources used.
+        usage: Usage,
+    },
+    /// The workflow reported an analysis exception (non-zero exit with a valid
+    /// `oda-exception.json`). A valid, cacheable result.
+    AnalysisError {
+        /// Machine-readable kind chosen by the workflow.
+        kind: String,
+        /// Message for humans.
+        message: String,
+        /// Resources used.
+        usage: Usage,
+    },
+    /// An unhandled failure: crash, signal, timeout, cancellation, missing
+    /// output, or the job could not start. Not cacheable.
+    Failed {
+        /// What happened, for humans ("exited with status 3", "timed out after
+        /// 60 s", "cancelled", …).
+        reason: String,
+    },
+}
+
+/// The outcome with everything a fact or a log needs.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// File with the job's stdout (`<work_dir>/.oda/stdout`).
+    pub stdout: PathBuf,
+    /// File with the job's stderr (`<work_dir>/.oda/stderr`).
+    pub stderr: PathBuf,
+    /// The last lines of stdout and stderr, interleaved in arrival order.
+    pub log_tail: String,
+    /// Start of the run, Unix milliseconds.
+    pub started_at: u64,
+    /// End of the run, Unix milliseconds.
+    pub finished_at: u64,
+}
+
+/// Whether this worker can run workflows with this executor; the error says why
+/// not, for a user.
+pub fn supported(executor: &Executor) -> Result<(), String> {
+    match executor {
+        Executor::Command { .. } => Ok(()),
+        other => Err(not_implemented(other)),
+    }
+}
+
+fn not_implemented(executor: &Executor) -> String {
+    format!(
+        "the {} executor is not implemented on this worker (only `command` is)",
+        executor.kind()
+    )
+}
+
+/// Run one job to the end and report. Never panics and never returns early:
+/// every problem becomes a [`RunOutcome::Failed`]. If `log_lines` is given,
+/// output lines are sent to it as they arrive (dropped if it is full). If the
+/// returned future is dropped, the job's process group is killed.
+pub async fn run(
+    req: RunRequest<'_>,
+    cancel: CancellationToken,
+    log_lines: Option<mpsc::Sender<String>>,
+) -> RunReport {
+    let started_at = now_ms();
+    let oda_dir = req.work_dir.join(ODA_DIR);
+    let stdout = oda_dir.join("stdout");
+    let stderr = oda_dir.join("stderr");
+    let tail = logs::SharedTail::default();
+    let span = tracing::debug_span!("job", workflow = %req.manifest.name, work_dir = %req.work_dir.display());
+    let outcome = run_job(&req, &cancel, log_lines, &tail, &stdout, &stderr)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| match &outcome {
+        RunOutcome::Failed { reason } => tracing::debug!(%reason, "job failed"),
+        _ => tracing::debug!("job finished"),
+    });
+    let log_tail = tail
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .render();
+    RunReport {
+        outcome,
+        stdout,
+        stderr,
+        log_tail,
+        started_at,
+        finished_at: now_ms().max(started_at),
+    }
+}
+
+fn failed(reason: impl Into<String>) -> RunOutcome {
+    RunOutcome::Failed {
+        reason: reason.into(),
+    }
+}
+
+/// Why the wait for the main process ended.
+enum End {
+    Exited(Result<process::Exit, String>),
+    TimedOut,
+    Cancelled,
+}
+
+async fn run_job(
+    req: &RunRequest<'_>,
+    cancel: &CancellationToken,
+    log_lines: Option<mpsc::Sender<String>>,
+    tail: &logs::SharedTail,
+    stdout_path: &Path,
+    stderr_path: &Path,
+) -> RunOutcome {
+    let Executor::Command {
+        argv: template,
+        env,
+    } = &req.manifest.executor
+    else {
+        return failed(not_implemented(&req.manifest.executor));
+    };
+    let (workdir, bundle) = match (
+        std::path::absolute(req.work_dir),
+        std::path::absolute(req.bundle_dir),
+    ) {
+        (Ok(w), Ok(b)) => (w, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return failed(format!("cannot make the job paths absolute: {e}"))
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(workdir.join(ODA_DIR)) {
+        return failed(format!(
+            "cannot create the job directory {}: {e}",
+            workdir.display()
+        ));
+    }
+    let (out_file, err_file) = match (
+        tokio::fs::File::create(stdout_path).await,
+        tokio::fs::File::create(stderr_path).await,
+    ) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            return failed(format!(
+                "cannot create the job's log files in {}: {e}",
+                workdir.join(ODA_DIR).display()
+            ))
+        }
+    };
+    let ctx = argv::Context {
+        args: req.args,
+        outputs_of: req.outputs_of,
+        blob_paths: req.blob_paths,
+        bundle: &bundle,
+        workdir: &workdir,
+    };
+    let argv = match argv::fill(template, &ctx) {
+        Ok(a) => a,
+        Err(e) => return failed(e),
+    };
+    let env = environment::job_env(env, &workdir, &bundle);
+    let Some(program) = argv.first() else {
+        return failed("the argv template is empty");
+    };
+    let program = match environment::resolve_program(program, environment::path_of(&env), &workdir)
+    {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let job = match process::spawn(&program, &argv, &env, &workdir) {
+        Ok(j) => j,
+        Err(e) => return failed(format!("cannot start `{}`: {e}", program.display())),
+    };
+    let process::Job {
+        pid,
+        stdout,
+        stderr,
+        exit: mut exit_rx,
+        mut group,
+    } = job;
+    tracing::debug!(%pid, program = %program.display(), "job started");
+
+    let pumps = match (
+        tokio::process::ChildStdout::from_std(stdout),
+        tokio::process::ChildStderr::from_std(stderr),
+    ) {
+        (Ok(o), Ok(e)) => [
+            tokio::spawn(
+                logs::pump(o, out_file, tail.clone(), log_lines.clone())
+                    .instrument(tracing::debug_span!("job-stdout")),
+            ),
+            tokio::spawn(
+                logs::pump(e, err_file, tail.clone(), log_lines)
+                    .instrument(tracing::debug_span!("job-stderr")),
+            ),
+        ],
+        (Err(e), _) | (_, Err(e)) => {
+            group.kill();
+            return failed(format!("cannot read the job's output pipes: {e}"));
+        }
+    };
+
+    let timeout = Duration::from_secs(req.manifest.timeout_secs);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut sampler = tokio::time::interval(RSS_SAMPLE_INTERVAL);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampled_rss: u64 = 0;
+    let end = loop {
+        tokio::select! {
+            r = &mut exit_rx => break End::Exited(r.unwrap_or_else(|_| Err("the job's wait thread ended without reporting".into()))),
+            () = &mut deadline => break End::TimedOut,
+            () = cancel.cancelled() => break End::Cancelled,
+            _ = sampler.tick() => {
+                if let Some(kib) = process::sample_peak_rss_kib(pid) {
+                    sampled_rss = sampled_rss.max(kib);
+                }
+            }
+        }
+    };
+    // Whatever happened, nothing of the job may keep running.
+    group.kill();
+    let (stopped, exit) = match end {
+        End::Exited(r) => (None, Some(r)),
+        End::TimedOut => (
+            Some(format!("timed out after {} s", req.manifest.timeout_secs)),
+            reaped(&mut exit_rx).await,
+        ),
+        End::Cancelled => (Some("cancelled".to_string()), reaped(&mut exit_rx).await),
+    };
+    if exit.is_some() {
+        // The group leader is reaped: its id may be reused from now on.
+        group.disarm();
+    }
+    drain(pumps).await;
+    if let Some(reason) = stopped {
+        return failed(reason);
+    }
+    let exit = match exit {
+        Some(Ok(exit)) => exit,
+        Some(Err(e)) => return failed(e),
+        None => return failed("the job's exit status was lost"),
+    };
+    let usage = Usage {
+        cpu_ms: exit.cpu_ms,
+        peak_rss_kib: exit.max_rss_kib.unwrap_or(sampled_rss),
+    };
+    match exit.status {
+        process::Status::Code(0) => match collect::outputs(req.manifest, &workdir) {
+            Ok(outputs) => RunOutcome::Success { outputs, usage },
+            Err(e) => failed(e),
+        },
+        process::Status::Code(code) => match collect::exception(&workdir) {
+            Ok(Some((kind, message))) => RunOutcome::AnalysisError {
+                kind,
+                message,
+                usage,
+            },
+            Ok(None) => failed(format!("exited with status {code}")),
+            Err(e) => failed(format!(
+                "exited with status {code}, and its {EXCEPTION_FILE} is not valid: {e}"
+            )),
+        },
+        process::Status::Signal(sig) => failed(format!(
+            "killed by signal {} ({})",
+            sig as i32,
+            sig.as_str()
+        )),
+    }
+}
+
+/// The main process's end after it was killed, if it is reaped within
+/// [`KILL_GRACE`] (so that no zombie is left behind).
+async fn reaped(
+    exit_rx: &mut tokio::sync::oneshot::Receiver<Result<process::Exit, String>>,
+) -> Option<Result<process::Exit, String>> {
+    tokio::time::timeout(KILL_GRACE, exit_rx).await.ok()?.ok()
+}
+
+/// Let the output readers finish; abort them after [`DRAIN_GRACE`].
+async fn drain(pumps: [tokio::task::JoinHandle<std::io::Result<u64>>; 2]) {
+    for mut pump in pumps {
+        match tokio::time::timeout(DRAIN_GRACE, &mut pump).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot write the job's log file"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "job log reader failed"),
+            Err(_) => {
+                tracing::warn!(
+                    "a process outside the job's group keeps its output open; stopped reading it"
+                );
+                pump.abort();
+            }
+        }
+    }
+}
+
+/// Wall-clock time in Unix milliseconds (0 if the clock is before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,617 @@
+//! Executor tests with real processes (python3 and coreutils). Each test has a
+//! deadline; waiting for a condition polls it, never sleeps a fixed time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oda_protocol::{BlobId, ExprId, Manifest, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+/// Every test finishes within this, or fails.
+const TEST_DEADLINE: Duration = Duration::from_secs(60);
+
+async fn with_deadline<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_DEADLINE, f)
+        .await
+        .expect("test exceeded its deadline")
+}
+
+/// Poll `cond` every 20 ms until it holds or `limit` passes.
+async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A manifest running `argv`, with `inputs` (TOML tables) and `outputs` (name → path).
+fn manifest(inputs: &str, outputs: &[(&str, &str)], argv: &[&str], extra: &str) -> Manifest {
+    let argv = argv
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let outputs: String = outputs
+        .iter()
+        .map(|(n, p)| format!("[outputs.{n}]\npath = {p:?}\n"))
+        .collect();
+    let text = format!(
+        "name = \"t\"\nversion = \"1\"\n{extra}\n{inputs}\n{outputs}\n[executor]\nkind = \"command\"\nargv = [{argv}]\n"
+    );
+    Manifest::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// A temporary bundle dir with `files`, and a job dir path inside another temp dir.
+struct Dirs {
+    _root: tempfile::TempDir,
+    bundle: PathBuf,
+    work: PathBuf,
+}
+
+fn dirs(files: &[(&str, &str)]) -> Dirs {
+    let root = tempfile::tempdir().unwrap();
+    let bundle = root.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    for (name, text) in files {
+        std::fs::write(bundle.join(name), text).unwrap();
+    }
+    let work = root.path().join("jobs/job-1");
+    Dirs {
+        _root: root,
+        bundle,
+        work,
+    }
+}
+
+struct Inputs {
+    args: BTreeMap<String, Value>,
+    outputs_of: HashMap<(ExprId, String), BlobId>,
+    blob_paths: HashMap<BlobId, PathBuf>,
+}
+
+impl Inputs {
+    fn none() -> Self {
+        Inputs {
+            args: BTreeMap::new(),
+            outputs_of: HashMap::new(),
+            blob_paths: HashMap::new(),
+        }
+    }
+
+    fn request<'a>(&'a self, m: &'a Manifest, d: &'a Dirs) -> RunRequest<'a> {
+        RunRequest {
+            manifest: m,
+            args: &self.args,
+            outputs_of: &self.outputs_of,
+            blob_paths: &self.blob_paths,
+            bundle_dir: &d.bundle,
+            work_dir: &d.work,
+        }
+    }
+}
+
+async fn run_simple(m: &Manifest, d: &Dirs) -> RunReport {
+    let inputs = Inputs::none();
+    with_deadline(run(inputs.request(m, d), CancellationToken::new(), None)).await
+}
+
+fn reason(r: &RunReport) -> &str {
+    match &r.outcome {
+        RunOutcome::Failed { reason } => reason,
+        other => panic!("expected a failure, got {other:?}\nlog:\n{}", r.log_tail),
+    }
+}
+
+const ECHO_ARGS: &str = r#"
+import json, os, sys
+print("hello from stdout")
+print("hello from stderr", file=sys.stderr)
+ballast = b"x" * (64 << 20)
+record = {
+    "argv": sys.argv[1:],
+    "cwd": os.getcwd(),
+    "env": {k: os.environ.get(k) for k in ["GREETING", "ODA_WORKDIR", "ODA_BUNDLE", "CARGO_MANIFEST_DIR"]},
+    "stdin": sys.stdin.read(),
+}
+os.makedirs("results", exist_ok=True)
+with open("results/args.json", "w") as f:
+    json.dump(record, f)
+"#;
+
+#[tokio::test]
+async fn command_success_substitutes_arguments_verbatim() {
+    let d = dirs(&[("echo_args.py", ECHO_ARGS)]);
+    let m = manifest(
+        r#"
+[inputs.name]
+type = "string"
+[inputs.n]
+type = "int"
+[inputs.x]
+type = "float"
+[inputs.flag]
+type = "bool"
+[inputs.items]
+type = "list"
+items = "string"
+[inputs.data]
+type = "blob"
+[inputs.prev]
+type = "output"
+[inputs.nothing]
+type = "string"
+"#,
+        &[("args", "results/args.json")],
+        &[
+            "python3",
+            "{bundle}/echo_args.py",
+            "--name={name}",
+            "{n}",
+            "{x}",
+            "{flag}",
+            "{items}",
+            "{data}",
+            "in={prev}",
+            "{{literal}}",
+            "{workdir}",
+            "[{nothing}]",
+        ],
+        "[executor.env]\nGREETING = \"hi there\"",
+    );
+    let nasty = "a b; echo $HOME `id` | cat > /tmp/x 'q' \"d\" * && $(rm -rf /) \\ ~";
+    let blob = BlobId::of(b"input bytes");
+    let upstream = BlobId::of(b"upstream bytes");
+    let expr = ExprId([9; 32]);
+    let mut inputs = Inputs::none();
+    for (k, v) in [
+        ("name", Value::Str(nasty.into())),
+        ("n", Value::Int(-42)),
+        ("x", Value::Float(20.0)),
+        ("flag", Value::Bool(false)),
+        (
+            "items",
+            Value::List(vec![
+                Value::Str("one".into()),
+                Value::Str("two words".into()),
+                Value::Str("$(id)".into()),
+            ]),
+        ),
+        ("data", Value::Blob(blob)),
+        (
+            "prev",
+            Value::Output {
+                expr,
+                name: "spectrum".into(),
+            },
+        ),
+        ("nothing", Value::Null),
+    ] {
+        inputs.args.insert(k.into(), v);
+    }
+    inputs
+        .outputs_of
+        .insert((expr, "spectrum".into()), upstream);
+    let blob_dir = d._root.path().join("store");
+    std::fs::create_dir(&blob_dir).unwrap();
+    for id in [blob, upstream] {
+        let p = blob_dir.join(id.to_string());
+        std::fs::write(&p, id.to_string()).unwrap();
+        inputs.blob_paths.insert(id, p);
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    let report = with_deadline(run(
+        inputs.request(&m, &d),
+        CancellationToken::new(),
+        Some(tx),
+    ))
+    .await;
+    let RunOutcome::Success { outputs, usage } = &report.outcome else {
+        panic!("{:?}\n{}", report.outcome, report.log_tail);
+    };
+    let work = std::fs::canonicalize(&d.work).unwrap();
+    assert_eq!(outputs["args"], work.join("results/args.json"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&outputs["args"]).unwrap()).unwrap();
+    let bundle = d.bundle.display().to_string();
+    let workdir = d.work.display().to_string();
+    let expected_argv = vec![
+        format!("--name={nasty}"),
+        "-42".into(),
+        "20".into(),
+        "false".into(),
+        "one".into(),
+        "two words".into(),
+        "$(id)".into(),
+        inputs.blob_paths[&blob].display().to_string(),
+        format!("in={}", inputs.blob_paths[&upstream].display()),
+        "{literal}".into(),
+        workdir.clone(),
+        "[]".into(),
+    ];
+    assert_eq!(record["argv"], serde_json::json!(expected_argv));
+    assert_eq!(record["cwd"], serde_json::json!(work.display().to_string()));
+    assert_eq!(record["env"]["GREETING"], "hi there");
+    assert_eq!(record["env"]["ODA_WORKDIR"], serde_json::json!(workdir));
+    assert_eq!(record["env"]["ODA_BUNDLE"], serde_json::json!(bundle));
+    assert_eq!(
+        record["env"]["CARGO_MANIFEST_DIR"],
+        serde_json::Value::Null,
+        "the node's environment must not leak into jobs"
+    );
+    assert_eq!(record["stdin"], "");
+
+    assert!(usage.cpu_ms > 0, "{usage:?}");
+    assert!(usage.peak_rss_kib >= 60 * 1024, "{usage:?}");
+    assert!(report.started_at > 0 && report.finished_at >= report.started_at);
+    assert_eq!(report.stdout, d.work.join(".oda/stdout"));
+    assert_eq!(
+        std::fs::read_to_string(&report.stdout).unwrap(),
+        "hello from stdout\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&report.stderr).unwrap(),
+        "hello from stderr\n"
+    );
+    let mut lines = Vec::new();
+    while let Some(l) = rx.recv().await {
+        lines.push(l);
+    }
+    lines.sort();
+    assert_eq!(lines, ["hello from stderr", "hello from stdout"]);
+    assert!(report.log_tail.contains("hello from stdout\n"));
+    assert!(report.log_tail.contains("hello from stderr\n"));
+}
+
+#[tokio::test]
+async fn command_missing_output_is_a_failure_naming_it() {
+    let d = dirs(&[]);
+    let m = manifest(
+        "",
+        &[("made", "made.txt"), ("result", "sub/result.txt")],
+        &["python3", "-c", "open('made.txt', 'w').write('x')"],
+        "",
+    );
+    let r = run_simple(&m, &d).await;
+    let reason = reason(&r);
+    assert!(
+        reason.contains("output `result`")
+            && reason.contains("sub/result.txt")
+            && reason.contains("did not write it"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn command_output_must_not_escape_the_job_directory() {
+    let d = dirs(&[]);
+    let secret = d._root.path().join("secret.txt");
+    std::fs::write(&secret, "worker secret").unwrap();
+    let script = format!(
+        "import os; os.symlink({:?}, 'out.txt'); os.mkdir('dir')",
+        secret.display().to_string()
+    );
+    let m = manifest("", &[("out", "out.txt")], &["python3", "-c", &script], "");
+    let r = run_simple(&m, &d).await;
+    let reason = reason(&r);
+    assert!(reason.contains("outside the job directory"), "{reason}");
+
+    let d = dirs(&[]);
+    let m = manifest("", &[("out", "dir")], &["python3", "-c", &script], "");
+    let r = run_simple(&m, &d).await;
+    assert!(reason_of(&r).contains("not a regular file"), "{r:?}");
+
+    // A symlink within the job directory is fine and resolves to its target.
+    let d = dirs(&[]);
+    let m = manifest(
+        "",
+        &[("out", "link.txt")],
+        &[
+            "python3",
+            "-c",
+            "import os; open('real.txt', 'w').write('x'); os.symlink('real.txt', 'link.txt')",
+        ],
+        "",
+    );
+    let r = run_simple(&m, &d).await;
+    let RunOutcome::Success { outputs, .. } = &r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        outputs["out"],
+        std::fs::canonicalize(&d.work).unwrap().join("real.txt")
+    );
+}
+
+fn reason_of(r: &RunReport) -> String {
+    reason(r).to_string()
+}
+
+#[tokio::test]
+async fn command_analysis_exception_is_reported() {
+    let d = dirs(&[]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &[
+            "python3",
+            "-c",
+            "import json, sys; json.dump({{'kind': 'NoData', 'message': 'no data in 2003-01-01..2003-01-02'}}, open('oda-exception.json', 'w')); sys.exit(1)",
+        ],
+        "",
+    );
+    let r = run_simple(&m, &d).await;
+    match &r.outcome {
+        // `{{`/`}}` in the template are literal braces.
+        RunOutcome::AnalysisError { kind, message, .. } => {
+            assert_eq!(kind, "NoData");
+            assert_eq!(message, "no data in 2003-01-01..2003-01-02");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // An invalid exception file is an unhandled failure that says why.
+    let d = dirs(&[]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &[
+            "python3",
+            "-c",
+            "import sys; open('oda-exception.json', 'w').write('{{not json'); sys.exit(2)",
+        ],
+        "",
+    );
+    let r = run_simple(&m, &d).await;
+    let reason = reason(&r);
+    assert!(
+        reason.contains("exited with status 2") && reason.contains("oda-exception.json"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn command_crash_reports_status_and_log_tail() {
+    let d = dirs(&[]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &[
+            "python3",
+            "-c",
+            "import sys; print('about to fail', file=sys.stderr); sys.exit(3)",
+        ],
+        "",
+    );
+    let r = run_simple(&m, &d).await;
+    assert_eq!(reason(&r), "exited with status 3");
+    assert!(r.log_tail.contains("about to fail"), "{}", r.log_tail);
+}
+
+#[tokio::test]
+async fn command_killed_by_signal() {
+    let d = dirs(&[]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &[
+            "python3",
+            "-c",
+            "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+        ],
+        "",
+    );
+    let r = run_simple(&m, &d).await;
+    assert_eq!(reason(&r), "killed by signal 15 (SIGTERM)");
+}
+
+/// Whether process `pid` is gone (or a zombie waiting for init to reap it).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+const SPAWN_GRANDCHILD: &str = r#"
+import os, subprocess, time
+child = subprocess.Popen(["sleep", "1000"])
+with open("grandchild.pid.tmp", "w") as f:
+    f.write(str(child.pid))
+os.rename("grandchild.pid.tmp", "grandchild.pid")
+time.sleep(1000)
+"#;
+
+async fn read_grandchild_pid(work: &Path) -> u32 {
+    let pid_file = work.join("grandchild.pid");
+    assert!(
+        poll_until(Duration::from_secs(20), || pid_file.exists()).await,
+        "the job did not write its grandchild's pid"
+    );
+    std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn command_timeout_kills_the_whole_process_group() {
+    let d = dirs(&[("spawn.py", SPAWN_GRANDCHILD)]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &["python3", "{bundle}/spawn.py"],
+        "timeout_secs = 1",
+    );
+    let started = Instant::now();
+    let r = run_simple(&m, &d).await;
+    assert_eq!(reason(&r), "timed out after 1 s");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let pid = read_grandchild_pid(&d.work).await;
+    assert!(
+        poll_until(Duration::from_secs(10), || gone(pid)).await,
+        "grandchild {pid} survived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn command_cancel_kills_the_job() {
+    let d = dirs(&[("spawn.py", SPAWN_GRANDCHILD)]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &["python3", "{bundle}/spawn.py"],
+        "",
+    );
+    let cancel = CancellationToken::new();
+    let inputs = Inputs::none();
+    let report = with_deadline(async {
+        let job = run(inputs.request(&m, &d), cancel.clone(), None);
+        tokio::pin!(job);
+        // Drive the job until its grandchild exists, then cancel it.
+        let pid_file = d.work.join("grandchild.pid");
+        let started = tokio::select! {
+            r = &mut job => panic!("job ended early: {r:?}"),
+            ok = poll_until(Duration::from_secs(20), || pid_file.exists()) => ok,
+        };
+        assert!(started, "the job did not start its grandchild");
+        cancel.cancel();
+        job.await
+    })
+    .await;
+    assert_eq!(reason(&report), "cancelled");
+    let pid = read_grandchild_pid(&d.work).await;
+    assert!(
+        poll_until(Duration::from_secs(10), || gone(pid)).await,
+        "grandchild {pid} survived the cancellation"
+    );
+}
+
+#[tokio::test]
+async fn command_dropping_the_run_kills_the_job() {
+    let d = dirs(&[("spawn.py", SPAWN_GRANDCHILD)]);
+    let m = manifest(
+        "",
+        &[("out", "out.txt")],
+        &["python3", "{bundle}/spawn.py"],
+        "",
+    );
+    let inputs = Inputs::none();
+    with_deadline(async {
+        let job = run(inputs.request(&m, &d), CancellationToken::new(), None);
+        tokio::pin!(job);
+        let pid_file = d.work.join("grandchild.pid");
+        tokio::select! {
+            r = &mut job => panic!("job ended early: {r:?}"),
+            ok = poll_until(Duration::from_secs(20), || pid_file.exists()) => assert!(ok),
+        }
+    })
+    .await;
+    let pid = read_grandchild_pid(&d.work).await;
+    assert!(
+        poll_until(Duration::from_secs(10), || gone(pid)).await,
+        "grandchild {pid} survived dropping the run"
+    );
+}
+
+#[tokio::test]
+async fn command_that_cannot_start_fails_clearly() {
+    let d = dirs(&[]);
+    let m = manifest("", &[("out", "o")], &["oda-no-such-program-4711", "x"], "");
+    let r = run_simple(&m, &d).await;
+    let reason = reason(&r);
+    assert!(
+        reason.contains("cannot start `oda-no-such-program-4711`") && reason.contains("PATH"),
+        "{reason}"
+    );
+
+    let d = dirs(&[]);
+    let m = manifest("", &[("out", "o")], &["{bundle}/missing.sh"], "");
+    let r = run_simple(&m, &d).await;
+    let reason = reason_of(&r);
+    assert!(
+        reason.starts_with("cannot start") && reason.contains("missing.sh"),
+        "{reason}"
+    );
+
+    // Not executable.
+    let d = dirs(&[("script.sh", "#!/bin/sh\n")]);
+    let m = manifest("", &[("out", "o")], &["{bundle}/script.sh"], "");
+    let r = run_simple(&m, &d).await;
+    assert!(reason_of(&r).contains("ermission denied"), "{r:?}");
+}
+
+#[tokio::test]
+async fn command_missing_blob_input_fails_before_starting() {
+    let d = dirs(&[]);
+    let m = manifest(
+        "[inputs.data]\ntype = \"blob\"",
+        &[("out", "o")],
+        &["touch", "o", "{data}"],
+        "",
+    );
+    let mut inputs = Inputs::none();
+    let blob = BlobId::of(b"absent");
+    inputs.args.insert("data".into(), Value::Blob(blob));
+    let r = with_deadline(run(inputs.request(&m, &d), CancellationToken::new(), None)).await;
+    let reason = reason(&r);
+    assert!(
+        reason.contains("input `data`") && reason.contains(&blob.to_string()),
+        "{reason}"
+    );
+    assert!(!d.work.join("o").exists());
+}
+
+#[tokio::test]
+async fn command_leftover_processes_are_killed_when_the_job_ends() {
+    let d = dirs(&[]);
+    let script = "import subprocess; p = subprocess.Popen(['sleep', '1000']); open('grandchild.pid', 'w').write(str(p.pid)); open('out.txt', 'w').write('done')";
+    let m = manifest("", &[("out", "out.txt")], &["python3", "-c", script], "");
+    let r = run_simple(&m, &d).await;
+    assert!(matches!(r.outcome, RunOutcome::Success { .. }), "{r:?}");
+    let pid = read_grandchild_pid(&d.work).await;
+    assert!(
+        poll_until(Duration::from_secs(10), || gone(pid)).await,
+        "grandchild {pid} outlived its job"
+    );
+}
+
+#[test]
+fn only_the_command_executor_is_supported() {
+    let m = manifest("", &[("o", "o")], &["true"], "");
+    assert_eq!(supported(&m.executor), Ok(()));
+    let slurm = Manifest::from_toml(
+        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"slurm\"\nargv = [\"x\"]\n",
+    )
+    .unwrap();
+    let e = supported(&slurm.executor).unwrap_err();
+    assert_eq!(
+        e,
+        "the slurm executor is not implemented on this worker (only `command` is)"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_executor_run_fails_with_the_reason() {
+    let slurm = Manifest::from_toml(
+        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"slurm\"\nargv = [\"x\"]\n",
+    )
+    .unwrap();
+    let d = dirs(&[]);
+    let r = run_simple(&slurm, &d).await;
+    assert!(reason(&r).contains("slurm executor is not implemented"));
+}
