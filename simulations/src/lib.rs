@@ -1,1 +1,105 @@
-//! oda-simulations.
+//! `oda-simulations`: in-process ODA meshes on loopback, and the measurements
+//! behind `oda-bench` (see `docs/benchmarks.md`).
+//!
+//! Every benchmark starts what it needs itself (real libp2p swarms on
+//! `127.0.0.1`, real sled stores in temp dirs, real executor processes), takes
+//! a [`Sizes`] so that the CI smoke test can run it in seconds, and returns a
+//! [`report::Outcome`]: the mesh's figures next to the physical limit measured
+//! in the same run and, where one exists, the figure of the tool a user would
+//! pick instead (Dask distributed).
+//!
+//! - [`mesh`]: network-only peers (`oda_node::network::new`), topologies.
+//! - [`cache`]: remote cache hit and cold DHT lookup.
+//! - [`blob`]: verified blob transfer against raw loopback TCP.
+//! - [`gossip`]: time until every node of a 50/100-node mesh has a message.
+//! - [`process`]: the machine's fork/exec ceiling, idle `oda-node` RSS.
+//! - [`dask`]: the same trivial-task figures from Dask distributed.
+//! - [`stats`], [`report`]: percentiles, the Markdown table and the JSON.
+
+pub mod blob;
+pub mod cache;
+pub mod dask;
+pub mod gossip;
+pub mod mesh;
+pub mod process;
+pub mod report;
+pub mod stats;
+
+/// Problem sizes of one run. [`Sizes::full`] is what `docs/benchmarks.md`
+/// reports; [`Sizes::quick`] finishes in seconds (CI smoke, `--quick`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sizes {
+    /// Peers in the remote-cache mesh (besides the bootstrap).
+    pub cache_nodes: usize,
+    /// Lookups of the cached fact from one peer.
+    pub cache_asks: usize,
+    /// Fresh peers, one cold lookup each.
+    pub cold_peers: usize,
+    /// Workers in the job meshes.
+    pub workers: usize,
+    /// Sequential trivial jobs.
+    pub sequential_jobs: usize,
+    /// Jobs submitted at once.
+    pub burst_jobs: usize,
+    /// Seconds each fork/exec loop runs.
+    pub fork_secs: f64,
+    /// Bytes moved by the blob and TCP transfers.
+    pub blob_bytes: u64,
+    /// Mesh sizes of the gossip benchmark.
+    pub gossip_nodes: Vec<usize>,
+    /// Messages timed per gossip mesh.
+    pub gossip_messages: usize,
+    /// Seconds the idle node sits before its RSS is read.
+    pub idle_secs: f64,
+    /// Sequential Dask tasks.
+    pub dask_tasks: usize,
+    /// Dask tasks in the throughput map.
+    pub dask_map: usize,
+}
+
+impl Sizes {
+    /// The sizes the issue asks for, scaled down where noted in the report.
+    pub fn full() -> Self {
+        Self {
+            cache_nodes: 20,
+            cache_asks: 1_000,
+            cold_peers: 20,
+            workers: 4,
+            sequential_jobs: 500,
+            burst_jobs: 5_000,
+            fork_secs: 3.0,
+            blob_bytes: 1 << 30,
+            gossip_nodes: vec![50, 100],
+            gossip_messages: 20,
+            idle_secs: 2.0,
+            dask_tasks: 500,
+            dask_map: 10_000,
+        }
+    }
+
+    /// Tiny sizes for a smoke run (seconds, not minutes).
+    pub fn quick() -> Self {
+        Self {
+            cache_nodes: 4,
+            cache_asks: 20,
+            cold_peers: 2,
+            workers: 2,
+            sequential_jobs: 5,
+            burst_jobs: 20,
+            fork_secs: 0.3,
+            blob_bytes: 8 << 20,
+            gossip_nodes: vec![8],
+            gossip_messages: 3,
+            idle_secs: 0.5,
+            dask_tasks: 20,
+            dask_map: 200,
+        }
+    }
+}
+
+/// A network id unique to this process and benchmark (1-32 of `a-z0-9-`).
+pub fn network_id(name: &str) -> oda_protocol::NetworkId {
+    let mut id = format!("b-{name}-{}", std::process::id());
+    id.truncate(32);
+    id.parse().expect("a-z, digits and '-' only, at most 32")
+}

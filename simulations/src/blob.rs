@@ -1,0 +1,133 @@
+//! Verified blob transfer between two peers (`Client::fetch_blob_from`:
+//! noise + yamux, 1 MiB ranges, 8 in flight, BLAKE3 of the whole file, fsync),
+//! against a plain loopback TCP copy of the same number of bytes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::mesh::{eventually, spawn, XorShift};
+use crate::network_id;
+
+/// MiB/s of the transfers.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// The mesh's verified fetch, MiB/s.
+    pub mesh_mib_s: f64,
+    /// Raw loopback TCP, MiB/s.
+    pub tcp_mib_s: f64,
+    /// BLAKE3 of the bytes on one core, MiB/s (what verification costs).
+    pub blake3_mib_s: f64,
+    /// Writing the blob into the holder's store (hash, write, fsync), MiB/s.
+    pub store_write_mib_s: f64,
+}
+
+const CHUNK: usize = 4 << 20;
+
+fn mib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64().max(1e-9)
+}
+
+/// Move `bytes` bytes both ways and report both rates.
+pub async fn measure(bytes: u64) -> anyhow::Result<Transfer> {
+    let tcp_mib_s = tcp_copy(bytes).await?;
+    let net = network_id("blob");
+    let holder = spawn(&net, vec![], false, 0, None).await?;
+    let fetcher = spawn(&net, vec![holder.addr.clone()], false, 1, None).await?;
+    let holder_id = holder.peer_id();
+    eventually("the peers connect", Duration::from_secs(30), || {
+        let c = fetcher.client.clone();
+        async move {
+            c.peers()
+                .await
+                .ok()?
+                .iter()
+                .any(|p| p.peer == holder_id)
+                .then_some(())
+        }
+    })
+    .await?;
+
+    // Pseudo-random bytes, streamed into the holder's store.
+    let store = holder.store.clone();
+    let (blob, store_write, blake3_mib_s) = tokio::task::spawn_blocking(move || {
+        let mut rng = XorShift(0x0da);
+        let mut buf = vec![0u8; CHUNK];
+        let mut hash_time = Duration::ZERO;
+        let t = Instant::now();
+        let mut writer = store.blob_writer()?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            rng.fill(&mut buf[..n]);
+            writer.write(&buf[..n])?;
+            let h = Instant::now();
+            std::hint::black_box(blake3::hash(&buf[..n]));
+            hash_time += h.elapsed();
+            left -= n as u64;
+        }
+        let id = writer.finish(None)?;
+        // The loop hashed every byte twice (the writer and the timing copy).
+        let write = t.elapsed().saturating_sub(hash_time);
+        anyhow::Ok((id, write, mib_s(bytes, hash_time)))
+    })
+    .await
+    .context("the blob writer panicked")??;
+
+    let t = Instant::now();
+    let size = fetcher
+        .client
+        .fetch_blob_from(blob, Some(bytes), vec![holder_id], &fetcher.store)
+        .await
+        .context("the verified fetch failed")?;
+    let elapsed = t.elapsed();
+    if size != bytes || !fetcher.store.has_blob(&blob) {
+        bail!("the fetch returned {size} bytes, expected {bytes}");
+    }
+    Ok(Transfer {
+        bytes,
+        mesh_mib_s: mib_s(bytes, elapsed),
+        tcp_mib_s,
+        blake3_mib_s,
+        store_write_mib_s: mib_s(bytes, store_write),
+    })
+}
+
+/// Copy `bytes` bytes over one loopback TCP connection (1 MiB writes and
+/// reads, tokio), connect to last byte read.
+pub async fn tcp_copy(bytes: u64) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let sender = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await?;
+        let buf = vec![0x5au8; 1 << 20];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            sock.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        sock.shutdown().await?;
+        anyhow::Ok(())
+    });
+    let t = Instant::now();
+    let mut sock = tokio::net::TcpStream::connect(addr).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    let elapsed = t.elapsed();
+    sender.await.context("the TCP sender panicked")??;
+    if got != bytes {
+        bail!("TCP copy moved {got} of {bytes} bytes");
+    }
+    Ok(mib_s(bytes, elapsed))
+}

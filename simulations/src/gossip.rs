@@ -1,0 +1,135 @@
+//! Gossip propagation: `n` peers in this process (a bootstrap and `n - 1`
+//! peers, each dialing the bootstrap and 3 random earlier peers), one
+//! publishes fact announcements; the time until every other peer's
+//! application has received each one.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use oda_protocol::messages::{FactAnnounce, Gossip};
+use oda_protocol::names::Topic;
+use oda_protocol::{ExprId, FactId, PublicKey};
+use tokio::sync::mpsc;
+
+use crate::mesh::{mesh, Received};
+use crate::network_id;
+use crate::stats::Latency;
+
+/// Figures for one mesh size.
+#[derive(Debug, Clone, Copy)]
+pub struct Propagation {
+    /// Peers in the mesh, the bootstrap included.
+    pub nodes: usize,
+    /// Publish → the last peer has it, per message.
+    pub all: Latency,
+    /// Publish → a peer has it, over every (message, peer).
+    pub each: Latency,
+}
+
+fn announce(n: u64, worker: PublicKey) -> Gossip {
+    let h = *blake3::hash(&n.to_le_bytes()).as_bytes();
+    Gossip::FactAnnounce(FactAnnounce {
+        expr: ExprId(h),
+        fact_id: FactId(h),
+        worker,
+    })
+}
+
+fn tag(m: &Gossip) -> Option<ExprId> {
+    match m {
+        Gossip::FactAnnounce(a) => Some(a.expr),
+        _ => None,
+    }
+}
+
+/// Publish one message and wait until `expect` peers have it; the arrival
+/// offsets, or `None` if not everybody had it within `within`.
+async fn one(
+    publisher: &oda_node::network::Client,
+    message: Gossip,
+    rx: &mut mpsc::Receiver<Received>,
+    expect: usize,
+    within: Duration,
+) -> anyhow::Result<Option<Vec<Duration>>> {
+    let want = tag(&message);
+    let t = Instant::now();
+    if publisher.publish(Topic::Facts, message).await.is_err() {
+        return Ok(None);
+    }
+    let mut seen = HashSet::new();
+    let mut arrivals = Vec::with_capacity(expect);
+    let end = tokio::time::Instant::now() + within;
+    while seen.len() < expect {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => bail!("every peer stopped"),
+            Ok(Some(r)) if tag(&r.message) == want && seen.insert(r.peer) => {
+                arrivals.push(r.at.saturating_duration_since(t));
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+    Ok(Some(arrivals))
+}
+
+/// Build an `n`-node mesh and time `messages` announcements.
+pub async fn measure(n: usize, messages: usize) -> anyhow::Result<Propagation> {
+    let net = network_id(&format!("gossip{n}"));
+    let (tx, mut rx) = mpsc::channel(64 * 1024);
+    let peers = mesh(&net, n.saturating_sub(1), 3, 0x9055 + n as u64, Some(tx)).await?;
+    let publisher = &peers[1];
+    let key = publisher.key.public();
+    let others = peers.len() - 1;
+
+    // Until subscriptions have been exchanged and the gossip mesh has been
+    // grafted (heartbeat 700 ms), a message may not reach everyone.
+    let mut k = 1_000_000u64;
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        k += 1;
+        let m = announce(k, key);
+        if one(
+            &publisher.client,
+            m,
+            &mut rx,
+            others,
+            Duration::from_secs(3),
+        )
+        .await?
+        .is_some()
+        {
+            break;
+        }
+        if Instant::now() > end {
+            bail!("no warm-up message reached all {others} peers of the {n}-node mesh in 90 s");
+        }
+    }
+
+    let (mut all, mut each) = (Vec::new(), Vec::new());
+    for i in 0..messages as u64 {
+        // Let stragglers of the previous message drain first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while rx.try_recv().is_ok() {}
+        let m = announce(i, key);
+        let Some(arrivals) = one(
+            &publisher.client,
+            m,
+            &mut rx,
+            others,
+            Duration::from_secs(20),
+        )
+        .await?
+        else {
+            bail!("message {i} did not reach all {others} peers within 20 s");
+        };
+        all.push(arrivals.iter().copied().max().unwrap_or_default());
+        each.extend(arrivals);
+    }
+    let none = || anyhow::anyhow!("no samples");
+    Ok(Propagation {
+        nodes: peers.len(),
+        all: Latency::of(&all).ok_or_else(none)?,
+        each: Latency::of(&each).ok_or_else(none)?,
+    })
+}
