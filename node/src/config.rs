@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use libp2p::Multiaddr;
-use oda_protocol::NetworkId;
+use oda_protocol::{NetworkId, PublicKey, RunnerClass, WorkflowId};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable overriding the data directory.
@@ -21,6 +21,10 @@ pub mod files {
     pub const RUNTIME: &str = "node.json";
     /// The store (sled database and blob files).
     pub const STORE: &str = "store";
+    /// The local API's bearer token (hex, mode 0600).
+    pub const API_TOKEN: &str = "api.token";
+    /// Written at start: the local API's socket address (`127.0.0.1:5801`).
+    pub const API_ADDR: &str = "api.addr";
 }
 
 /// The platform's default data directory (e.g. `~/.local/share/oda-mesh` on Linux),
@@ -54,6 +58,98 @@ pub struct Config {
     pub max_connections: u32,
     /// Store settings.
     pub store: StoreSection,
+    /// Worker settings.
+    pub worker: WorkerSection,
+    /// Trust settings.
+    pub trust: TrustSection,
+    /// Requester settings.
+    pub scheduler: SchedulerSection,
+    /// Local API settings.
+    pub api: ApiSection,
+}
+
+/// `[api]`: the local HTTP API used by the `oda` command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Socket address to listen on; must be a loopback address (the API is for
+    /// this machine only). Port 0 picks a free port. Default `127.0.0.1:5801`.
+    pub listen: String,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5801".into(),
+        }
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Offer compute to the mesh. Default false.
+    pub enabled: bool,
+    /// Concurrent jobs. Default 2.
+    pub slots: u32,
+    /// Whom to serve: "public" (anyone) or "user" (only `owners`). Default "public".
+    pub runner_class: String,
+    /// Owner public keys (hex), for the "user" class. Default none.
+    pub owners: Vec<String>,
+    /// Workflow ids to listen for besides those added locally; they run only
+    /// when endorsed by a trusted expert. Default none.
+    pub workflows: Vec<String>,
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSection {
+    /// Public keys (hex) whose facts this node accepts as results, besides its
+    /// own; also the workers it assigns jobs to. Default none.
+    pub keys: Vec<String>,
+    /// Public keys (hex) of experts whose workflow endorsements the worker
+    /// accepts. Default none.
+    pub experts: Vec<String>,
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Collect offers this long after the first, ms. Default 300.
+    pub offer_window_ms: u64,
+    /// An attempt fails when nobody offers within this long, ms. Default 30000.
+    pub offer_timeout_ms: u64,
+    /// A lease ends without a heartbeat for this long, ms. Default 10000.
+    pub lease_ttl_ms: u64,
+    /// Most attempts per expression. Default 3.
+    pub max_attempts: u32,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            slots: 2,
+            runner_class: "public".into(),
+            owners: Vec::new(),
+            workflows: Vec::new(),
+        }
+    }
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        let d = crate::scheduler::SchedulerConfig::default();
+        Self {
+            offer_window_ms: d.offer_window_ms,
+            offer_timeout_ms: d.offer_timeout_ms,
+            lease_ttl_ms: d.lease_ttl_ms,
+            max_attempts: d.max_attempts,
+        }
+    }
 }
 
 /// `[store]`.
@@ -78,6 +174,10 @@ impl Default for Config {
             dht_server: true,
             max_connections: 256,
             store: StoreSection::default(),
+            worker: WorkerSection::default(),
+            trust: TrustSection::default(),
+            scheduler: SchedulerSection::default(),
+            api: ApiSection::default(),
         }
     }
 }
@@ -105,6 +205,27 @@ pub struct Validated {
     pub max_connections: u32,
     /// Blob cache cap in bytes.
     pub blob_cap_bytes: u64,
+    /// Worker settings, if this node computes (jobs_dir filled by the runtime).
+    pub worker: Option<WorkerSettings>,
+    /// Keys whose facts are accepted.
+    pub trusted_keys: Vec<PublicKey>,
+    /// Keys whose workflow endorsements are accepted.
+    pub trusted_experts: Vec<PublicKey>,
+    /// Requester settings.
+    pub scheduler: crate::scheduler::SchedulerConfig,
+}
+
+/// Validated `[worker]` settings.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Concurrent jobs.
+    pub slots: u32,
+    /// Runner class.
+    pub runner_class: RunnerClass,
+    /// Owner keys.
+    pub owners: Vec<PublicKey>,
+    /// Extra workflows to listen for.
+    pub workflows: Vec<WorkflowId>,
 }
 
 /// A configuration problem.
@@ -194,6 +315,69 @@ impl Config {
         if self.store.blob_cap_mb == 0 {
             return Err(field("store.blob_cap_mb", "must be at least 1"));
         }
+        let keys = |name: &str, list: &[String]| -> Result<Vec<PublicKey>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    k.parse::<PublicKey>()
+                        .map_err(|e| field(format!("{name}[{i}]"), e.to_string()))
+                })
+                .collect()
+        };
+        let worker = if self.worker.enabled {
+            let w = &self.worker;
+            if w.slots == 0 || w.slots > 1024 {
+                return Err(field("worker.slots", "must be between 1 and 1024"));
+            }
+            let runner_class = match w.runner_class.as_str() {
+                "public" => RunnerClass::Public,
+                "user" => RunnerClass::User,
+                other => {
+                    return Err(field(
+                        "worker.runner_class",
+                        format!("{other:?} is not supported; use \"public\" or \"user\""),
+                    ))
+                }
+            };
+            let workflows = w
+                .workflows
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    id.parse::<WorkflowId>()
+                        .map_err(|e| field(format!("worker.workflows[{i}]"), e.to_string()))
+                })
+                .collect::<Result<_, _>>()?;
+            Some(WorkerSettings {
+                slots: w.slots,
+                runner_class,
+                owners: keys("worker.owners", &w.owners)?,
+                workflows,
+            })
+        } else {
+            None
+        };
+        let sc = &self.scheduler;
+        if sc.max_attempts == 0 || sc.max_attempts > 100 {
+            return Err(field("scheduler.max_attempts", "must be between 1 and 100"));
+        }
+        if sc.lease_ttl_ms < 200 {
+            return Err(field("scheduler.lease_ttl_ms", "must be at least 200"));
+        }
+        if sc.offer_timeout_ms < sc.offer_window_ms {
+            return Err(field(
+                "scheduler.offer_timeout_ms",
+                "must not be below offer_window_ms",
+            ));
+        }
+        let scheduler = crate::scheduler::SchedulerConfig {
+            offer_window_ms: sc.offer_window_ms,
+            offer_timeout_ms: sc.offer_timeout_ms,
+            lease_ttl_ms: sc.lease_ttl_ms,
+            max_attempts: sc.max_attempts,
+            ..Default::default()
+        };
+        self.api_listen()?;
         let max_connections = if self.bootstrap {
             self.max_connections.max(2048)
         } else {
@@ -207,7 +391,35 @@ impl Config {
             dht_server: self.dht_server || self.bootstrap,
             max_connections,
             blob_cap_bytes: self.store.blob_cap_mb.saturating_mul(1024 * 1024),
+            worker,
+            trusted_keys: keys("trust.keys", &self.trust.keys)?,
+            trusted_experts: keys("trust.experts", &self.trust.experts)?,
+            scheduler,
         })
+    }
+}
+
+impl Config {
+    /// The local API's listen address, refused unless it is a loopback address.
+    pub fn api_listen(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        let addr: std::net::SocketAddr = self.api.listen.trim().parse().map_err(|e| {
+            field(
+                "api.listen",
+                format!(
+                    "{:?} is not a socket address like \"127.0.0.1:5801\": {e}",
+                    self.api.listen
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(field(
+                "api.listen",
+                format!(
+                    "{addr} is not a loopback address; the API is for this machine only (use 127.0.0.1 or [::1])"
+                ),
+            ));
+        }
+        Ok(addr)
     }
 }
 
@@ -241,6 +453,42 @@ max_connections = 256
 # Cap on cached blob bytes, in MiB. Above it, the least recently used blobs
 # that are not pinned are evicted.
 blob_cap_mb = 10240
+
+[worker]
+# Offer compute to the mesh.
+enabled = false
+# Jobs run at the same time.
+slots = 2
+# Whom to serve: "public" (anyone) or "user" (only the owner keys below).
+runner_class = "public"
+# Owner public keys (hex) for the "user" class.
+owners = []
+# Workflow ids to listen for besides those added here with `oda workflow add`;
+# they run only when endorsed by a key in [trust] experts.
+workflows = []
+
+[trust]
+# Public keys (hex) whose facts this node accepts as results, besides its own.
+# Jobs are only assigned to workers whose key is listed here.
+keys = []
+# Public keys (hex) of experts whose workflow endorsements the worker accepts.
+experts = []
+
+[scheduler]
+# Collect offers this long after the first one, in ms.
+offer_window_ms = 300
+# An attempt fails when no trusted worker offers within this long, in ms.
+offer_timeout_ms = 30000
+# A lease ends when no heartbeat arrives for this long, in ms.
+lease_ttl_ms = 10000
+# Most attempts (assignments to workers) per expression.
+max_attempts = 3
+
+[api]
+# The local HTTP API (used by the `oda` command line), on a loopback address
+# only; requests need the bearer token in api.token in the data dir. Port 0
+# picks a free port; the address in use is written to api.addr.
+listen = "127.0.0.1:5801"
 "#;
 
 #[cfg(test)]
@@ -282,5 +530,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`store.blob_cap_mb`"));
+    }
+
+    #[test]
+    fn api_listen_must_be_loopback() {
+        let mut c = Config::default();
+        assert_eq!(c.api_listen().unwrap(), "127.0.0.1:5801".parse().unwrap());
+        c.api.listen = "[::1]:0".into();
+        c.validate().unwrap();
+        c.api.listen = "0.0.0.0:5801".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`api.listen`") && e.contains("loopback"), "{e}");
+        c.api.listen = "localhost".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`api.listen`"), "{e}");
     }
 }

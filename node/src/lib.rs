@@ -7,6 +7,7 @@
 //! - [`registry`]: workflow folders, bundles, and workflows added by the owner.
 //! - [`store`]: sled trees and blob files.
 //! - [`runtime`]: assembles and runs a node.
+//! - [`scheduler`]: jobs: requester, worker, trust policy.
 
 pub mod config;
 pub mod executor;
@@ -14,4 +15,5 @@ pub mod identity;
 pub mod network;
 pub mod registry;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;

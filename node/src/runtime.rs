@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, NetworkConfig, NetworkEvent};
+use crate::scheduler::{Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig};
 use crate::store::{Store, StoreConfig};
 
 /// The JSON written to `node.json` in the data dir.
@@ -39,10 +40,13 @@ pub struct Node {
     pub store: Store,
     /// The node key.
     pub key: NodeKey,
+    /// Resolves expressions and schedules jobs.
+    pub requester: Requester,
+    /// Computes jobs, if enabled.
+    pub worker: Option<Worker>,
     data_dir: PathBuf,
     shutdown: CancellationToken,
-    network_task: JoinHandle<()>,
-    events_task: JoinHandle<()>,
+    tasks: std::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
 /// Why a node could not start.
@@ -54,6 +58,14 @@ pub enum StartError {
     /// The network could not be set up.
     #[error(transparent)]
     Network(#[from] network::NetworkError),
+    /// The job directory could not be created.
+    #[error("cannot create the jobs directory {path}: {source}")]
+    JobsDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 impl Node {
@@ -72,22 +84,70 @@ impl Node {
         let (client, events, event_loop) = network::new(&key, net, store.clone())?;
         let shutdown = CancellationToken::new();
         let network_task = tokio::spawn(event_loop.run(shutdown.clone()));
+        let trust = TrustPolicy::new(
+            key.public(),
+            cfg.trusted_keys.iter().copied(),
+            cfg.trusted_experts.iter().copied(),
+        );
+        let requester = Requester::new(
+            client.clone(),
+            store.clone(),
+            key.clone(),
+            trust.clone(),
+            cfg.scheduler.clone(),
+        )?;
+        let worker = match &cfg.worker {
+            Some(w) => {
+                let jobs_dir = data_dir.join("jobs");
+                std::fs::create_dir_all(&jobs_dir).map_err(|source| StartError::JobsDir {
+                    path: jobs_dir.clone(),
+                    source,
+                })?;
+                let worker = Worker::new(
+                    client.clone(),
+                    store.clone(),
+                    key.clone(),
+                    trust,
+                    WorkerConfig {
+                        slots: w.slots,
+                        runner_class: w.runner_class,
+                        owners: w.owners.iter().copied().collect(),
+                        extra_workflows: w.workflows.clone(),
+                        jobs_dir,
+                    },
+                )?;
+                worker.recover().await?;
+                worker.subscribe_all().await?;
+                Some(worker)
+            }
+            None => None,
+        };
+        let dispatcher = Dispatcher {
+            requester: requester.clone(),
+            worker: worker.clone(),
+            client: client.clone(),
+        };
         let events_task = tokio::spawn(handle_events(
             events,
-            client.clone(),
+            dispatcher,
             key.clone(),
             data_dir.to_path_buf(),
+            store.clone(),
         ));
+        let resumed = requester.resume()?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished jobs");
+        }
         let node = Self {
             client,
             store,
             key,
+            requester,
+            worker,
             data_dir: data_dir.to_path_buf(),
             shutdown,
-            network_task,
-            events_task,
+            tasks: std::sync::Mutex::new(Some((network_task, events_task))),
         };
-        node.reannounce();
         Ok(node)
     }
 
@@ -101,26 +161,53 @@ impl Node {
         &self.data_dir
     }
 
-    /// Re-announce held facts and their blobs (the DHT keeps records in memory).
-    fn reannounce(&self) {
-        let client = self.client.clone();
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let facts = match store.held_facts() {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list held facts to re-announce");
-                    return;
-                }
-            };
-            for fact in facts {
-                if let Err(e) = client.publish_fact(&fact).await {
-                    tracing::debug!(error = %e, "re-announce failed");
+    /// Add a workflow folder (owner-added: trusted by this node's worker) and
+    /// listen for its jobs.
+    pub async fn add_workflow(
+        &self,
+        dir: &Path,
+    ) -> Result<oda_protocol::WorkflowId, crate::registry::RegistryError> {
+        let id = crate::registry::add(&self.store, dir)?;
+        if let Some(w) = &self.worker {
+            w.subscribe(&id).await;
+        }
+        if let Some((_, bundle)) = self.store.workflow(&id).ok().flatten() {
+            if let Err(e) = self.client.provide_blob(&bundle).await {
+                tracing::debug!(error = %e, "cannot announce the workflow bundle yet");
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// Re-announce held facts and their blobs (the DHT keeps records in memory),
+/// each time the node goes from no connections to some.
+fn reannounce(client: Client, store: Store) {
+    tokio::spawn(async move {
+        let facts = match store.held_facts() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list held facts to re-announce");
+                return;
+            }
+        };
+        for fact in facts {
+            if let Err(e) = client.publish_fact(&fact).await {
+                tracing::debug!(error = %e, "re-announce failed");
+            }
+        }
+        match store.workflows() {
+            Ok(wfs) => {
+                for (_, _, bundle) in wfs {
+                    let _ = client.provide_blob(&bundle).await;
                 }
             }
-        });
-    }
+            Err(e) => tracing::debug!(error = %e, "cannot list workflows to re-announce"),
+        }
+    });
+}
 
+impl Node {
     /// Listen addresses with `/p2p/<id>`, waiting up to `timeout` for the first.
     pub async fn wait_listening(&self, timeout: Duration) -> Vec<Multiaddr> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -136,44 +223,49 @@ impl Node {
         }
     }
 
-    /// Stop the network, then flush the store.
-    pub async fn shutdown(self) -> Result<(), crate::store::StoreError> {
+    /// Stop the network, then flush the store. Later calls only flush.
+    pub async fn shutdown(&self) -> Result<(), crate::store::StoreError> {
         self.shutdown.cancel();
-        let _ = self.network_task.await;
-        self.events_task.abort();
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((network, events)) = tasks {
+            let _ = network.await;
+            events.abort();
+        }
         self.store.flush()
     }
 }
 
-/// Consume network events the node itself handles: keep `node.json` current.
+/// Consume network events: keep `node.json` current, re-announce on
+/// (re)connection, and hand everything else to the scheduler.
 async fn handle_events(
     mut events: mpsc::Receiver<NetworkEvent>,
-    client: Client,
+    dispatcher: Dispatcher,
     key: NodeKey,
     data_dir: PathBuf,
+    store: Store,
 ) {
+    let mut connected = 0usize;
     while let Some(event) = events.recv().await {
         match event {
             NetworkEvent::Listening(_) => {
-                let addrs = client.listen_addrs().await.unwrap_or_default();
+                let addrs = dispatcher.client.listen_addrs().await.unwrap_or_default();
                 if let Err(e) = write_runtime_info(&data_dir, &key, &addrs) {
                     tracing::error!(error = %e, "cannot write {}", files::RUNTIME);
                 }
             }
-            NetworkEvent::JobRequest { reply, .. } => {
-                // No scheduler yet: this node does not take jobs.
-                client
-                    .respond_job(
-                        reply,
-                        oda_protocol::messages::JobResponse::Decline(
-                            oda_protocol::messages::DeclineReason::Other(
-                                "this node runs no jobs".into(),
-                            ),
-                        ),
-                    )
-                    .await;
+            NetworkEvent::PeerConnected(_) => {
+                connected += 1;
+                if connected == 1 {
+                    reannounce(dispatcher.client.clone(), store.clone());
+                }
             }
-            other => tracing::trace!(?other, "network event"),
+            NetworkEvent::PeerDisconnected(_) => connected = connected.saturating_sub(1),
+            other => {
+                // Job messages may wait for a decision window; never block the
+                // event stream on them.
+                let d = dispatcher.clone();
+                tokio::spawn(async move { d.dispatch(other).await });
+            }
         }
     }
 }

@@ -48,6 +48,12 @@ pub fn gossip(
             if let Some(token) = &advert.token {
                 token.verify().map_err(|e| format!("job token: {e}"))?;
             }
+            if advert.endorsements.len() > oda_protocol::messages::JobAdvert::MAX_ENDORSEMENTS {
+                return Err("job advert carries too many endorsements".into());
+            }
+            for e in &advert.endorsements {
+                e.verify().map_err(|e| format!("endorsement: {e}"))?;
+            }
         }
         (Topic::Facts, Gossip::FactAnnounce(announce)) => {
             // Announcements may be relayed only by their worker.

@@ -147,7 +147,7 @@ impl StoreError {
     }
 
     /// A [`StoreError::Corrupt`] for the record at `key` in `tree`.
-    pub(crate) fn corrupt(tree: &'static str, key: &[u8], reason: impl Into<String>) -> Self {
+    pub fn corrupt(tree: &'static str, key: &[u8], reason: impl Into<String>) -> Self {
         StoreError::Corrupt {
             tree,
             key: hex::encode(key),

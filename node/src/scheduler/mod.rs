@@ -1,0 +1,91 @@
+//! Jobs: the requester (cache-first resolution and scheduling), the worker
+//! (offers, runs, signs facts), the trust policy, and the dispatcher that
+//! routes network events to them. Job state machines and exception rules are
+//! described in docs/architecture.md.
+
+pub mod jobs;
+pub mod requester;
+pub mod trust;
+pub mod worker;
+
+use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
+
+pub use jobs::{JobId, JobRecord, JobState};
+pub use requester::{JobEvent, Requester};
+pub use trust::TrustPolicy;
+pub use worker::{Worker, WorkerConfig};
+
+use crate::network::{Client, NetworkEvent};
+
+/// Requester timing and retry settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Collect offers for this long after the first, ms.
+    pub offer_window_ms: u64,
+    /// Give up an attempt when nobody offered within this long, ms.
+    pub offer_timeout_ms: u64,
+    /// Re-publish the advert this often while no offer came, ms.
+    pub readvertise_ms: u64,
+    /// A lease ends unless a heartbeat arrives within this long, ms.
+    pub lease_ttl_ms: u64,
+    /// Most attempts (assignments) per expression.
+    pub max_attempts: u32,
+    /// Back-off before the second attempt, doubled each time, ms.
+    pub backoff_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            offer_window_ms: 300,
+            offer_timeout_ms: 30_000,
+            readvertise_ms: 1_000,
+            lease_ttl_ms: 10_000,
+            max_attempts: 3,
+            backoff_ms: 500,
+        }
+    }
+}
+
+/// Routes network events to the requester and (if enabled) the worker.
+#[derive(Clone)]
+pub struct Dispatcher {
+    /// The requester.
+    pub requester: Requester,
+    /// The worker, if this node computes.
+    pub worker: Option<Worker>,
+    /// For answering requests nobody handles.
+    pub client: Client,
+}
+
+impl Dispatcher {
+    /// Handle one network event.
+    pub async fn dispatch(&self, event: NetworkEvent) {
+        match event {
+            NetworkEvent::Gossip { message, .. } => match message {
+                Gossip::JobAdvert(advert) => {
+                    self.requester.on_foreign_advert(&advert);
+                    if let Some(w) = &self.worker {
+                        w.on_advert(*advert);
+                    }
+                }
+                Gossip::FactAnnounce(a) => self.requester.on_fact_announce(a.expr),
+                Gossip::Capacity(_) => {}
+            },
+            NetworkEvent::JobRequest {
+                peer,
+                request,
+                reply,
+            } => match request {
+                JobRequest::Offer(offer) => self.requester.on_offer(peer, offer, reply).await,
+                JobRequest::Progress(p) => self.requester.on_progress(p, reply).await,
+                JobRequest::Done(done) => self.requester.on_done(peer, *done, reply).await,
+                JobRequest::Cancel(cancel) => match &self.worker {
+                    Some(w) => w.on_cancel(cancel, reply).await,
+                    None => self.client.respond_job(reply, JobResponse::Ack).await,
+                },
+            },
+            other => tracing::trace!(?other, "network event"),
+        }
+    }
+}

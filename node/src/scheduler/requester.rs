@@ -1,0 +1,884 @@
+//! The requester: resolves expressions cache-first, then by scheduling compute.
+//!
+//! `resolve(E)`: (1) a local fact the trust policy accepts; (2) facts from the
+//! mesh (DHT record + providers) the policy accepts; (3) otherwise resolve the
+//! `Output` inputs first, in parallel and recursively; (4) advertise on the
+//! workflow's jobs topic, collect offers for a window, assign the best trusted
+//! worker under a lease renewed by its heartbeats; a lease that expires or an
+//! unhandled failure re-assigns elsewhere with back-off, up to a bounded number
+//! of attempts, then fails with the whole attempt history.
+//!
+//! Single-flight: concurrent requests for one expression on this node share one
+//! resolution; an expression another requester is already advertising is joined
+//! (wait for its fact) before advertising it ourselves.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use libp2p::PeerId;
+use oda_protocol::messages::{
+    Assign, Cancel, DeclineReason, Done, Gossip, JobAdvert, JobResponse, LeaseId, Offer, Progress,
+};
+use oda_protocol::names::Topic;
+use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, SignedFact, Subject};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
+use super::trust::TrustPolicy;
+use super::SchedulerConfig;
+use crate::identity::{peer_id_of, public_key_of, NodeKey};
+use crate::network::scoring::Offence;
+use crate::network::{Client, JobReply};
+use crate::store::{Store, StoreError};
+
+/// A resolved expression.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The accepted fact.
+    pub fact: SignedFact,
+    /// Whether it came from a cache without computing here and now.
+    pub from_cache: bool,
+}
+
+/// Why an expression could not be resolved.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    /// The expression is not in the store.
+    #[error("expression {0} is unknown to this node; submit it first")]
+    UnknownExpression(ExprId),
+    /// The workflow is not in the store.
+    #[error("workflow {0} is unknown to this node; add it with `oda workflow add`")]
+    UnknownWorkflow(String),
+    /// An input expression failed.
+    #[error("input {expr} failed: {reason}")]
+    Input {
+        /// The input expression.
+        expr: ExprId,
+        /// Why.
+        reason: String,
+    },
+    /// Every attempt failed.
+    #[error("all {} attempts failed: {}", attempts.len(), summary(attempts))]
+    Exhausted {
+        /// The attempts.
+        attempts: Vec<Attempt>,
+    },
+    /// Cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// Local storage failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+fn summary(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("[{}: {}]", short_peer(&a.worker), a.outcome))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn short_peer(p: &str) -> &str {
+    &p[p.len().saturating_sub(8)..]
+}
+
+impl From<StoreError> for ResolveError {
+    fn from(e: StoreError) -> Self {
+        ResolveError::Store(e.to_string())
+    }
+}
+
+type SharedResolution = Shared<BoxFuture<'static, Result<Resolved, ResolveError>>>;
+
+/// An offer waiting for the requester's decision.
+struct OfferIn {
+    peer: PeerId,
+    offer: Offer,
+    reply: JobReply,
+}
+
+/// What the assigned worker reported.
+enum LeaseEvent {
+    Progress(Progress),
+    Done(Box<Done>, PeerId),
+}
+
+/// A change visible to API clients.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// A job's record changed.
+    State(JobRecord),
+    /// A log line from the worker running the job's expression.
+    Log {
+        /// The job.
+        job: JobId,
+        /// The line.
+        line: String,
+    },
+}
+
+/// How many log lines are kept per expression for `logs`.
+const LOG_LINES: usize = 500;
+
+struct Inner {
+    client: Client,
+    store: Store,
+    jobs: JobStore,
+    key: NodeKey,
+    trust: TrustPolicy,
+    cfg: SchedulerConfig,
+    inflight: Mutex<HashMap<(ExprId, bool), SharedResolution>>,
+    attached: Mutex<HashMap<ExprId, BTreeSet<JobId>>>,
+    offers: Mutex<HashMap<ExprId, mpsc::Sender<OfferIn>>>,
+    leases: Mutex<HashMap<(ExprId, LeaseId), mpsc::Sender<LeaseEvent>>>,
+    cancels: Mutex<HashMap<ExprId, CancellationToken>>,
+    logs: Mutex<HashMap<ExprId, VecDeque<String>>>,
+    foreign_adverts: Mutex<HashMap<ExprId, u64>>,
+    announced: broadcast::Sender<ExprId>,
+    events: broadcast::Sender<JobEvent>,
+}
+
+/// The requester half of the scheduler. Cheap to clone.
+#[derive(Clone)]
+pub struct Requester {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere already; the maps stay usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Requester {
+    /// A requester for this node.
+    pub fn new(
+        client: Client,
+        store: Store,
+        key: NodeKey,
+        trust: TrustPolicy,
+        cfg: SchedulerConfig,
+    ) -> Result<Self, StoreError> {
+        let jobs = JobStore::open(&store)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                jobs,
+                key,
+                trust,
+                cfg,
+                inflight: Mutex::default(),
+                attached: Mutex::default(),
+                offers: Mutex::default(),
+                leases: Mutex::default(),
+                cancels: Mutex::default(),
+                logs: Mutex::default(),
+                foreign_adverts: Mutex::default(),
+                announced: broadcast::channel(256).0,
+                events: broadcast::channel(1024).0,
+            }),
+        })
+    }
+
+    /// Subscribe to job changes and log lines.
+    pub fn events(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Store `expression` and start a job evaluating it.
+    pub fn submit(&self, expression: &Expression, no_cache: bool) -> Result<JobRecord, StoreError> {
+        let expr = self.inner.store.put_expr(expression)?;
+        let now = now_ms();
+        let record = JobRecord {
+            id: JobId::random(),
+            expr,
+            state: JobState::Queued,
+            attempts: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            fact: None,
+            from_cache: false,
+            error: None,
+            no_cache,
+        };
+        self.inner.jobs.put(&record)?;
+        self.start(record.clone());
+        Ok(record)
+    }
+
+    /// Resume every unfinished job (after a restart).
+    pub fn resume(&self) -> Result<usize, StoreError> {
+        let unfinished: Vec<JobRecord> = self
+            .inner
+            .jobs
+            .all()?
+            .into_iter()
+            .filter(|r| !r.state.is_terminal())
+            .collect();
+        let n = unfinished.len();
+        for record in unfinished {
+            tracing::info!(job = %record.id, expr = %record.expr, state = record.state.name(), "resuming job");
+            self.start(record);
+        }
+        Ok(n)
+    }
+
+    fn start(&self, record: JobRecord) {
+        lock(&self.inner.attached)
+            .entry(record.expr)
+            .or_default()
+            .insert(record.id);
+        let this = self.clone();
+        tokio::spawn(async move { this.drive(record).await });
+    }
+
+    async fn drive(self, record: JobRecord) {
+        let result = self.resolve_shared(record.expr, record.no_cache).await;
+        if let Some(set) = lock(&self.inner.attached).get_mut(&record.expr) {
+            set.remove(&record.id);
+        }
+        let updated = self.inner.jobs.update(&record.id, |r| {
+            if r.state == JobState::Cancelled {
+                return;
+            }
+            match &result {
+                Ok(resolved) => {
+                    r.fact = Some(resolved.fact.id());
+                    r.from_cache = resolved.from_cache;
+                    match &resolved.fact.body.outcome {
+                        Outcome::Success { .. } => r.state = JobState::Done,
+                        Outcome::AnalysisError { kind, message } => {
+                            r.state = JobState::Failed;
+                            r.error = Some(format!("analysis error {kind}: {message}"));
+                        }
+                    }
+                }
+                Err(ResolveError::Cancelled) => r.state = JobState::Cancelled,
+                Err(e) => {
+                    r.state = JobState::Failed;
+                    r.error = Some(e.to_string());
+                }
+            }
+        });
+        match updated {
+            Ok(Some(r)) => {
+                tracing::info!(job = %r.id, state = r.state.name(), from_cache = r.from_cache, "job finished");
+                let _ = self.inner.events.send(JobEvent::State(r));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(job = %record.id, error = %e, "cannot record job result"),
+        }
+    }
+
+    /// A job's record.
+    pub fn status(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.jobs.get(id)
+    }
+
+    /// All job records, oldest first.
+    pub fn list(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.jobs.all()
+    }
+
+    /// Wait until a job is terminal, or `timeout` passes (then the current record).
+    pub async fn wait(
+        &self,
+        id: &JobId,
+        timeout: Duration,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let mut events = self.events();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.status(id)?;
+            match &record {
+                Some(r) if !r.state.is_terminal() => {}
+                _ => return Ok(record),
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return self.status(id),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return self.status(id),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Recent log lines of a job's expression.
+    pub fn logs(&self, id: &JobId) -> Result<Vec<String>, StoreError> {
+        let Some(record) = self.status(id)? else {
+            return Ok(Vec::new());
+        };
+        Ok(lock(&self.inner.logs)
+            .get(&record.expr)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// Cancel a job. The shared resolution stops when no other job waits for it.
+    pub fn cancel(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let updated = self.inner.jobs.update(id, |r| {
+            if !r.state.is_terminal() {
+                r.state = JobState::Cancelled;
+            }
+        })?;
+        if let Some(r) = &updated {
+            let others = {
+                let mut attached = lock(&self.inner.attached);
+                let set = attached.entry(r.expr).or_default();
+                set.remove(id);
+                set.len()
+            };
+            if others == 0 {
+                if let Some(token) = lock(&self.inner.cancels).get(&r.expr) {
+                    token.cancel();
+                }
+            }
+            let _ = self.inner.events.send(JobEvent::State(r.clone()));
+        }
+        Ok(updated)
+    }
+
+    fn resolve_shared(&self, expr: ExprId, no_cache: bool) -> SharedResolution {
+        let mut inflight = lock(&self.inner.inflight);
+        if let Some(existing) = inflight.get(&(expr, no_cache)) {
+            return existing.clone();
+        }
+        let this = self.clone();
+        let fut = async move {
+            let token = CancellationToken::new();
+            lock(&this.inner.cancels).insert(expr, token.clone());
+            let result = this.resolve(expr, no_cache, token).await;
+            lock(&this.inner.cancels).remove(&expr);
+            lock(&this.inner.inflight).remove(&(expr, no_cache));
+            result
+        }
+        .boxed()
+        .shared();
+        inflight.insert((expr, no_cache), fut.clone());
+        fut
+    }
+
+    fn set_state(&self, expr: &ExprId, state: JobState) {
+        let ids: Vec<JobId> = lock(&self.inner.attached)
+            .get(expr)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            match self.inner.jobs.update(&id, |r| {
+                if !r.state.is_terminal() {
+                    r.state = state.clone();
+                }
+            }) {
+                Ok(Some(r)) => {
+                    let _ = self.inner.events.send(JobEvent::State(r));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(job = %id, error = %e, "cannot update job state"),
+            }
+        }
+    }
+
+    fn add_attempt(&self, expr: &ExprId, attempt: Attempt) {
+        let ids: Vec<JobId> = lock(&self.inner.attached)
+            .get(expr)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Err(e) = self
+                .inner
+                .jobs
+                .update(&id, |r| r.attempts.push(attempt.clone()))
+            {
+                tracing::error!(job = %id, error = %e, "cannot record attempt");
+            }
+        }
+    }
+
+    fn push_log(&self, expr: &ExprId, line: String) {
+        {
+            let mut logs = lock(&self.inner.logs);
+            let buf = logs.entry(*expr).or_default();
+            if buf.len() >= LOG_LINES {
+                buf.pop_front();
+            }
+            buf.push_back(line.clone());
+        }
+        let ids: Vec<JobId> = lock(&self.inner.attached)
+            .get(expr)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for job in ids {
+            let _ = self.inner.events.send(JobEvent::Log {
+                job,
+                line: line.clone(),
+            });
+        }
+    }
+
+    /// The best trusted fact among `facts`: successes before analysis errors.
+    fn pick_trusted(&self, facts: &[SignedFact]) -> Option<SignedFact> {
+        let mut trusted: Vec<&SignedFact> = facts
+            .iter()
+            .filter(|f| self.inner.trust.accepts(f))
+            .collect();
+        trusted.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
+        trusted.first().map(|f| (*f).clone())
+    }
+
+    fn resolve(
+        &self,
+        expr: ExprId,
+        no_cache: bool,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<Resolved, ResolveError>> {
+        let this = self.clone();
+        async move {
+            let expression = this
+                .inner
+                .store
+                .expr(&expr)?
+                .ok_or(ResolveError::UnknownExpression(expr))?;
+            if !no_cache {
+                if let Some(fact) = this.pick_trusted(&this.inner.store.facts_for(&expr)?) {
+                    tracing::debug!(%expr, "served from the local store");
+                    return Ok(Resolved {
+                        fact,
+                        from_cache: true,
+                    });
+                }
+                if let Some(found) = this.mesh_lookup(expr).await? {
+                    return Ok(found);
+                }
+            }
+            let deps = expression.dependencies();
+            let mut inputs = Vec::new();
+            if !deps.is_empty() {
+                this.set_state(&expr, JobState::ResolvingInputs);
+                let results =
+                    futures::future::join_all(deps.iter().map(|d| this.resolve_shared(*d, false)))
+                        .await;
+                let mut by_expr = HashMap::new();
+                for (dep, result) in deps.iter().zip(results) {
+                    let resolved = result.map_err(|e| ResolveError::Input {
+                        expr: *dep,
+                        reason: e.to_string(),
+                    })?;
+                    by_expr.insert(*dep, resolved.fact);
+                }
+                for (dep, name) in expression.output_refs() {
+                    let fact = &by_expr[&dep];
+                    let blob = match &fact.body.outcome {
+                        Outcome::Success { outputs } => outputs
+                            .get(&name)
+                            .map(|o| o.blob)
+                            .ok_or_else(|| ResolveError::Input {
+                                expr: dep,
+                                reason: format!("it has no output named {name:?}"),
+                            })?,
+                        Outcome::AnalysisError { kind, message } => {
+                            return Err(ResolveError::Input {
+                                expr: dep,
+                                reason: format!("analysis error {kind}: {message}"),
+                            })
+                        }
+                    };
+                    inputs.push(ResolvedInput {
+                        expr: dep,
+                        name,
+                        blob,
+                    });
+                }
+                inputs.sort();
+            }
+            if cancel.is_cancelled() {
+                return Err(ResolveError::Cancelled);
+            }
+            this.compute(expression, inputs, cancel).await
+        }
+        .boxed()
+    }
+
+    async fn mesh_lookup(&self, expr: ExprId) -> Result<Option<Resolved>, ResolveError> {
+        let facts = match self.inner.client.lookup_facts(expr).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%expr, error = %e, "mesh lookup failed");
+                return Ok(None);
+            }
+        };
+        let Some(fact) = self.pick_trusted(&facts) else {
+            if !facts.is_empty() {
+                tracing::info!(%expr, n = facts.len(), "mesh has facts, none by a trusted signer");
+            }
+            return Ok(None);
+        };
+        self.inner.store.put_fact(&fact)?;
+        tracing::debug!(%expr, "served from the mesh cache");
+        Ok(Some(Resolved {
+            fact,
+            from_cache: true,
+        }))
+    }
+
+    async fn compute(
+        &self,
+        expression: Expression,
+        inputs: Vec<ResolvedInput>,
+        cancel: CancellationToken,
+    ) -> Result<Resolved, ResolveError> {
+        let expr = expression.id();
+        let (workflow, bundle) = self
+            .inner
+            .store
+            .workflow(&expression.workflow)?
+            .ok_or_else(|| ResolveError::UnknownWorkflow(expression.workflow.to_string()))?;
+        let topic = Topic::jobs(&expression.workflow);
+        if let Err(e) = self.inner.client.subscribe(topic.clone()).await {
+            tracing::debug!(error = %e, "cannot subscribe to the jobs topic");
+        }
+        let endorsements = self
+            .inner
+            .store
+            .endorsements_of(&Subject::Workflow(expression.workflow))?
+            .into_iter()
+            .take(JobAdvert::MAX_ENDORSEMENTS)
+            .collect();
+        let advert = JobAdvert {
+            expr: expression.clone(),
+            inputs,
+            requester: self.inner.key.public(),
+            requirements: workflow.manifest.resources.clone(),
+            deadline: 0,
+            priority: 0,
+            token: None,
+            bundle,
+            endorsements,
+        };
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut excluded: HashSet<PeerId> = HashSet::new();
+        let cfg = &self.inner.cfg;
+        while attempts.len() < cfg.max_attempts as usize {
+            if !attempts.is_empty() {
+                let backoff = Duration::from_millis(cfg.backoff_ms << (attempts.len() - 1).min(6));
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+            if let Some(found) = self.join_foreign(expr, &cancel).await? {
+                return Ok(found);
+            }
+            self.set_state(&expr, JobState::Advertised);
+            let chosen = self
+                .advertise_and_choose(&topic, &advert, &excluded, &cancel)
+                .await?;
+            let Some((worker, reply)) = chosen else {
+                attempts.push(Attempt {
+                    worker: String::new(),
+                    started_at: now_ms(),
+                    ended_at: now_ms(),
+                    outcome: format!(
+                        "no trusted worker offered within {} s",
+                        cfg.offer_timeout_ms / 1000
+                    ),
+                    log_tail: String::new(),
+                });
+                self.add_attempt(&expr, attempts[attempts.len() - 1].clone());
+                continue;
+            };
+            let started_at = now_ms();
+            match self.run_lease(expr, worker, reply, &cancel).await {
+                LeaseEnd::Fact(fact) => {
+                    self.inner.store.put_fact(&fact)?;
+                    return Ok(Resolved {
+                        fact: *fact,
+                        from_cache: false,
+                    });
+                }
+                LeaseEnd::Cancelled => return Err(ResolveError::Cancelled),
+                LeaseEnd::Failed { outcome, log_tail } => {
+                    tracing::warn!(%expr, %worker, %outcome, "attempt failed");
+                    excluded.insert(worker);
+                    let attempt = Attempt {
+                        worker: worker.to_string(),
+                        started_at,
+                        ended_at: now_ms(),
+                        outcome,
+                        log_tail,
+                    };
+                    self.add_attempt(&expr, attempt.clone());
+                    attempts.push(attempt);
+                }
+            }
+        }
+        Err(ResolveError::Exhausted { attempts })
+    }
+
+    /// If another requester is advertising `expr`, wait for its fact (up to the
+    /// lease TTL) instead of advertising a duplicate.
+    async fn join_foreign(
+        &self,
+        expr: ExprId,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Resolved>, ResolveError> {
+        let until = lock(&self.inner.foreign_adverts).get(&expr).copied();
+        let Some(until) = until.filter(|u| *u > now_ms()) else {
+            return Ok(None);
+        };
+        tracing::info!(%expr, "another requester is computing this; waiting for its fact");
+        let mut announced = self.inner.announced.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(until - now_ms());
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
+                _ = tokio::time::sleep_until(deadline) => return self.mesh_lookup(expr).await,
+                got = announced.recv() => match got {
+                    Ok(e) if e == expr => {
+                        if let Some(found) = self.mesh_lookup(expr).await? {
+                            return Ok(Some(found));
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// Publish the advert (repeatedly, until offers come), collect offers for
+    /// the window after the first, and pick the best trusted one not excluded
+    /// (falling back to excluded workers when nobody else offers).
+    async fn advertise_and_choose(
+        &self,
+        topic: &Topic,
+        advert: &JobAdvert,
+        excluded: &HashSet<PeerId>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(PeerId, JobReply)>, ResolveError> {
+        let expr = advert.expr.id();
+        let (tx, mut rx) = mpsc::channel(64);
+        lock(&self.inner.offers).insert(expr, tx);
+        let cfg = &self.inner.cfg;
+        let give_up = tokio::time::Instant::now() + Duration::from_millis(cfg.offer_timeout_ms);
+        let mut window_end: Option<tokio::time::Instant> = None;
+        let mut offers: Vec<OfferIn> = Vec::new();
+        let mut republish = tokio::time::interval(Duration::from_millis(cfg.readvertise_ms));
+        loop {
+            let deadline = window_end.unwrap_or(give_up);
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    lock(&self.inner.offers).remove(&expr);
+                    self.decline_all(offers).await;
+                    return Err(ResolveError::Cancelled);
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = republish.tick(), if window_end.is_none() => {
+                    // A fresh deadline makes every republication a new gossip
+                    // message (ids are content hashes): workers that were busy
+                    // or not yet subscribed get another chance to offer.
+                    let mut fresh = advert.clone();
+                    fresh.deadline = now_ms() + cfg.offer_timeout_ms;
+                    let message = Gossip::JobAdvert(Box::new(fresh));
+                    if let Err(e) = self.inner.client.publish(topic.clone(), message).await {
+                        tracing::debug!(%expr, error = %e, "advert not published yet");
+                    }
+                }
+                Some(offer) = rx.recv() => {
+                    let trusted = public_key_of(&offer.peer).is_some_and(|k| self.inner.trust.trusts_worker(&k));
+                    if !trusted {
+                        tracing::debug!(peer = %offer.peer, "declining an offer from an untrusted worker");
+                        self.inner.client.respond_job(offer.reply, JobResponse::Decline(DeclineReason::NotAllowed)).await;
+                        continue;
+                    }
+                    offers.push(offer);
+                    window_end.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(cfg.offer_window_ms));
+                }
+            }
+        }
+        lock(&self.inner.offers).remove(&expr);
+        // Late offers still queued get declined too.
+        while let Ok(o) = rx.try_recv() {
+            offers.push(o);
+        }
+        if offers.is_empty() {
+            return Ok(None);
+        }
+        offers.sort_by_key(|o| {
+            (
+                excluded.contains(&o.peer),
+                std::cmp::Reverse(o.offer.local_input_bytes),
+                std::cmp::Reverse(o.offer.free_slots),
+                o.offer.expected_start_ms,
+            )
+        });
+        let best = offers.remove(0);
+        self.decline_all(offers).await;
+        Ok(Some((best.peer, best.reply)))
+    }
+
+    async fn decline_all(&self, offers: Vec<OfferIn>) {
+        for o in offers {
+            self.inner
+                .client
+                .respond_job(o.reply, JobResponse::Decline(DeclineReason::NotNeeded))
+                .await;
+        }
+    }
+
+    async fn run_lease(
+        &self,
+        expr: ExprId,
+        worker: PeerId,
+        reply: JobReply,
+        cancel: &CancellationToken,
+    ) -> LeaseEnd {
+        let lease: LeaseId = rand::random();
+        let ttl = self.inner.cfg.lease_ttl_ms;
+        let (tx, mut rx) = mpsc::channel(64);
+        lock(&self.inner.leases).insert((expr, lease), tx);
+        self.inner
+            .client
+            .respond_job(
+                reply,
+                JobResponse::Assign(Assign {
+                    expr,
+                    lease,
+                    ttl_ms: ttl,
+                }),
+            )
+            .await;
+        self.set_state(
+            &expr,
+            JobState::Assigned {
+                worker: worker.to_string(),
+            },
+        );
+        let end = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    let cancel_msg = oda_protocol::messages::JobRequest::Cancel(Cancel { expr, lease });
+                    if let Err(e) = self.inner.client.send_job(worker, cancel_msg).await {
+                        tracing::debug!(%worker, error = %e, "cannot tell the worker to cancel");
+                    }
+                    break LeaseEnd::Cancelled;
+                }
+                event = tokio::time::timeout(Duration::from_millis(ttl), rx.recv()) => match event {
+                    Err(_) | Ok(None) => {
+                        self.inner.client.penalise(worker, Offence::BrokenLease).await;
+                        break LeaseEnd::Failed { outcome: format!("lease expired: no heartbeat for {} ms", ttl), log_tail: String::new() };
+                    }
+                    Ok(Some(LeaseEvent::Progress(p))) => {
+                        self.set_state(&expr, JobState::Running { worker: worker.to_string() });
+                        if !p.message.is_empty() {
+                            self.push_log(&expr, p.message);
+                        }
+                    }
+                    Ok(Some(LeaseEvent::Done(done, from))) => match done.result {
+                        Ok(fact) => match self.check_result(&expr, &fact, &from) {
+                            Ok(()) => break LeaseEnd::Fact(Box::new(fact)),
+                            Err(reason) => {
+                                self.inner.client.penalise(from, Offence::BadMessage).await;
+                                break LeaseEnd::Failed { outcome: format!("invalid result: {reason}"), log_tail: String::new() };
+                            }
+                        },
+                        Err(failure) => break LeaseEnd::Failed { outcome: failure.message, log_tail: failure.log_tail },
+                    },
+                },
+            }
+        };
+        lock(&self.inner.leases).remove(&(expr, lease));
+        end
+    }
+
+    fn check_result(&self, expr: &ExprId, fact: &SignedFact, from: &PeerId) -> Result<(), String> {
+        fact.verify_for(expr).map_err(|e| e.to_string())?;
+        if peer_id_of(&fact.body.worker).as_ref() != Some(from) {
+            return Err("fact signed by a key other than the sender's".into());
+        }
+        if !self.inner.trust.accepts(fact) {
+            return Err("fact signer is not trusted".into());
+        }
+        Ok(())
+    }
+
+    /// An offer from a worker (network event).
+    pub async fn on_offer(&self, peer: PeerId, offer: Offer, reply: JobReply) {
+        let tx = lock(&self.inner.offers).get(&offer.expr).cloned();
+        match tx {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(o)) =
+                    tx.send(OfferIn { peer, offer, reply }).await
+                {
+                    self.inner
+                        .client
+                        .respond_job(o.reply, JobResponse::Decline(DeclineReason::NotNeeded))
+                        .await;
+                }
+            }
+            None => {
+                self.inner
+                    .client
+                    .respond_job(reply, JobResponse::Decline(DeclineReason::NotNeeded))
+                    .await
+            }
+        }
+    }
+
+    /// A heartbeat from a worker (network event).
+    pub async fn on_progress(&self, progress: Progress, reply: JobReply) {
+        let tx = lock(&self.inner.leases)
+            .get(&(progress.expr, progress.lease))
+            .cloned();
+        let response = match tx {
+            Some(tx) if tx.send(LeaseEvent::Progress(progress)).await.is_ok() => JobResponse::Ack,
+            _ => JobResponse::Decline(DeclineReason::NotNeeded),
+        };
+        self.inner.client.respond_job(reply, response).await;
+    }
+
+    /// A result from a worker (network event). A valid trusted fact for an
+    /// expression this node needs is kept even if its lease is gone (for
+    /// example after this node restarted).
+    pub async fn on_done(&self, peer: PeerId, done: Done, reply: JobReply) {
+        self.inner.client.respond_job(reply, JobResponse::Ack).await;
+        let tx = lock(&self.inner.leases)
+            .get(&(done.expr, done.lease))
+            .cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(LeaseEvent::Done(Box::new(done), peer)).await;
+            return;
+        }
+        if let Ok(fact) = &done.result {
+            if self.check_result(&done.expr, fact, &peer).is_ok() {
+                if let Err(e) = self.inner.store.put_fact(fact) {
+                    tracing::warn!(error = %e, "cannot store a late result");
+                }
+                let _ = self.inner.announced.send(done.expr);
+            }
+        }
+    }
+
+    /// Another requester's advert (gossip): remember it for single-flight.
+    pub fn on_foreign_advert(&self, advert: &JobAdvert) {
+        if advert.requester == self.inner.key.public() {
+            return;
+        }
+        let until = now_ms() + self.inner.cfg.lease_ttl_ms * 2;
+        lock(&self.inner.foreign_adverts).insert(advert.expr.id(), until);
+    }
+
+    /// A fact announcement (gossip).
+    pub fn on_fact_announce(&self, expr: ExprId) {
+        lock(&self.inner.foreign_adverts).remove(&expr);
+        let _ = self.inner.announced.send(expr);
+    }
+}
+
+enum LeaseEnd {
+    Fact(Box<SignedFact>),
+    Cancelled,
+    Failed { outcome: String, log_tail: String },
+}

@@ -1,0 +1,595 @@
+//! The worker: listens to the jobs topics of workflows it can run, offers when
+//! it is able and allowed, and on assignment fetches the workflow and inputs,
+//! runs the executor, stores the outputs, signs the fact, publishes it and
+//! reports `Done`, sending heartbeats while it runs.
+//!
+//! Checks before offering: the workflow is trusted (added by the owner, or
+//! endorsed by a configured expert), the executor is supported here, the
+//! runner class admits the requester, a slot is free, and the expression is
+//! not already running here.
+//!
+//! A journal (sled tree `journal`) records each lease: a restart never loses a
+//! finished result (its `Done` is sent again) and never re-runs an interrupted
+//! job silently (it is logged as interrupted; the requester's lease expires
+//! and it reassigns).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use oda_protocol::messages::{
+    Cancel, DeclineReason, Done, JobAdvert, JobRequest, JobResponse, LeaseId, Offer, Progress,
+    RunFailure,
+};
+use oda_protocol::names::Topic;
+use oda_protocol::{
+    BlobId, ExprId, Fact, Outcome, OutputRef, PublicKey, RunnerClass, Subject, Value, Wire,
+    Workflow, WorkflowId,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::trust::TrustPolicy;
+use crate::executor::{self, RunOutcome, RunRequest};
+use crate::identity::{peer_id_of, NodeKey};
+use crate::network::{Client, JobReply};
+use crate::registry;
+use crate::store::{Store, StoreError};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Concurrent jobs.
+    pub slots: u32,
+    /// Whom it serves: `Public` (anyone) or `User` (only `owners`).
+    pub runner_class: RunnerClass,
+    /// Owner keys (for the `user` class).
+    pub owners: HashSet<PublicKey>,
+    /// Workflows it listens for besides those in its store (run only when
+    /// endorsed by a trusted expert).
+    pub extra_workflows: Vec<WorkflowId>,
+    /// Where job directories are created.
+    pub jobs_dir: PathBuf,
+}
+
+/// A journal entry, keyed by lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum JournalEntry {
+    Running {
+        expr: ExprId,
+        requester: String,
+    },
+    Finished {
+        expr: ExprId,
+        requester: String,
+        done: Vec<u8>,
+        delivered: bool,
+    },
+    Interrupted {
+        expr: ExprId,
+    },
+}
+
+impl Wire for JournalEntry {
+    const WHAT: &'static str = "worker journal entry";
+    const MAX_SIZE: usize = 1024 * 1024;
+}
+
+struct Inner {
+    client: Client,
+    store: Store,
+    key: NodeKey,
+    trust: TrustPolicy,
+    cfg: WorkerConfig,
+    free: AtomicU32,
+    busy: Mutex<HashSet<ExprId>>,
+    running: Mutex<HashMap<LeaseId, CancellationToken>>,
+    journal: sled::Tree,
+    executions: AtomicU64,
+    declined: AtomicU64,
+}
+
+/// The worker half of the scheduler. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Returns a slot to the pool when dropped.
+struct Slot(Arc<Inner>, ExprId);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.free.fetch_add(1, Ordering::SeqCst);
+        lock(&self.0.busy).remove(&self.1);
+    }
+}
+
+impl Worker {
+    /// A worker for this node.
+    pub fn new(
+        client: Client,
+        store: Store,
+        key: NodeKey,
+        trust: TrustPolicy,
+        cfg: WorkerConfig,
+    ) -> Result<Self, StoreError> {
+        let journal = store.tree("journal")?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                key,
+                trust,
+                free: AtomicU32::new(cfg.slots),
+                cfg,
+                busy: Mutex::default(),
+                running: Mutex::default(),
+                journal,
+                executions: AtomicU64::new(0),
+                declined: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Executions started since this process began.
+    pub fn executions(&self) -> u64 {
+        self.inner.executions.load(Ordering::SeqCst)
+    }
+
+    /// Adverts declined since this process began.
+    pub fn declined(&self) -> u64 {
+        self.inner.declined.load(Ordering::SeqCst)
+    }
+
+    /// Free slots now.
+    pub fn free_slots(&self) -> u32 {
+        self.inner.free.load(Ordering::SeqCst)
+    }
+
+    /// Subscribe to the jobs topic of every workflow in the store and of the
+    /// configured extra workflows.
+    pub async fn subscribe_all(&self) -> Result<(), StoreError> {
+        let mut ids: Vec<WorkflowId> = self
+            .inner
+            .store
+            .workflows()?
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        ids.extend(self.inner.cfg.extra_workflows.iter().copied());
+        for id in ids {
+            self.subscribe(&id).await;
+        }
+        Ok(())
+    }
+
+    /// Listen for jobs of one workflow (after `workflow add`).
+    pub async fn subscribe(&self, workflow: &WorkflowId) {
+        if let Err(e) = self.inner.client.subscribe(Topic::jobs(workflow)).await {
+            tracing::warn!(%workflow, error = %e, "cannot subscribe to a jobs topic");
+        }
+    }
+
+    /// Look at the journal after a restart: re-deliver finished results, mark
+    /// interrupted runs.
+    pub async fn recover(&self) -> Result<(), StoreError> {
+        for item in self.inner.journal.iter() {
+            let (key, bytes) = item.map_err(|source| StoreError::Db {
+                op: "read journal",
+                source,
+            })?;
+            let Ok(entry) = JournalEntry::decode(&bytes) else {
+                tracing::warn!(key = %hex::encode(&key), "skipping a corrupt journal entry");
+                continue;
+            };
+            let lease = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
+            match entry {
+                JournalEntry::Running { expr, .. } => {
+                    tracing::warn!(%expr, lease, "job was interrupted by a restart; not re-running it (the requester will reassign)");
+                    self.journal_put(lease, &JournalEntry::Interrupted { expr });
+                }
+                JournalEntry::Finished {
+                    expr,
+                    requester,
+                    done,
+                    delivered: false,
+                } => {
+                    tracing::info!(%expr, lease, "re-delivering a result finished before the restart");
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let (Ok(peer), Ok(done)) =
+                            (requester.parse::<PeerId>(), JobRequest::decode(&done))
+                        {
+                            if this.deliver(peer, done).await {
+                                this.journal_put(
+                                    lease,
+                                    &JournalEntry::Finished {
+                                        expr,
+                                        requester,
+                                        done: Vec::new(),
+                                        delivered: true,
+                                    },
+                                );
+                            }
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn journal_put(&self, lease: LeaseId, entry: &JournalEntry) {
+        match entry.encode() {
+            Ok(bytes) => {
+                if let Err(e) = self.inner.journal.insert(lease.to_be_bytes(), bytes) {
+                    tracing::error!(error = %e, "cannot write the worker journal");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a journal entry"),
+        }
+    }
+
+    /// Why this worker will not take a job, if it will not.
+    fn refusal(&self, advert: &JobAdvert) -> Option<DeclineReason> {
+        let workflow = advert.expr.workflow;
+        match self.inner.cfg.runner_class {
+            RunnerClass::Public => {}
+            RunnerClass::User
+                if self.inner.cfg.owners.contains(&advert.requester)
+                    || advert.requester == self.inner.key.public() => {}
+            _ => return Some(DeclineReason::NotAllowed),
+        }
+        let local = registry::is_local(&self.inner.store, &workflow).unwrap_or(false);
+        if !local {
+            let stored = self
+                .inner
+                .store
+                .endorsements_of(&Subject::Workflow(workflow))
+                .unwrap_or_default();
+            let endorsed = self
+                .inner
+                .trust
+                .endorsed(&workflow, advert.endorsements.iter().chain(stored.iter()));
+            if endorsed.is_none() {
+                return Some(DeclineReason::UntrustedWorkflow);
+            }
+        }
+        if lock(&self.inner.busy).contains(&advert.expr.id()) {
+            return Some(DeclineReason::Busy);
+        }
+        None
+    }
+
+    /// A job advert arrived (gossip).
+    pub fn on_advert(&self, advert: JobAdvert) {
+        if let Some(reason) = self.refusal(&advert) {
+            self.inner.declined.fetch_add(1, Ordering::SeqCst);
+            tracing::info!(expr = %advert.expr.id(), ?reason, "not offering");
+            return;
+        }
+        // Reserve a slot for the offer; it is released if not assigned.
+        let reserved = self
+            .inner
+            .free
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+            .is_ok();
+        if !reserved {
+            return;
+        }
+        let expr = advert.expr.id();
+        if !lock(&self.inner.busy).insert(expr) {
+            self.inner.free.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        let slot = Slot(self.inner.clone(), expr);
+        let this = self.clone();
+        tokio::spawn(async move { this.offer_and_run(advert, slot).await });
+    }
+
+    async fn offer_and_run(self, advert: JobAdvert, slot: Slot) {
+        let expr = advert.expr.id();
+        let Some(requester) = peer_id_of(&advert.requester) else {
+            return;
+        };
+        let local_input_bytes = advert
+            .inputs
+            .iter()
+            .filter_map(|i| self.inner.store.blob_size(&i.blob))
+            .sum();
+        let offer = Offer {
+            expr,
+            local_input_bytes,
+            free_slots: self.free_slots() + 1,
+            expected_start_ms: 0,
+        };
+        let assign = match self
+            .inner
+            .client
+            .send_job(requester, JobRequest::Offer(offer))
+            .await
+        {
+            Ok(JobResponse::Assign(a)) if a.expr == expr => a,
+            Ok(other) => {
+                tracing::debug!(%expr, ?other, "offer not taken");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%expr, error = %e, "offer failed");
+                return;
+            }
+        };
+        self.inner.executions.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(%expr, lease = assign.lease, %requester, "assigned; running");
+        self.journal_put(
+            assign.lease,
+            &JournalEntry::Running {
+                expr,
+                requester: requester.to_string(),
+            },
+        );
+        let cancel = CancellationToken::new();
+        lock(&self.inner.running).insert(assign.lease, cancel.clone());
+        let last_line = Arc::new(Mutex::new(String::new()));
+        let heartbeat = tokio::spawn(heartbeats(
+            self.inner.client.clone(),
+            requester,
+            expr,
+            assign.lease,
+            Duration::from_millis((assign.ttl_ms / 3).max(100)),
+            last_line.clone(),
+            cancel.clone(),
+        ));
+        let result = self
+            .execute(&advert, assign.lease, cancel.clone(), last_line)
+            .await;
+        heartbeat.abort();
+        lock(&self.inner.running).remove(&assign.lease);
+        drop(slot);
+        let done = JobRequest::Done(Box::new(Done {
+            expr,
+            lease: assign.lease,
+            result,
+        }));
+        let encoded = done.encode().unwrap_or_default();
+        self.journal_put(
+            assign.lease,
+            &JournalEntry::Finished {
+                expr,
+                requester: requester.to_string(),
+                done: encoded,
+                delivered: false,
+            },
+        );
+        if self.deliver(requester, done).await {
+            self.journal_put(
+                assign.lease,
+                &JournalEntry::Finished {
+                    expr,
+                    requester: requester.to_string(),
+                    done: Vec::new(),
+                    delivered: true,
+                },
+            );
+        }
+    }
+
+    /// Send `Done`, retrying a few times while the requester is unreachable.
+    async fn deliver(&self, requester: PeerId, done: JobRequest) -> bool {
+        for attempt in 0..5u32 {
+            match self.inner.client.send_job(requester, done.clone()).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::debug!(%requester, error = %e, attempt, "cannot deliver result yet");
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                }
+            }
+        }
+        false
+    }
+
+    async fn execute(
+        &self,
+        advert: &JobAdvert,
+        lease: LeaseId,
+        cancel: CancellationToken,
+        last_line: Arc<Mutex<String>>,
+    ) -> Result<oda_protocol::SignedFact, RunFailure> {
+        let fail = |message: String| RunFailure {
+            message,
+            log_tail: String::new(),
+        };
+        let workflow = self.ensure_workflow(advert).await.map_err(fail)?;
+        let manifest = &workflow.manifest;
+        executor::supported(&manifest.executor).map_err(fail)?;
+        // Inputs: upstream outputs and literal blobs, fetched if missing.
+        let mut needed: Vec<BlobId> = advert.inputs.iter().map(|i| i.blob).collect();
+        needed.extend(advert.expr.args.values().flat_map(literal_blobs));
+        let mut blob_paths = HashMap::new();
+        for blob in needed {
+            self.inner
+                .client
+                .fetch_blob(blob, None, &self.inner.store)
+                .await
+                .map_err(|e| fail(format!("cannot fetch input {blob}: {e}")))?;
+            let path = self
+                .inner
+                .store
+                .blob_path(&blob)
+                .ok_or_else(|| fail(format!("input {blob} vanished from the store")))?;
+            blob_paths.insert(blob, path);
+        }
+        let outputs_of: HashMap<(ExprId, String), BlobId> = advert
+            .inputs
+            .iter()
+            .map(|i| ((i.expr, i.name.clone()), i.blob))
+            .collect();
+        let job_dir = self.inner.cfg.jobs_dir.join(format!("{lease:016x}"));
+        let bundle_dir = job_dir.join("bundle");
+        let work_dir = job_dir.join("work");
+        registry::materialise(&self.inner.store, &advert.expr.workflow, &bundle_dir)
+            .map_err(|e| fail(format!("cannot unpack the workflow: {e}")))?;
+        let (log_tx, mut log_rx) = mpsc::channel::<String>(256);
+        let forward = tokio::spawn(async move {
+            while let Some(line) = log_rx.recv().await {
+                *lock(&last_line) = line;
+            }
+        });
+        let report = executor::run(
+            RunRequest {
+                manifest,
+                args: &advert.expr.args,
+                outputs_of: &outputs_of,
+                blob_paths: &blob_paths,
+                bundle_dir: &bundle_dir,
+                work_dir: &work_dir,
+            },
+            cancel,
+            Some(log_tx),
+        )
+        .await;
+        forward.abort();
+        let result = self.sign_outcome(advert, &workflow, report);
+        if let Err(e) = std::fs::remove_dir_all(&job_dir) {
+            tracing::debug!(dir = %job_dir.display(), error = %e, "cannot remove job dir");
+        }
+        let fact = result?;
+        if let Err(e) = self.inner.client.publish_fact(&fact).await {
+            tracing::debug!(error = %e, "publishing the fact partly failed");
+        }
+        Ok(fact)
+    }
+
+    fn sign_outcome(
+        &self,
+        advert: &JobAdvert,
+        workflow: &Workflow,
+        report: executor::RunReport,
+    ) -> Result<oda_protocol::SignedFact, RunFailure> {
+        let fail = |message: String| RunFailure {
+            message,
+            log_tail: report.log_tail.clone(),
+        };
+        let (outcome, usage) = match report.outcome {
+            RunOutcome::Success { outputs, usage } => {
+                let mut refs = BTreeMap::new();
+                for (name, path) in outputs {
+                    let blob = self
+                        .inner
+                        .store
+                        .import_file(&path)
+                        .map_err(|e| fail(format!("cannot store output {name}: {e}")))?;
+                    let size = self.inner.store.blob_size(&blob).unwrap_or(0);
+                    refs.insert(name, OutputRef { blob, size });
+                }
+                (Outcome::Success { outputs: refs }, usage)
+            }
+            RunOutcome::AnalysisError {
+                kind,
+                message,
+                usage,
+            } => (Outcome::AnalysisError { kind, message }, usage),
+            RunOutcome::Failed { reason } => return Err(fail(reason)),
+        };
+        let mut inputs = advert.inputs.clone();
+        inputs.sort();
+        let fact = Fact {
+            expr: advert.expr.id(),
+            workflow: advert.expr.workflow,
+            outcome,
+            worker: self.inner.key.public(),
+            runner_class: self.inner.cfg.runner_class,
+            inputs,
+            started_at: report.started_at,
+            finished_at: report.finished_at.max(report.started_at),
+            usage,
+            environment: executor::environment_digest(&workflow.manifest),
+        };
+        let signed = self
+            .inner
+            .key
+            .secret
+            .sign(fact)
+            .map_err(|e| fail(format!("cannot sign: {e}")))?;
+        self.inner
+            .store
+            .put_own_fact(&signed)
+            .map_err(|e| fail(format!("cannot store the fact: {e}")))?;
+        Ok(signed)
+    }
+
+    /// The workflow, from the store or fetched from the mesh and verified.
+    async fn ensure_workflow(&self, advert: &JobAdvert) -> Result<Workflow, String> {
+        let id = advert.expr.workflow;
+        if let Some((wf, _)) = self.inner.store.workflow(&id).map_err(|e| e.to_string())? {
+            return Ok(wf);
+        }
+        self.inner
+            .client
+            .fetch_blob(advert.bundle, None, &self.inner.store)
+            .await
+            .map_err(|e| format!("cannot fetch workflow bundle: {e}"))?;
+        registry::install_bundle(&self.inner.store, &id, &advert.bundle)
+            .map_err(|e| format!("bad workflow bundle: {e}"))
+    }
+
+    /// A requester cancelled a lease (job protocol).
+    pub async fn on_cancel(&self, cancel: Cancel, reply: JobReply) {
+        if let Some(token) = lock(&self.inner.running).get(&cancel.lease) {
+            tracing::info!(expr = %cancel.expr, lease = cancel.lease, "cancelled by the requester");
+            token.cancel();
+        }
+        self.inner.client.respond_job(reply, JobResponse::Ack).await;
+    }
+}
+
+fn literal_blobs(value: &Value) -> Vec<BlobId> {
+    match value {
+        Value::Blob(b) => vec![*b],
+        Value::List(items) => items.iter().flat_map(literal_blobs).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Send progress heartbeats until aborted; a `Decline` means the requester no
+/// longer wants the job, so the run is cancelled.
+async fn heartbeats(
+    client: Client,
+    requester: PeerId,
+    expr: ExprId,
+    lease: LeaseId,
+    every: Duration,
+    last_line: Arc<Mutex<String>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let message = std::mem::take(&mut *lock(&last_line));
+        let progress = JobRequest::Progress(Progress {
+            expr,
+            lease,
+            fraction: None,
+            message,
+        });
+        match client.send_job(requester, progress).await {
+            Ok(JobResponse::Decline(_)) => {
+                tracing::info!(%expr, lease, "requester no longer wants this job; cancelling");
+                cancel.cancel();
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%expr, error = %e, "heartbeat failed"),
+        }
+    }
+}

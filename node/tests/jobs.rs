@@ -1,0 +1,531 @@
+//! Jobs end to end with in-process nodes on loopback and real executor
+//! processes (python3): compute once, cache hits local and remote, DAGs,
+//! analysis exceptions, crash retries, single-flight, worker loss, trust.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{eventually, test_network};
+use libp2p::Multiaddr;
+use oda_node::config::{Validated, WorkerSettings};
+use oda_node::identity::NodeKey;
+use oda_node::runtime::Node;
+use oda_node::scheduler::{JobRecord, JobState, SchedulerConfig};
+use oda_protocol::{Expression, NetworkId, Outcome, PublicKey, RunnerClass, Value, WorkflowId};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+struct Mesh {
+    _boot: Node,
+    requester: Node,
+    workers: Vec<Node>,
+    _dirs: Vec<tempfile::TempDir>,
+    marker_dir: tempfile::TempDir,
+    net: NetworkId,
+    boot_addr: Multiaddr,
+    worker_keys: Vec<PublicKey>,
+}
+
+fn settings(
+    net: &NetworkId,
+    peers: Vec<Multiaddr>,
+    worker: bool,
+    trusted: Vec<PublicKey>,
+) -> Validated {
+    Validated {
+        network: net.clone(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        peers,
+        bootstrap: false,
+        dht_server: true,
+        max_connections: 256,
+        blob_cap_bytes: 1 << 32,
+        worker: worker.then(|| WorkerSettings {
+            slots: 2,
+            runner_class: RunnerClass::Public,
+            owners: vec![],
+            workflows: vec![],
+        }),
+        trusted_keys: trusted,
+        trusted_experts: vec![],
+        scheduler: SchedulerConfig {
+            offer_window_ms: 150,
+            offer_timeout_ms: 8_000,
+            readvertise_ms: 400,
+            lease_ttl_ms: 1_500,
+            max_attempts: 3,
+            backoff_ms: 100,
+        },
+    }
+}
+
+async fn start(
+    net: &NetworkId,
+    peers: Vec<Multiaddr>,
+    worker: bool,
+    trusted: Vec<PublicKey>,
+    key: NodeKey,
+) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path(), key, &settings(net, peers, worker, trusted))
+        .await
+        .expect("node starts");
+    (node, dir)
+}
+
+async fn addr_of(node: &Node) -> Multiaddr {
+    node.wait_listening(Duration::from_secs(10))
+        .await
+        .into_iter()
+        .next()
+        .expect("listening")
+}
+
+/// Bootstrap, one requester, `n` workers; every workflow in `workflows` is
+/// added on the requester and on every worker.
+async fn mesh(name: &str, n: usize, workflows: &[&Path]) -> Mesh {
+    let net = test_network(name);
+    let mut dirs = Vec::new();
+    let (boot, d) = start(&net, vec![], false, vec![], NodeKey::generate()).await;
+    dirs.push(d);
+    let boot_addr = addr_of(&boot).await;
+    let worker_keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+    let trusted: Vec<PublicKey> = worker_keys.iter().map(|k| k.public()).collect();
+    let mut workers = Vec::new();
+    for key in worker_keys {
+        let (w, d) = start(&net, vec![boot_addr.clone()], true, vec![], key).await;
+        for wf in workflows {
+            w.add_workflow(wf).await.expect("workflow added on worker");
+        }
+        workers.push(w);
+        dirs.push(d);
+    }
+    let (requester, d) = start(
+        &net,
+        vec![boot_addr.clone()],
+        false,
+        trusted.clone(),
+        NodeKey::generate(),
+    )
+    .await;
+    for wf in workflows {
+        requester
+            .add_workflow(wf)
+            .await
+            .expect("workflow added on requester");
+    }
+    dirs.push(d);
+    let client = boot.client.clone();
+    eventually("everyone joined", DEADLINE, || {
+        let c = client.clone();
+        async move { (c.peers().await.ok()?.len() > n).then_some(()) }
+    })
+    .await;
+    Mesh {
+        _boot: boot,
+        requester,
+        workers,
+        _dirs: dirs,
+        marker_dir: tempfile::tempdir().expect("temp dir"),
+        net,
+        boot_addr,
+        worker_keys: trusted,
+    }
+}
+
+/// Write a python workflow folder. The script gets the workflow's argv; every
+/// run appends one line to `<marker_dir>/<name>` so executions are counted.
+fn workflow(
+    root: &Path,
+    marker_dir: &Path,
+    name: &str,
+    inputs: &str,
+    argv: &str,
+    script: &str,
+) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let manifest = format!(
+        r#"name = "{name}"
+version = "1"
+files = ["step.py"]
+timeout_secs = 60
+{inputs}
+[outputs.out]
+path = "out.txt"
+
+[executor]
+kind = "command"
+argv = {argv}
+env = {{ MARKER = "{marker}" }}
+"#,
+        marker = marker_dir.join(name).display()
+    );
+    std::fs::write(dir.join("oda-workflow.toml"), manifest).expect("write manifest");
+    let prelude = "import os, sys, json, time\nwith open(os.environ['MARKER'], 'a') as m:\n    m.write('run\\n')\n";
+    std::fs::write(dir.join("step.py"), format!("{prelude}{script}")).expect("write script");
+    dir
+}
+
+fn executions(marker_dir: &Path, name: &str) -> usize {
+    std::fs::read_to_string(marker_dir.join(name))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn expression(node: &Node, workflow: &WorkflowId, args: &[(&str, Value)]) -> Expression {
+    let (wf, _) = node
+        .store
+        .workflow(workflow)
+        .expect("store")
+        .expect("workflow known");
+    let args: BTreeMap<String, Value> = args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    Expression::new(*workflow, &wf.manifest, args).expect("valid expression")
+}
+
+async fn run(node: &Node, e: &Expression) -> JobRecord {
+    let job = node.requester.submit(e, false).expect("submitted");
+    let done = node
+        .requester
+        .wait(&job.id, DEADLINE)
+        .await
+        .expect("status")
+        .expect("job exists");
+    assert!(
+        done.state.is_terminal(),
+        "job did not finish in time: {done:?}"
+    );
+    done
+}
+
+async fn output_text(node: &Node, record: &JobRecord) -> String {
+    let fact = node
+        .store
+        .fact(&record.fact.expect("has a fact"))
+        .expect("store")
+        .expect("fact stored");
+    let Outcome::Success { outputs } = &fact.body.outcome else {
+        panic!("not a success: {:?}", fact.body.outcome)
+    };
+    let out = outputs["out"];
+    node.client
+        .fetch_blob(out.blob, Some(out.size), &node.store)
+        .await
+        .expect("output fetched");
+    let bytes = node
+        .store
+        .read_range(&out.blob, 0, out.size)
+        .expect("readable");
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+const DOUBLE: &str = "x = int(sys.argv[1])\nif x == 13:\n    print('unlucky input, crashing', file=sys.stderr)\n    sys.exit(3)\nif x < 0:\n    json.dump({'kind': 'NoData', 'message': 'negative'}, open('oda-exception.json', 'w'))\n    sys.exit(1)\nopen('out.txt', 'w').write(str(2 * x))\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn computed_once_signed_then_served_from_cache_locally_and_remotely() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let dir = workflow(
+        root.path(),
+        markers.path(),
+        "double",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        DOUBLE,
+    );
+    let m = mesh("once", 3, &[&dir]).await;
+    let wf = m.requester.add_workflow(&dir).await.unwrap();
+    let e = expression(&m.requester, &wf, &[("x", Value::Int(21))]);
+
+    let first = run(&m.requester, &e).await;
+    assert_eq!(first.state, JobState::Done, "{first:?}");
+    assert!(!first.from_cache);
+    assert_eq!(output_text(&m.requester, &first).await, "42");
+    assert_eq!(executions(markers.path(), "double"), 1);
+    let fact = m
+        .requester
+        .store
+        .fact(&first.fact.unwrap())
+        .unwrap()
+        .unwrap();
+    fact.verify_for(&e.id()).expect("signature verifies");
+    assert!(
+        m.worker_keys.contains(&fact.body.worker),
+        "signed by a worker"
+    );
+    let ran_on: Vec<u64> = m
+        .workers
+        .iter()
+        .map(|w| w.worker.as_ref().unwrap().executions())
+        .collect();
+    let runner = ran_on
+        .iter()
+        .position(|n| *n == 1)
+        .expect("one worker ran it");
+    assert_eq!(
+        m.workers[runner].key.public(),
+        fact.body.worker,
+        "signed by the worker that ran it"
+    );
+
+    // Same node again: local cache, no execution.
+    let again = run(&m.requester, &e).await;
+    assert_eq!(again.state, JobState::Done);
+    assert!(again.from_cache);
+    assert_eq!(executions(markers.path(), "double"), 1);
+
+    // Another requester: mesh cache, no execution.
+    let (other, _d) = start(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        false,
+        m.worker_keys.clone(),
+        NodeKey::generate(),
+    )
+    .await;
+    other.add_workflow(&dir).await.unwrap();
+    let remote = run(&other, &e).await;
+    assert_eq!(remote.state, JobState::Done, "{remote:?}");
+    assert!(remote.from_cache, "served from the mesh");
+    assert_eq!(output_text(&other, &remote).await, "42");
+    assert_eq!(executions(markers.path(), "double"), 1);
+    drop(m.marker_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn analysis_errors_are_cached_and_crashes_retried_then_reported() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let dir = workflow(
+        root.path(),
+        markers.path(),
+        "double",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        DOUBLE,
+    );
+    let m = mesh("errors", 3, &[&dir]).await;
+    let wf = m.requester.add_workflow(&dir).await.unwrap();
+
+    let neg = expression(&m.requester, &wf, &[("x", Value::Int(-1))]);
+    let first = run(&m.requester, &neg).await;
+    assert_eq!(first.state, JobState::Failed);
+    assert!(
+        first.error.as_deref().unwrap_or("").contains("NoData"),
+        "{first:?}"
+    );
+    assert!(first.fact.is_some(), "an analysis error is a fact");
+    let second = run(&m.requester, &neg).await;
+    assert!(second.from_cache && second.fact == first.fact, "{second:?}");
+    assert_eq!(
+        executions(markers.path(), "double"),
+        1,
+        "no recompute of an analysis error"
+    );
+
+    let crash = expression(&m.requester, &wf, &[("x", Value::Int(13))]);
+    let failed = run(&m.requester, &crash).await;
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed.fact.is_none(), "a crash is not cached");
+    assert_eq!(failed.attempts.len(), 3, "{failed:?}");
+    let workers: std::collections::HashSet<&str> =
+        failed.attempts.iter().map(|a| a.worker.as_str()).collect();
+    assert_eq!(
+        workers.len(),
+        3,
+        "each attempt on another worker: {:?}",
+        failed.attempts
+    );
+    assert!(
+        failed
+            .attempts
+            .iter()
+            .all(|a| a.log_tail.contains("unlucky input")),
+        "{:?}",
+        failed.attempts
+    );
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("exited with status 3"),
+        "{failed:?}"
+    );
+    assert_eq!(executions(markers.path(), "double"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dag_with_fan_out_and_reduce_computes_each_node_once_and_concurrent_requests_share() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let gen = workflow(
+        root.path(),
+        markers.path(),
+        "gen",
+        "[inputs.i]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{i}"]"#,
+        "open('out.txt', 'w').write(sys.argv[1])\n",
+    );
+    let inc = workflow(
+        root.path(),
+        markers.path(),
+        "inc",
+        "[inputs.src]\ntype = \"blob\"",
+        r#"["python3", "{bundle}/step.py", "{src}"]"#,
+        "open('out.txt', 'w').write(str(int(open(sys.argv[1]).read()) + 1))\n",
+    );
+    let sum = workflow(
+        root.path(),
+        markers.path(),
+        "sum",
+        "[inputs.parts]\ntype = \"list\"\nitems = \"blob\"",
+        r#"["python3", "{bundle}/step.py", "{parts}"]"#,
+        "open('out.txt', 'w').write(str(sum(int(open(p).read()) for p in sys.argv[1:])))\n",
+    );
+    let m = mesh("dag", 3, &[&gen, &inc, &sum]).await;
+    let r = &m.requester;
+    let (gen_id, inc_id, sum_id) = (
+        r.add_workflow(&gen).await.unwrap(),
+        r.add_workflow(&inc).await.unwrap(),
+        r.add_workflow(&sum).await.unwrap(),
+    );
+    let mut parts = Vec::new();
+    for i in 0..10 {
+        let g = expression(r, &gen_id, &[("i", Value::Int(i))]);
+        r.store.put_expr(&g).unwrap();
+        let n = expression(
+            r,
+            &inc_id,
+            &[(
+                "src",
+                Value::Output {
+                    expr: g.id(),
+                    name: "out".into(),
+                },
+            )],
+        );
+        r.store.put_expr(&n).unwrap();
+        parts.push(Value::Output {
+            expr: n.id(),
+            name: "out".into(),
+        });
+    }
+    let total = expression(r, &sum_id, &[("parts", Value::List(parts))]);
+
+    // 20 concurrent identical submissions share one resolution.
+    let jobs: Vec<_> = (0..20)
+        .map(|_| r.requester.submit(&total, false).unwrap())
+        .collect();
+    let mut results = Vec::new();
+    for job in &jobs {
+        results.push(r.requester.wait(&job.id, DEADLINE).await.unwrap().unwrap());
+    }
+    for res in &results {
+        assert_eq!(res.state, JobState::Done, "{res:?}");
+        assert_eq!(res.fact, results[0].fact);
+    }
+    // sum over i of (i + 1) = 55
+    assert_eq!(output_text(r, &results[0]).await, "55");
+    assert_eq!(executions(markers.path(), "gen"), 10);
+    assert_eq!(executions(markers.path(), "inc"), 10);
+    assert_eq!(executions(markers.path(), "sum"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_worker_is_replaced_and_untrusted_workflows_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let slow = workflow(
+        root.path(),
+        markers.path(),
+        "slow",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        "time.sleep(2)\nopen('out.txt', 'w').write(sys.argv[1])\n",
+    );
+    let mut m = mesh("lost", 2, &[&slow]).await;
+    let wf = m.requester.add_workflow(&slow).await.unwrap();
+
+    // A third worker that listens for the workflow but neither added it nor
+    // trusts an expert endorsing it: it must decline.
+    let stranger_key = NodeKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = settings(&m.net, vec![m.boot_addr.clone()], true, vec![]);
+    if let Some(w) = cfg.worker.as_mut() {
+        w.workflows = vec![wf];
+    }
+    let stranger = Node::start(dir.path(), stranger_key, &cfg).await.unwrap();
+
+    let e = expression(&m.requester, &wf, &[("x", Value::Int(7))]);
+    let job = m.requester.requester.submit(&e, false).unwrap();
+    // Wait until a worker is running it, then take that worker away.
+    let requester = m.requester.requester.clone();
+    let running_on = eventually("assigned", DEADLINE, || {
+        let requester = requester.clone();
+        let id = job.id;
+        async move {
+            match requester.status(&id).ok()??.state {
+                JobState::Assigned { worker } | JobState::Running { worker } => Some(worker),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let idx = m
+        .workers
+        .iter()
+        .position(|w| w.peer_id().to_string() == running_on)
+        .expect("a mesh worker");
+    let lost = m.workers.remove(idx);
+    lost.shutdown().await.unwrap();
+
+    let done = m
+        .requester
+        .requester
+        .wait(&job.id, DEADLINE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert!(
+        done.attempts
+            .iter()
+            .any(|a| a.outcome.contains("lease expired")),
+        "{:?}",
+        done.attempts
+    );
+    let fact = m
+        .requester
+        .store
+        .fact(&done.fact.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fact.body.worker,
+        m.workers[0].key.public(),
+        "finished on the remaining worker"
+    );
+    assert_eq!(
+        m.requester.store.facts_for(&e.id()).unwrap().len(),
+        1,
+        "exactly one trusted fact"
+    );
+
+    let s = stranger.worker.as_ref().unwrap();
+    assert_eq!(
+        s.executions(),
+        0,
+        "the stranger never ran an untrusted workflow"
+    );
+    assert!(
+        s.declined() > 0,
+        "the stranger saw the advert and declined it"
+    );
+}
