@@ -1,5 +1,6 @@
 //! `oda-node`: the ODA mesh daemon library.
 //!
+//! - [`api`]: the local HTTP API (loopback, bearer token) for the `oda` command line.
 //! - [`config`]: the configuration file and data-dir layout.
 //! - [`executor`]: runs one job (the `command` executor: argv, process group, outputs).
 //! - [`identity`]: the node key (libp2p peer id and fact-signing key in one).
@@ -9,6 +10,7 @@
 //! - [`runtime`]: assembles and runs a node.
 //! - [`scheduler`]: jobs: requester, worker, trust policy.
 
+pub mod api;
 pub mod config;
 pub mod executor;
 pub mod identity;

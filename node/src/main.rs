@@ -1,14 +1,16 @@
-//! The `oda-node` binary: `init` creates a data dir (key, config), `run` starts
-//! the daemon until SIGINT or SIGTERM.
+//! The `oda-node` binary: `init` creates a data dir (key, API token, config),
+//! `run` starts the daemon and its local API until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use oda_node::config::{self, files, Config};
 use oda_node::identity::NodeKey;
 use oda_node::runtime::Node;
+use tokio_util::sync::CancellationToken;
 
 /// ODA mesh node: joins the mesh, serves cached results, computes jobs.
 #[derive(Parser)]
@@ -24,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the data dir: a new node key (mode 0600) and a commented config.toml.
+    /// Create the data dir: a new node key and API token (mode 0600) and a
+    /// commented config.toml.
     ///
     /// Example: oda-node init --data-dir ./node1
     Init {
@@ -105,12 +108,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.network = n;
             }
             let validated = cfg.validate()?;
+            let api = cfg.api_listen()?;
             let key = NodeKey::load(&data_dir.join(files::KEY))?;
+            let token = oda_node::api::auth::ensure_token(&data_dir).with_context(|| {
+                format!(
+                    "cannot read or create the API token {}",
+                    data_dir.join(files::API_TOKEN).display()
+                )
+            })?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(data_dir, key, validated))
+                .block_on(serve(data_dir, key, validated, api, token))
         }
     }
 }
@@ -120,6 +130,13 @@ fn init(data_dir: &std::path::Path, force: bool, network: Option<String>) -> any
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let key = NodeKey::generate();
     key.save(&data_dir.join(files::KEY), force)?;
+    let token_path = data_dir.join(files::API_TOKEN);
+    if force {
+        oda_node::api::auth::write_new_token(data_dir)
+    } else {
+        oda_node::api::auth::ensure_token(data_dir)
+    }
+    .with_context(|| format!("cannot write {}", token_path.display()))?;
     let config_path = data_dir.join(files::CONFIG);
     if !config_path.exists() || force {
         let mut text = config::DEFAULT_CONFIG_TOML.to_string();
@@ -133,20 +150,70 @@ fn init(data_dir: &std::path::Path, force: bool, network: Option<String>) -> any
     println!("data dir:   {}", data_dir.display());
     println!("peer id:    {}", key.peer_id());
     println!("public key: {}", key.public());
+    println!("api token:  {}", token_path.display());
     println!("config:     {}", config_path.display());
     Ok(())
 }
 
-async fn serve(data_dir: PathBuf, key: NodeKey, cfg: config::Validated) -> anyhow::Result<()> {
-    let node = Node::start(&data_dir, key, &cfg).await?;
+async fn serve(
+    data_dir: PathBuf,
+    key: NodeKey,
+    cfg: config::Validated,
+    api_addr: std::net::SocketAddr,
+    token: String,
+) -> anyhow::Result<()> {
+    // Bind the API first: a busy port fails before the node joins the mesh.
+    let listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| {
+        format!("cannot listen for the local API on {api_addr}; set [api] listen in config.toml to another port (port 0 picks a free one)")
+    })?;
+    let api_addr = listener.local_addr().context("local API address")?;
+    let node = Arc::new(Node::start(&data_dir, key, &cfg).await?);
     println!("peer id: {}", node.peer_id());
     for addr in node.wait_listening(std::time::Duration::from_secs(5)).await {
         println!("listening on {addr}");
     }
-    wait_for_signal().await?;
+    let api_shutdown = CancellationToken::new();
+    let mut api = tokio::spawn(oda_node::api::serve(
+        node.clone(),
+        listener,
+        token,
+        api_shutdown.clone(),
+    ));
+    write_api_addr(&data_dir, api_addr)?;
+    println!(
+        "local API on http://{api_addr} (token in {})",
+        data_dir.join(files::API_TOKEN).display()
+    );
+    let result = tokio::select! {
+        r = wait_for_signal() => r,
+        r = &mut api => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the local API stopped")),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the local API failed")),
+            Err(e) => Err(anyhow::Error::new(e).context("the local API task failed")),
+        },
+    };
     tracing::info!("shutting down");
+    api_shutdown.cancel();
+    let _ = std::fs::remove_file(data_dir.join(files::API_ADDR));
+    if !api.is_finished()
+        && tokio::time::timeout(std::time::Duration::from_secs(5), &mut api)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the local API did not stop within 5 s");
+        api.abort();
+    }
     node.shutdown().await.context("flushing the store")?;
-    Ok(())
+    result
+}
+
+/// Write `api.addr` (atomically) so the `oda` command line finds the API.
+fn write_api_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let path = data_dir.join(files::API_ADDR);
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

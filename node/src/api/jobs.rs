@@ -1,0 +1,523 @@
+//! Job routes: submit an expression, list, status, wait (long poll), logs,
+//! cancel, the server-sent event stream of one job, and the facts of an
+//! expression. Job JSON is [`JobView`]; its `result` says what the accepted
+//! fact holds, who signed it, and whether it came from a cache.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use futures::stream::{self, Stream, StreamExt};
+use oda_protocol::{ExprId, Expression, Outcome, SignedFact};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::args::{parse_args, value_to_json};
+use super::{blocking, parse_id, ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use crate::identity::peer_id_of;
+use crate::runtime::Node;
+use crate::scheduler::jobs::now_ms;
+use crate::scheduler::{JobEvent, JobId, JobRecord};
+
+/// `POST /v1/jobs` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Workflow name (the newest added of that name) or id (`wf:<hex>`).
+    pub workflow: String,
+    /// Arguments by input name, typed by the manifest (see [`super::args`]).
+    #[serde(default)]
+    pub args: serde_json::Map<String, serde_json::Value>,
+    /// Skip the caches and compute again.
+    #[serde(default)]
+    pub no_cache: bool,
+}
+
+/// One attempt on one worker.
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    /// The worker's peer id (empty when nobody offered).
+    pub worker: String,
+    /// Unix ms.
+    pub started_at: u64,
+    /// Unix ms.
+    pub ended_at: u64,
+    /// What happened.
+    pub outcome: String,
+    /// The last log lines the worker sent.
+    pub log_tail: String,
+}
+
+/// One output file of a result.
+#[derive(Debug, Serialize)]
+pub struct OutputView {
+    /// Content id, `bl:<hex>`.
+    pub blob: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A fact: the result of an expression, signed by the worker that computed it.
+#[derive(Debug, Serialize)]
+pub struct FactView {
+    /// `fa:<hex>`.
+    pub fact: String,
+    /// `ex:<hex>`.
+    pub expr: String,
+    /// `wf:<hex>`.
+    pub workflow: String,
+    /// `success` or `analysis-error`.
+    pub outcome: &'static str,
+    /// Outputs by name (empty for an analysis error).
+    pub outputs: BTreeMap<String, OutputView>,
+    /// The analysis exception's kind, for `analysis-error`.
+    pub error_kind: Option<String>,
+    /// The analysis exception's message, for `analysis-error`.
+    pub error_message: Option<String>,
+    /// The signing worker's public key (hex).
+    pub worker_key: String,
+    /// The signing worker's peer id.
+    pub worker_peer: Option<String>,
+    /// The runner class that computed it.
+    pub runner_class: &'static str,
+    /// Run start, Unix ms.
+    pub started_at: u64,
+    /// Run end, Unix ms.
+    pub finished_at: u64,
+    /// `finished_at - started_at`.
+    pub run_ms: u64,
+    /// CPU time of the run, ms.
+    pub cpu_ms: u64,
+    /// Peak resident memory of the run, KiB.
+    pub peak_rss_kib: u64,
+    /// Whether this node holds the fact in its store (facts found only in the
+    /// mesh are not yet accepted by this node).
+    pub local: bool,
+}
+
+impl FactView {
+    /// The view of a fact.
+    pub fn new(f: &SignedFact, local: bool) -> Self {
+        let b = &f.body;
+        let (outcome, outputs, error_kind, error_message) = match &b.outcome {
+            Outcome::Success { outputs } => (
+                "success",
+                outputs
+                    .iter()
+                    .map(|(name, o)| {
+                        (
+                            name.clone(),
+                            OutputView {
+                                blob: format!("{:#}", o.blob),
+                                size: o.size,
+                            },
+                        )
+                    })
+                    .collect(),
+                None,
+                None,
+            ),
+            Outcome::AnalysisError { kind, message } => (
+                "analysis-error",
+                BTreeMap::new(),
+                Some(kind.clone()),
+                Some(message.clone()),
+            ),
+        };
+        Self {
+            fact: format!("{:#}", f.id()),
+            expr: format!("{:#}", b.expr),
+            workflow: format!("{:#}", b.workflow),
+            outcome,
+            outputs,
+            error_kind,
+            error_message,
+            worker_key: b.worker.to_string(),
+            worker_peer: peer_id_of(&b.worker).map(|p| p.to_string()),
+            runner_class: b.runner_class.name(),
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+            run_ms: b.finished_at.saturating_sub(b.started_at),
+            cpu_ms: b.usage.cpu_ms,
+            peak_rss_kib: b.usage.peak_rss_kib,
+            local,
+        }
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    /// Job id (32 hex digits).
+    pub id: String,
+    /// The expression, `ex:<hex>`.
+    pub expr: String,
+    /// Its workflow, `wf:<hex>`, if the expression is in the store.
+    pub workflow: Option<String>,
+    /// The workflow's name, if known.
+    pub workflow_name: Option<String>,
+    /// `queued`, `resolving-inputs`, `advertised`, `assigned`, `running`,
+    /// `done`, `failed` or `cancelled`.
+    pub state: &'static str,
+    /// Whether the state is final (`done`, `failed`, `cancelled`).
+    pub terminal: bool,
+    /// The worker's peer id while assigned or running.
+    pub worker: Option<String>,
+    /// Submitted with `no_cache` (forced recompute).
+    pub no_cache: bool,
+    /// The result came from a cache (this node's or the mesh's), not a new run.
+    pub from_cache: bool,
+    /// Submitted, Unix ms.
+    pub created_at: u64,
+    /// Last change, Unix ms.
+    pub updated_at: u64,
+    /// Time from submission to the last change (to now while not terminal), ms.
+    pub elapsed_ms: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Attempts so far.
+    pub attempts: Vec<AttemptView>,
+    /// The accepted fact, once there is one.
+    pub result: Option<FactView>,
+}
+
+/// Build the view of a job (reads the expression, workflow and fact).
+pub fn job_view(node: &Node, r: &JobRecord) -> JobView {
+    use crate::scheduler::JobState;
+    let store = &node.store;
+    let workflow = store.expr(&r.expr).ok().flatten().map(|e| e.workflow);
+    let workflow_name = workflow
+        .and_then(|w| store.workflow(&w).ok().flatten())
+        .map(|(wf, _)| wf.manifest.name);
+    let worker = match &r.state {
+        JobState::Assigned { worker } | JobState::Running { worker } => Some(worker.clone()),
+        _ => None,
+    };
+    let result = r
+        .fact
+        .and_then(|id| store.fact(&id).ok().flatten())
+        .map(|f| FactView::new(&f, true));
+    let terminal = r.state.is_terminal();
+    let end = if terminal { r.updated_at } else { now_ms() };
+    JobView {
+        id: r.id.to_string(),
+        expr: format!("{:#}", r.expr),
+        workflow: workflow.map(|w| format!("{w:#}")),
+        workflow_name,
+        state: r.state.name(),
+        terminal,
+        worker,
+        no_cache: r.no_cache,
+        from_cache: r.from_cache,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        elapsed_ms: end.saturating_sub(r.created_at),
+        error: r.error.clone(),
+        attempts: r
+            .attempts
+            .iter()
+            .map(|a| AttemptView {
+                worker: a.worker.clone(),
+                started_at: a.started_at,
+                ended_at: a.ended_at,
+                outcome: a.outcome.clone(),
+                log_tail: a.log_tail.clone(),
+            })
+            .collect(),
+        result,
+    }
+}
+
+fn job_id(text: &str) -> Result<JobId, ApiError> {
+    parse_id("job", text)
+}
+
+fn record(node: &Node, id: &JobId) -> Result<JobRecord, ApiError> {
+    node.requester.status(id)?.ok_or_else(|| {
+        ApiError::not_found(format!("no job {id} on this node; `oda jobs` lists them"))
+    })
+}
+
+/// `POST /v1/jobs`: type the arguments by the manifest, store the expression,
+/// start a job. 201 with the job; 400 for bad arguments; 404 for an unknown
+/// workflow.
+pub async fn submit(
+    State(s): State<ApiState>,
+    ApiJson(req): ApiJson<SubmitRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let node = s.node.clone();
+    let view = blocking(move || {
+        let (wf_id, workflow) = super::workflows::find(&node, &req.workflow)?;
+        let args = parse_args(&workflow.manifest, &req.args)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let expression = Expression::new(wf_id, &workflow.manifest, args)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let record = node.requester.submit(&expression, req.no_cache)?;
+        Ok(job_view(&node, &record))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `GET /v1/jobs`: every job, oldest first.
+pub async fn list(State(s): State<ApiState>) -> Result<Json<Vec<JobView>>, ApiError> {
+    let node = s.node.clone();
+    blocking(move || {
+        let records = node.requester.list()?;
+        Ok(Json(records.iter().map(|r| job_view(&node, r)).collect()))
+    })
+    .await
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn status(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(&id)?;
+    let r = record(&s.node, &id)?;
+    Ok(Json(job_view(&s.node, &r)))
+}
+
+/// Query of `GET /v1/jobs/{id}/wait`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Longest wait, ms; default 30000, at most 300000 (larger values are capped).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Default long-poll time, ms.
+pub const WAIT_DEFAULT_MS: u64 = 30_000;
+/// Longest long-poll time, ms.
+pub const WAIT_MAX_MS: u64 = 300_000;
+
+/// `GET /v1/jobs/{id}/wait`: the job once terminal, or as it is after the
+/// timeout (check `terminal`).
+pub async fn wait(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(&id)?;
+    record(&s.node, &id)?;
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(WAIT_DEFAULT_MS).min(WAIT_MAX_MS));
+    let waited = tokio::select! {
+        r = s.node.requester.wait(&id, timeout) => r?,
+        _ = s.shutdown.cancelled() => None,
+    };
+    let r = match waited {
+        Some(r) => r,
+        None => record(&s.node, &id)?,
+    };
+    Ok(Json(job_view(&s.node, &r)))
+}
+
+/// `GET /v1/jobs/{id}/logs` answer.
+#[derive(Debug, Serialize)]
+pub struct LogsView {
+    /// The job.
+    pub job: String,
+    /// Recent lines (at most 500), oldest first.
+    pub lines: Vec<String>,
+}
+
+/// `GET /v1/jobs/{id}/logs`: recent log lines of the job's expression.
+pub async fn logs(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<LogsView>, ApiError> {
+    let id = job_id(&id)?;
+    record(&s.node, &id)?;
+    Ok(Json(LogsView {
+        job: id.to_string(),
+        lines: s.node.requester.logs(&id)?,
+    }))
+}
+
+/// `POST /v1/jobs/{id}/cancel`: the job, cancelled unless it had finished.
+pub async fn cancel(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(&id)?;
+    let r = s.node.requester.cancel(&id)?.ok_or_else(|| {
+        ApiError::not_found(format!("no job {id} on this node; `oda jobs` lists them"))
+    })?;
+    Ok(Json(job_view(&s.node, &r)))
+}
+
+/// Query of `GET /v1/jobs/{id}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Send the recent log lines first (default true).
+    pub backlog: Option<bool>,
+}
+
+/// What the event stream does next.
+enum Phase {
+    Live(broadcast::Receiver<JobEvent>),
+    Done,
+}
+
+fn state_event(node: &Node, r: &JobRecord) -> Event {
+    match Event::default().event("state").json_data(job_view(node, r)) {
+        Ok(e) => e,
+        Err(e) => Event::default().event("error").data(e.to_string()),
+    }
+}
+
+fn log_event(line: &str) -> Event {
+    Event::default()
+        .event("log")
+        .json_data(serde_json::json!({ "line": line }))
+        .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()))
+}
+
+/// `GET /v1/jobs/{id}/events`: server-sent events. `log` events
+/// (`{"line": …}`, the recent backlog first), then a `state` event with the
+/// current [`JobView`], then live `state` and `log` events; the stream ends
+/// after a terminal state (or when the node shuts down).
+pub async fn events(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = job_id(&id)?;
+    // Subscribe before reading the state so nothing falls between the two.
+    let rx = s.node.requester.events();
+    let current = record(&s.node, &id)?;
+    let mut first: Vec<Event> = Vec::new();
+    if q.backlog.unwrap_or(true) {
+        first.extend(s.node.requester.logs(&id)?.iter().map(|l| log_event(l)));
+    }
+    first.push(state_event(&s.node, &current));
+    let phase = if current.state.is_terminal() {
+        Phase::Done
+    } else {
+        Phase::Live(rx)
+    };
+    let node = s.node.clone();
+    let live = stream::unfold(phase, move |phase| {
+        let node = node.clone();
+        async move {
+            let Phase::Live(mut rx) = phase else {
+                return None;
+            };
+            loop {
+                match rx.recv().await {
+                    Ok(JobEvent::State(r)) if r.id == id => {
+                        let next = if r.state.is_terminal() {
+                            Phase::Done
+                        } else {
+                            Phase::Live(rx)
+                        };
+                        return Some((state_event(&node, &r), next));
+                    }
+                    Ok(JobEvent::Log { job, line }) if job == id => {
+                        return Some((log_event(&line), Phase::Live(rx)));
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed events: send the current state instead.
+                        let r = node.requester.status(&id).ok().flatten()?;
+                        let next = if r.state.is_terminal() {
+                            Phase::Done
+                        } else {
+                            Phase::Live(rx)
+                        };
+                        return Some((state_event(&node, &r), next));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let shutdown = s.shutdown.clone();
+    let all = stream::iter(first)
+        .chain(live)
+        .take_until(async move { shutdown.cancelled_owned().await })
+        .map(Ok);
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Query of `GET /v1/exprs/{id}/facts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactsQuery {
+    /// Also ask the mesh (DHT record and providers); default false.
+    pub mesh: Option<bool>,
+}
+
+/// `GET /v1/exprs/{id}/facts` answer.
+#[derive(Debug, Serialize)]
+pub struct FactsView {
+    /// `ex:<hex>`.
+    pub expr: String,
+    /// The expression, if this node has it: `{"workflow", "args"}`.
+    pub expression: Option<serde_json::Value>,
+    /// Facts, those in the local store first.
+    pub facts: Vec<FactView>,
+}
+
+/// `GET /v1/exprs/{id}/facts`: the facts this node holds for an expression
+/// (facts are stored only once accepted: own or by a trusted signer), and with
+/// `?mesh=true` also those the mesh holds (verified signatures, trust not
+/// judged: `local` is false for them). 404 if neither the expression nor any
+/// fact is known.
+pub async fn facts(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<FactsQuery>,
+) -> Result<Json<FactsView>, ApiError> {
+    let expr: ExprId = parse_id("expression", &id)?;
+    let node = s.node.clone();
+    let (expression, local) = blocking(move || {
+        let e = node.store.expr(&expr)?;
+        let f = node.store.facts_for(&expr)?;
+        Ok((e, f))
+    })
+    .await?;
+    let mut views: Vec<FactView> = local.iter().map(|f| FactView::new(f, true)).collect();
+    if q.mesh.unwrap_or(false) {
+        let found = s
+            .node
+            .client
+            .lookup_facts(expr)
+            .await
+            .map_err(|e| ApiError::internal(format!("mesh lookup failed: {e}")))?;
+        let known: std::collections::HashSet<_> = local.iter().map(|f| f.id()).collect();
+        views.extend(
+            found
+                .iter()
+                .filter(|f| !known.contains(&f.id()))
+                .map(|f| FactView::new(f, false)),
+        );
+    }
+    if expression.is_none() && views.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "expression {expr:#} is unknown to this node and has no facts{}",
+            if q.mesh.unwrap_or(false) {
+                " here or in the mesh"
+            } else {
+                " here (add ?mesh=true to ask the mesh)"
+            }
+        )));
+    }
+    Ok(Json(FactsView {
+        expr: format!("{expr:#}"),
+        expression: expression.map(|e| {
+            serde_json::json!({
+                "workflow": format!("{:#}", e.workflow),
+                "args": e.args.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect::<serde_json::Map<_, _>>(),
+            })
+        }),
+        facts: views,
+    }))
+}

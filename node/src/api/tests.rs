@@ -1,0 +1,588 @@
+//! Tests of the local API against a running in-process node (real store and
+//! libp2p swarm on loopback), through the router: authentication, error
+//! shapes, the OpenAPI document, workflows, submission and typed arguments,
+//! jobs, blob download with ranges, the cache and metrics.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value as Json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::{router, ApiState, ROUTES};
+use crate::config::Config;
+use crate::identity::NodeKey;
+use crate::runtime::Node;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+struct Harness {
+    node: Arc<Node>,
+    router: Router,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            network: format!("api-{name}-{}", std::process::id()),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            ..Config::default()
+        };
+        let node = Arc::new(
+            Node::start(dir.path(), NodeKey::generate(), &cfg.validate().unwrap())
+                .await
+                .unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        let router = router(ApiState {
+            node: node.clone(),
+            token: TOKEN.into(),
+            shutdown: shutdown.clone(),
+            started: Instant::now(),
+        });
+        Self {
+            node,
+            router,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        (status, headers, bytes.to_vec())
+    }
+
+    /// An authenticated call returning the status and the JSON body.
+    async fn json(&self, method: &str, uri: &str, body: Option<Json>) -> (StatusCode, Json) {
+        let text = body.map(|b| b.to_string());
+        let (status, _, bytes) = self
+            .call(method, uri, Some(TOKEN), text.as_deref(), &[])
+            .await;
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{method} {uri}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, v)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.node.shutdown().await.unwrap();
+    }
+}
+
+fn error_of(v: &Json) -> &str {
+    v.get("error")
+        .and_then(Json::as_str)
+        .unwrap_or_else(|| panic!("no error field in {v}"))
+}
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/workflows")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn openapi_is_the_checked_in_file_and_matches_the_routes() {
+    let h = Harness::start("openapi").await;
+    let (status, headers, served) = h.call("GET", "/openapi.json", None, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    let checked_in =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
+    assert!(
+        served == checked_in,
+        "/openapi.json differs from docs/openapi.json"
+    );
+
+    let doc: Json = serde_json::from_slice(&served).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, routes,
+        "docs/openapi.json and api::ROUTES disagree"
+    );
+
+    // Every route is served by a handler, not the fallback.
+    for (method, path) in ROUTES {
+        let uri = path.replace("{id}", "x");
+        let (status, _, body) = h.call(method, &uri, Some(TOKEN), None, &[]).await;
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            status != StatusCode::METHOD_NOT_ALLOWED && !text.contains("no such endpoint"),
+            "{method} {uri} is not routed: {status} {text}"
+        );
+    }
+    let (status, v) = h.json("GET", "/v1/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("no such endpoint"));
+    let (status, v) = h.json("DELETE", "/v1/jobs", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(error_of(&v).contains("DELETE"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_the_right_token_are_refused() {
+    let h = Harness::start("auth").await;
+    for token in [None, Some("wrong"), Some(&TOKEN[1..])] {
+        for uri in ["/v1/jobs", "/metrics", "/v1/key", "/v1/nothing"] {
+            let (status, headers, body) = h.call("GET", uri, token, None, &[]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with {token:?}");
+            assert_eq!(headers["www-authenticate"], "Bearer");
+            let v: Json = serde_json::from_slice(&body).unwrap();
+            assert!(error_of(&v).contains("token"), "{v}");
+        }
+    }
+    let (status, v) = h.json("GET", "/v1/key", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["public_key"], h.node.key.public().to_string());
+    assert_eq!(v["peer_id"], h.node.peer_id().to_string());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_with_a_json_error() {
+    let h = Harness::start("malformed").await;
+    let cases: &[(&str, &str, Option<&str>, &str)] = &[
+        ("POST", "/v1/jobs", Some("{not json"), "invalid JSON"),
+        ("POST", "/v1/jobs", Some("[]"), "invalid JSON"),
+        ("POST", "/v1/jobs", Some(r#"{"workflow": 5}"#), "workflow"),
+        (
+            "POST",
+            "/v1/jobs",
+            Some(r#"{"workflow": "events", "argz": {}}"#),
+            "argz",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            Some(r#"{"workflow": "wf:zz"}"#),
+            "wf:zz",
+        ),
+        (
+            "POST",
+            "/v1/workflows",
+            Some(r#"{"path": "relative/dir"}"#),
+            "not absolute",
+        ),
+        (
+            "POST",
+            "/v1/workflows",
+            Some(r#"{"path": "/nonexistent/oda/workflow"}"#),
+            "/nonexistent/oda/workflow",
+        ),
+        ("GET", "/v1/jobs/not-a-job", None, "not-a-job"),
+        (
+            "GET",
+            "/v1/jobs/00112233445566778899aabbccddeeff/wait?timeout_ms=abc",
+            None,
+            "timeout_ms",
+        ),
+        ("GET", "/v1/exprs/ex:123/facts", None, "expression"),
+        ("GET", "/v1/blobs/xyz", None, "blob"),
+        ("POST", "/v1/cache/blobs/nope/pin", None, "blob"),
+        (
+            "POST",
+            "/v1/workflows/events/endorse",
+            Some("{\"note\": 3}"),
+            "invalid JSON",
+        ),
+    ];
+    for (method, uri, body, needle) in cases {
+        let (status, headers, bytes) = h.call(method, uri, Some(TOKEN), *body, &[]).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{method} {uri} {body:?}: {text}"
+        );
+        assert_eq!(
+            headers["content-type"], "application/json",
+            "{method} {uri}"
+        );
+        let v: Json = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            error_of(&v).contains(needle),
+            "{method} {uri}: {v} should mention {needle:?}"
+        );
+    }
+    // No content type: still 400, not 415.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/jobs")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from(r#"{"workflow": "events"}"#))
+        .unwrap();
+    let resp = h.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Unknown ids: 404.
+    for (method, uri) in [
+        ("GET", "/v1/jobs/00112233445566778899aabbccddeeff"),
+        ("POST", "/v1/jobs/00112233445566778899aabbccddeeff/cancel"),
+        ("GET", "/v1/jobs/00112233445566778899aabbccddeeff/events"),
+        ("GET", "/v1/workflows/nosuchworkflow"),
+        ("GET", &format!("/v1/exprs/ex:{}/facts", "ab".repeat(32))),
+        (
+            "GET",
+            &format!("/v1/blobs/bl:{}?fetch=false", "ab".repeat(32)),
+        ),
+        (
+            "POST",
+            &format!("/v1/cache/blobs/bl:{}/pin", "ab".repeat(32)),
+        ),
+    ] {
+        let (status, v) = h.json(method, uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {v}");
+        error_of(&v);
+    }
+    let (status, v) = h
+        .json(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"workflow": "nosuchworkflow"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("oda workflow add"), "{v}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn workflows_submission_and_jobs() {
+    let h = Harness::start("jobs").await;
+    let dir = example("events");
+    let (status, w) = h
+        .json(
+            "POST",
+            "/v1/workflows",
+            Some(json!({"path": dir.display().to_string()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{w}");
+    assert_eq!(w["name"], "events");
+    assert_eq!(w["local"], true);
+    assert_eq!(w["inputs"]["obs_id"]["required"], true);
+    assert_eq!(w["inputs"]["obs_id"]["type"]["type"], "int");
+    assert_eq!(w["inputs"]["period"]["default"], 7.3);
+    let id = w["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("wf:"));
+
+    let (_, list) = h.json("GET", "/v1/workflows", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (status, shown) = h.json("GET", &format!("/v1/workflows/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["name"], "events");
+
+    let (status, e) = h
+        .json(
+            "POST",
+            "/v1/workflows/events/endorse",
+            Some(json!({"note": "reviewed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    assert_eq!(e["endorser"], h.node.key.public().to_string());
+    assert_eq!(e["subject"], id);
+    assert_eq!(e["new"], true);
+    let (status, _, _) = h
+        .call(
+            "POST",
+            "/v1/workflows/events/endorse",
+            Some(TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "an empty body is an endorsement without a note"
+    );
+    let (_, shown) = h.json("GET", "/v1/workflows/events", None).await;
+    assert_eq!(shown["endorsements"].as_array().unwrap().len(), 2);
+
+    // Arguments typed by the manifest: text and native JSON give one expression.
+    let (status, a) = h
+        .json(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"workflow": "events", "args": {"obs_id": "21", "rate": "2"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    let (status, b) = h
+        .json(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"workflow": id, "args": {"obs_id": 21, "rate": 2.0}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    assert_eq!(a["expr"], b["expr"]);
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(a["workflow_name"], "events");
+    assert_eq!(a["terminal"], false);
+
+    for (args, needles) in [
+        (
+            json!({"obs_id": "abc"}),
+            vec!["`obs_id`", "expected int", "abc"],
+        ),
+        (json!({"obs_id": 2.5}), vec!["`obs_id`", "expected int"]),
+        (json!({"obs_id": 5000}), vec!["`obs_id`", "maximum"]),
+        (json!({}), vec!["missing", "`obs_id`"]),
+        (
+            json!({"obs_id": 1, "colour": "red"}),
+            vec!["`colour`", "obs_id"],
+        ),
+        (
+            json!({"obs_id": 1, "rate": "fast"}),
+            vec!["`rate`", "expected float"],
+        ),
+    ] {
+        let (status, v) = h
+            .json(
+                "POST",
+                "/v1/jobs",
+                Some(json!({"workflow": "events", "args": args})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{args}: {v}");
+        for n in needles {
+            assert!(error_of(&v).contains(n), "{args}: {v} should mention {n}");
+        }
+    }
+
+    let job = a["id"].as_str().unwrap();
+    let (status, st) = h.json("GET", &format!("/v1/jobs/{job}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(st["expr"], a["expr"]);
+    let (_, all) = h.json("GET", "/v1/jobs", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let (status, logs) = h.json("GET", &format!("/v1/jobs/{job}/logs"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(logs["lines"].is_array());
+    let (status, facts) = h
+        .json(
+            "GET",
+            &format!("/v1/exprs/{}/facts", a["expr"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{facts}");
+    assert_eq!(facts["expression"]["args"]["obs_id"], 21);
+    assert_eq!(facts["expression"]["args"]["rate"], 2.0);
+    assert_eq!(facts["facts"].as_array().unwrap().len(), 0);
+
+    // Nobody computes here: wait times out with the job still running.
+    let (status, w) = h
+        .json("GET", &format!("/v1/jobs/{job}/wait?timeout_ms=50"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(w["terminal"], false);
+
+    let (status, c) = h
+        .json("POST", &format!("/v1/jobs/{job}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(c["state"], "cancelled");
+    assert_eq!(c["terminal"], true);
+    let (_, w) = h
+        .json(
+            "GET",
+            &format!("/v1/jobs/{job}/wait?timeout_ms=10000"),
+            None,
+        )
+        .await;
+    assert_eq!(w["state"], "cancelled");
+
+    // The event stream of a finished job: its state, then the end.
+    let (status, headers, body) = h
+        .call(
+            "GET",
+            &format!("/v1/jobs/{job}/events"),
+            Some(TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("event: state"), "{text}");
+    assert!(text.contains("\"cancelled\""), "{text}");
+
+    let (_, metrics, body) = h.call("GET", "/metrics", Some(TOKEN), None, &[]).await;
+    assert!(metrics["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "oda_jobs{state=\"cancelled\"} 1",
+        "# TYPE oda_jobs gauge",
+        "oda_workflows 1",
+        "oda_expressions 1",
+        "oda_executions_total 0",
+        "oda_peers 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{text}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn blobs_download_with_ranges_and_the_cache() {
+    let h = Harness::start("blobs").await;
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let blob = h.node.store.put_blob(&bytes).unwrap();
+    let uri = format!("/v1/blobs/{blob:#}");
+
+    let (status, headers, body) = h.call("GET", &uri, Some(TOKEN), None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], "100000");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(body, bytes);
+    let (status, headers, body) = h
+        .call("GET", &uri, Some(TOKEN), None, &[("range", "bytes=10-19")])
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers["content-range"], "bytes 10-19/100000");
+    assert_eq!(body, &bytes[10..20]);
+    let (status, _, body) = h
+        .call("GET", &uri, Some(TOKEN), None, &[("range", "bytes=-5")])
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, &bytes[99_995..]);
+    let (status, headers, _) = h
+        .call(
+            "GET",
+            &uri,
+            Some(TOKEN),
+            None,
+            &[("range", "bytes=100000-")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"], "bytes */100000");
+    let (status, headers, body) = h.call("HEAD", &uri, Some(TOKEN), None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], "100000");
+    assert!(body.is_empty());
+
+    let (status, list) = h.json("GET", "/v1/cache/blobs", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list[0]["blob"], format!("{blob:#}"));
+    assert_eq!(list[0]["size"], 100_000);
+    let (status, p) = h
+        .json("POST", &format!("/v1/cache/blobs/{blob}/pin"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p["pinned"], true);
+    let (_, stats) = h.json("GET", "/v1/cache/stats", None).await;
+    assert_eq!(stats["pinned_blobs"], 1);
+    assert_eq!(stats["blob_bytes"], 100_000);
+    let (status, p) = h
+        .json("POST", &format!("/v1/cache/blobs/{blob:#}/unpin"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p["pinned"], false);
+    let (status, gc) = h.json("POST", "/v1/cache/gc", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(gc["over_cap"], false);
+    let (status, peers) = h.json("GET", "/v1/peers", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(peers.as_array().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn serve_answers_on_a_socket_and_stops_at_shutdown() {
+    let h = Harness::start("serve").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(super::serve(
+        h.node.clone(),
+        listener,
+        TOKEN.into(),
+        stop.clone(),
+    ));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET /v1/key HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&h.node.peer_id().to_string()));
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("serve stops")
+        .unwrap()
+        .unwrap();
+    h.stop().await;
+}
