@@ -529,3 +529,40 @@ async fn a_lost_worker_is_replaced_and_untrusted_workflows_are_refused() {
         "the stranger saw the advert and declined it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_works_while_advertised_and_while_running() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let slow = workflow(root.path(), markers.path(), "slow", "[inputs.x]\ntype = \"int\"", r#"["python3", "{bundle}/step.py", "{x}"]"#, "time.sleep(30)\nopen('out.txt', 'w').write(sys.argv[1])\n");
+    let nobody = workflow(root.path(), markers.path(), "nobody", "[inputs.x]\ntype = \"int\"", r#"["python3", "{bundle}/step.py", "{x}"]"#, "open('out.txt', 'w').write('x')\n");
+    let m = mesh("cancel", 1, &[&slow]).await;
+    let r = &m.requester;
+    let slow_id = r.add_workflow(&slow).await.unwrap();
+    // Only the requester has this workflow: the job stays advertised.
+    let nobody_id = r.add_workflow(&nobody).await.unwrap();
+
+    let waiting = r.requester.submit(&expression(r, &nobody_id, &[("x", Value::Int(1))]), false).unwrap();
+    let running = r.requester.submit(&expression(r, &slow_id, &[("x", Value::Int(1))]), false).unwrap();
+    for (job, want) in [(waiting.id, "advertised"), (running.id, "running")] {
+        let requester = r.requester.clone();
+        eventually(want, DEADLINE, || {
+            let requester = requester.clone();
+            async move { (requester.status(&job).ok()??.state.name() == want).then_some(()) }
+        })
+        .await;
+        let cancelled = r.requester.cancel(&job).unwrap().unwrap();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        let after = r.requester.wait(&job, DEADLINE).await.unwrap().unwrap();
+        assert_eq!(after.state, JobState::Cancelled, "{after:?}");
+        assert!(after.fact.is_none());
+    }
+    // The worker stopped the run: its slot comes back well before the 30 s sleep ends.
+    let worker = m.workers[0].worker.clone().unwrap();
+    eventually("worker slot freed by the cancel", Duration::from_secs(15), || {
+        let worker = worker.clone();
+        async move { (worker.free_slots() == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(executions(markers.path(), "nobody"), 0);
+}
