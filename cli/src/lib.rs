@@ -1,1 +1,10 @@
-//! oda-cli.
+//! oda-cli: the `oda` command line (binary in `main.rs`).
+//!
+//! - [`client`]: finds the node (data dir, `api.addr`, `api.token`) and talks
+//!   to its local API; maps failures to exit codes.
+//! - [`commands`]: one function per command, human or `--json` output.
+//! - [`render`]: tables, sizes, durations.
+
+pub mod client;
+pub mod commands;
+pub mod render;

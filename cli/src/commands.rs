@@ -1,0 +1,1008 @@
+//! The `oda` commands: each talks to the node's local API, prints a human
+//! view (or the API's JSON with `--json`, shapes in docs/cli.md) and returns
+//! the exit code.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value as Json};
+
+use crate::client::{Api, CliError, CliResult, EXIT_FAILED};
+use crate::render::{self, flag, num, text, Table};
+
+/// Exit code 0.
+pub const OK: u8 = 0;
+
+/// Print JSON to stdout, pretty.
+pub fn print_json(v: &Json) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(_) => println!("{v}"),
+    }
+}
+
+/// A `name=value` argument as given on the command line.
+pub fn parse_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+/// The job's exit code: 0 done (or still running), 1 failed or cancelled.
+pub fn job_exit(job: &Json) -> u8 {
+    match job.get("state").and_then(Json::as_str) {
+        Some("failed") | Some("cancelled") => EXIT_FAILED,
+        _ => OK,
+    }
+}
+
+fn url_part(s: &str) -> String {
+    // Ids and names are [A-Za-z0-9:_-]; escape anything else.
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.:~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Print a job for humans: state, who computed it, cache, time, outputs.
+pub fn print_job(job: &Json) {
+    let state = text(job, "state");
+    println!("job       {}", text(job, "id"));
+    println!("expr      {}", text(job, "expr"));
+    if let Some(name) = job.get("workflow_name").and_then(Json::as_str) {
+        println!("workflow  {name} ({})", text(job, "workflow"));
+    }
+    let mut line = state.clone();
+    if let Some(w) = job.get("worker").and_then(Json::as_str) {
+        line.push_str(&format!(" on {w}"));
+    }
+    if flag(job, "no_cache") {
+        line.push_str(" (recompute forced with --no-cache)");
+    }
+    println!("state     {line}");
+    let elapsed = render::duration_ms(num(job, "elapsed_ms"));
+    if let Some(r) = job.get("result").filter(|r| !r.is_null()) {
+        let source = if flag(job, "from_cache") {
+            "from cache (not recomputed)"
+        } else {
+            "computed for this job"
+        };
+        println!("result    {} {source}", text(r, "outcome"));
+        println!(
+            "worker    {} (key {})",
+            text(r, "worker_peer"),
+            text(r, "worker_key")
+        );
+        println!(
+            "time      {elapsed} since submission; the run took {}",
+            render::duration_ms(num(r, "run_ms"))
+        );
+        if let Some(kind) = r.get("error_kind").and_then(Json::as_str) {
+            println!("exception {kind}: {}", text(r, "error_message"));
+        }
+        if let Some(outputs) = r.get("outputs").and_then(Json::as_object) {
+            if !outputs.is_empty() {
+                println!("outputs");
+                let mut t = Table::new(&["  NAME", "SIZE", "BLOB"]);
+                for (name, o) in outputs {
+                    t.row(vec![
+                        format!("  {name}"),
+                        render::size(num(o, "size")),
+                        text(o, "blob"),
+                    ]);
+                }
+                t.print();
+            }
+        }
+    } else {
+        println!("time      {elapsed} since submission");
+    }
+    if let Some(e) = job.get("error").and_then(Json::as_str) {
+        println!("error     {e}");
+    }
+    if let Some(attempts) = job.get("attempts").and_then(Json::as_array) {
+        if !attempts.is_empty() && state != "done" {
+            println!("attempts");
+            for a in attempts {
+                let worker = text(a, "worker");
+                println!(
+                    "  {}: {}",
+                    if worker.is_empty() {
+                        "-".into()
+                    } else {
+                        worker
+                    },
+                    text(a, "outcome")
+                );
+                let tail = text(a, "log_tail");
+                for l in tail
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
+                    println!("    | {l}");
+                }
+            }
+        }
+    }
+}
+
+/// Follow a job until it is terminal: a spinner with the state and the last
+/// log line (unless `quiet`), fed by the event stream, falling back to long
+/// polls if the stream breaks. Returns the final job.
+pub fn follow(api: &Api, job: &str, quiet: bool) -> CliResult<Json> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    };
+    let mut state = String::from("queued");
+    let mut last_log = String::new();
+    let mut last: Option<Json> = None;
+    let path = format!("/v1/jobs/{}/events?backlog=false", url_part(job));
+    let streamed = api.events(&path, |event, data| {
+        match event {
+            "state" => {
+                if let Ok(j) = serde_json::from_str::<Json>(data) {
+                    state = text(&j, "state");
+                    if let Some(w) = j.get("worker").and_then(Json::as_str) {
+                        state.push_str(&format!(" on {}", render::short(w, 8)));
+                    }
+                    let terminal = flag(&j, "terminal");
+                    last = Some(j);
+                    if terminal {
+                        return false;
+                    }
+                }
+            }
+            "log" => {
+                if let Ok(j) = serde_json::from_str::<Json>(data) {
+                    last_log = text(&j, "line");
+                }
+            }
+            _ => {}
+        }
+        bar.set_message(if last_log.is_empty() {
+            state.clone()
+        } else {
+            format!("{state} | {}", render::truncate(&last_log, 70))
+        });
+        true
+    });
+    if let Err(e) = streamed {
+        if e.code != EXIT_FAILED {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    }
+    let done = last.as_ref().is_some_and(|j| flag(j, "terminal"));
+    let result = if done {
+        last.ok_or_else(|| CliError::failed("no job state received"))
+    } else {
+        // The stream ended early (node restarting, proxy): long-poll instead.
+        loop {
+            let j = api.get(&format!("/v1/jobs/{}/wait?timeout_ms=60000", url_part(job)))?;
+            bar.set_message(text(&j, "state"));
+            if flag(&j, "terminal") {
+                break Ok(j);
+            }
+        }
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// `oda submit`.
+#[allow(clippy::too_many_arguments)]
+pub fn submit(
+    api: &Api,
+    workflow: &str,
+    args: &[(String, String)],
+    wait: bool,
+    fetch: bool,
+    out: Option<&Path>,
+    no_cache: bool,
+    as_json: bool,
+) -> CliResult<u8> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in args {
+        match map.get_mut(k) {
+            // A repeated name gives a list.
+            Some(Json::Array(items)) => items.push(Json::String(v.clone())),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Json::Array(vec![first, Json::String(v.clone())]);
+            }
+            None => {
+                map.insert(k.clone(), Json::String(v.clone()));
+            }
+        }
+    }
+    if no_cache && !as_json {
+        eprintln!(
+            "--no-cache: skipping the local and mesh caches; the expression is computed again"
+        );
+    }
+    let job = api.post(
+        "/v1/jobs",
+        Some(&json!({ "workflow": workflow, "args": map, "no_cache": no_cache })),
+    )?;
+    let id = text(&job, "id");
+    if !as_json {
+        println!("expression {}", text(&job, "expr"));
+        println!("job        {id}");
+    }
+    if !(wait || fetch) {
+        if as_json {
+            print_json(&job);
+        }
+        return Ok(OK);
+    }
+    let mut done = follow(api, &id, as_json)?;
+    if !as_json {
+        println!();
+        print_job(&done);
+    }
+    let code = job_exit(&done);
+    if fetch && code == OK {
+        let dir = out
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let files = fetch_outputs(
+            api,
+            done.get("result").unwrap_or(&Json::Null),
+            &dir,
+            as_json,
+        )?;
+        if let Some(obj) = done.as_object_mut() {
+            obj.insert("fetched".into(), Json::Array(files));
+        }
+    }
+    if as_json {
+        print_json(&done);
+    }
+    Ok(code)
+}
+
+/// Download every output of a fact (`FactView` JSON) into `dir` as
+/// `<output name>`; returns `[{output, path, blob, size}]`.
+fn fetch_outputs(api: &Api, fact: &Json, dir: &Path, quiet: bool) -> CliResult<Vec<Json>> {
+    let Some(outputs) = fact.get("outputs").and_then(Json::as_object) else {
+        return Err(CliError::failed("the result has no outputs to fetch"));
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
+    let mut files = Vec::new();
+    for (name, o) in outputs {
+        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+            return Err(CliError::failed(format!(
+                "output name {name:?} cannot be a file name"
+            )));
+        }
+        let blob = text(o, "blob");
+        let path = dir.join(name);
+        let size = download(api, &blob, &Dest::File(path.clone()), quiet)?;
+        if !quiet {
+            println!(
+                "fetched   {name} -> {} ({})",
+                path.display(),
+                render::size(size)
+            );
+        }
+        files.push(json!({ "output": name, "path": path.display().to_string(), "blob": blob, "size": size }));
+    }
+    Ok(files)
+}
+
+/// Where downloaded bytes go.
+pub enum Dest {
+    /// A file (written to `<path>.part`, renamed when verified).
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+}
+
+/// Download a blob, with a progress bar (unless `quiet`), hashing the bytes:
+/// a file whose BLAKE3 is not the blob id is deleted and the command fails.
+pub fn download(api: &Api, blob: &str, dest: &Dest, quiet: bool) -> CliResult<u64> {
+    let expected: oda_protocol::BlobId = blob
+        .parse()
+        .map_err(|e| CliError::usage(format!("{blob:?} is not a blob id: {e}")))?;
+    let (len, mut reader) = api.blob(&format!("{expected:#}"))?;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(len.unwrap_or(0));
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bytes:>10}/{total_bytes:<10} {wide_bar} {bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_message(render::short(blob, 12));
+        b
+    };
+    let (mut sink, part): (Box<dyn Write>, Option<PathBuf>) = match dest {
+        Dest::Stdout => (Box::new(std::io::stdout().lock()), None),
+        Dest::File(path) => {
+            let mut part = path.clone().into_os_string();
+            part.push(".part");
+            let part = PathBuf::from(part);
+            let f = File::create(&part)
+                .map_err(|e| CliError::failed(format!("cannot create {}: {e}", part.display())))?;
+            (Box::new(std::io::BufWriter::new(f)), Some(part))
+        }
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    let result: Result<(), String> = (|| {
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| format!("the download broke: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n])
+                .map_err(|e| format!("cannot write: {e}"))?;
+            total += n as u64;
+            bar.set_position(total);
+        }
+        sink.flush().map_err(|e| format!("cannot write: {e}"))
+    })();
+    drop(sink);
+    bar.finish_and_clear();
+    let actual = oda_protocol::BlobId(*hasher.finalize().as_bytes());
+    let problem = match result {
+        Err(e) => Some(e),
+        Ok(()) if actual != expected => Some(format!(
+            "the bytes received hash to {actual:#}, not {expected:#}; discarded"
+        )),
+        Ok(()) => None,
+    };
+    match (problem, part, dest) {
+        (Some(p), Some(part), _) => {
+            let _ = std::fs::remove_file(&part);
+            Err(CliError::failed(p))
+        }
+        (Some(p), None, _) => Err(CliError::failed(p)),
+        (None, Some(part), Dest::File(path)) => {
+            std::fs::rename(&part, path).map_err(|e| {
+                CliError::failed(format!(
+                    "cannot rename {} to {}: {e}",
+                    part.display(),
+                    path.display()
+                ))
+            })?;
+            Ok(total)
+        }
+        (None, _, _) => Ok(total),
+    }
+}
+
+/// `oda get ID [-o PATH]`.
+pub fn get(api: &Api, id: &str, out: Option<&Path>, as_json: bool) -> CliResult<u8> {
+    let id = id.trim();
+    let is_blob = id.starts_with("bl:");
+    if !is_blob {
+        // An expression (`ex:…`, or bare hex that names one).
+        match api.get(&format!("/v1/exprs/{}/facts", url_part(id))) {
+            Ok(facts) => return get_expr(api, &facts, out, as_json),
+            Err(e) if id.starts_with("ex:") || e.code != crate::client::EXIT_USAGE => {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
+    }
+    let blob: oda_protocol::BlobId = id.parse().map_err(|e| {
+        CliError::usage(format!(
+            "{id:?} is neither an expression nor a blob id: {e}"
+        ))
+    })?;
+    let dest = match out {
+        Some(p) if p == Path::new("-") => Dest::Stdout,
+        Some(p) if p.is_dir() => Dest::File(p.join(blob.to_string())),
+        Some(p) => Dest::File(p.to_path_buf()),
+        None => Dest::File(PathBuf::from(blob.to_string())),
+    };
+    let quiet = as_json || matches!(dest, Dest::Stdout);
+    let size = download(api, &format!("{blob:#}"), &dest, quiet)?;
+    let path = match &dest {
+        Dest::File(p) => p.display().to_string(),
+        Dest::Stdout => "-".into(),
+    };
+    if as_json {
+        print_json(
+            &json!({ "id": format!("{blob:#}"), "files": [{ "output": null, "path": path, "blob": format!("{blob:#}"), "size": size }] }),
+        );
+    } else if !matches!(dest, Dest::Stdout) {
+        eprintln!(
+            "fetched   {blob:#} -> {path} ({}, BLAKE3 verified)",
+            render::size(size)
+        );
+    }
+    Ok(OK)
+}
+
+fn get_expr(api: &Api, facts: &Json, out: Option<&Path>, as_json: bool) -> CliResult<u8> {
+    let expr = text(facts, "expr");
+    let list = facts
+        .get("facts")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let local: Vec<&Json> = list.iter().filter(|f| flag(f, "local")).collect();
+    let Some(fact) = local
+        .iter()
+        .find(|f| text(f, "outcome") == "success")
+        .or_else(|| local.first())
+    else {
+        return Err(CliError::usage(format!(
+            "expression {expr} has no result on this node yet; submit it (or wait for its job) first"
+        )));
+    };
+    if text(fact, "outcome") != "success" {
+        return Err(CliError::failed(format!(
+            "expression {expr} ended in an analysis exception {}: {}",
+            text(fact, "error_kind"),
+            text(fact, "error_message")
+        )));
+    }
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let files = fetch_outputs(api, fact, &dir, as_json)?;
+    if as_json {
+        print_json(&json!({ "id": expr, "fact": text(fact, "fact"), "files": files }));
+    }
+    Ok(OK)
+}
+
+/// `oda status JOB`.
+pub fn status(api: &Api, job: &str, as_json: bool) -> CliResult<u8> {
+    let j = api.get(&format!("/v1/jobs/{}", url_part(job)))?;
+    if as_json {
+        print_json(&j);
+    } else {
+        print_job(&j);
+    }
+    Ok(OK)
+}
+
+/// `oda wait JOB`.
+pub fn wait(api: &Api, job: &str, as_json: bool) -> CliResult<u8> {
+    // Fail early (404, 400) before showing a spinner.
+    api.get(&format!("/v1/jobs/{}", url_part(job)))?;
+    let j = follow(api, job, as_json)?;
+    if as_json {
+        print_json(&j);
+    } else {
+        print_job(&j);
+    }
+    Ok(job_exit(&j))
+}
+
+/// `oda logs JOB [-f]`.
+pub fn logs(api: &Api, job: &str, follow_logs: bool, as_json: bool) -> CliResult<u8> {
+    if !follow_logs {
+        let l = api.get(&format!("/v1/jobs/{}/logs", url_part(job)))?;
+        if as_json {
+            print_json(&l);
+        } else {
+            for line in l
+                .get("lines")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!("{}", line.as_str().unwrap_or_default());
+            }
+        }
+        return Ok(OK);
+    }
+    let mut last: Option<Json> = None;
+    api.events(
+        &format!("/v1/jobs/{}/events?backlog=true", url_part(job)),
+        |event, data| {
+            let Ok(j) = serde_json::from_str::<Json>(data) else {
+                return true;
+            };
+            match event {
+                "log" => {
+                    if as_json {
+                        println!("{}", json!({ "job": job, "line": text(&j, "line") }));
+                    } else {
+                        println!("{}", text(&j, "line"));
+                    }
+                }
+                "state" => {
+                    let terminal = flag(&j, "terminal");
+                    last = Some(j);
+                    if terminal {
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+            true
+        },
+    )?;
+    let final_job = match last {
+        Some(j) if flag(&j, "terminal") => j,
+        _ => api.get(&format!("/v1/jobs/{}", url_part(job)))?,
+    };
+    if !as_json {
+        eprintln!(
+            "job {} {}",
+            text(&final_job, "id"),
+            text(&final_job, "state")
+        );
+    }
+    Ok(job_exit(&final_job))
+}
+
+/// `oda cancel JOB`.
+pub fn cancel(api: &Api, job: &str, as_json: bool) -> CliResult<u8> {
+    let j = api.post(&format!("/v1/jobs/{}/cancel", url_part(job)), None)?;
+    if as_json {
+        print_json(&j);
+    } else if text(&j, "state") == "cancelled" {
+        println!("job {} cancelled", text(&j, "id"));
+    } else {
+        println!(
+            "job {} had already ended: {}",
+            text(&j, "id"),
+            text(&j, "state")
+        );
+    }
+    Ok(OK)
+}
+
+/// `oda jobs`.
+pub fn jobs(api: &Api, as_json: bool) -> CliResult<u8> {
+    let list = api.get("/v1/jobs")?;
+    if as_json {
+        print_json(&list);
+        return Ok(OK);
+    }
+    let mut t = Table::new(&[
+        "JOB",
+        "STATE",
+        "WORKFLOW",
+        "EXPR",
+        "SOURCE",
+        "SUBMITTED",
+        "TIME",
+    ]);
+    for j in list.as_array().into_iter().flatten() {
+        let source = match (text(j, "state").as_str(), flag(j, "from_cache")) {
+            ("done", true) => "cache",
+            ("done", false) => "computed",
+            _ => "-",
+        };
+        t.row(vec![
+            text(j, "id"),
+            text(j, "state"),
+            text(j, "workflow_name"),
+            render::short(&text(j, "expr"), 12),
+            source.into(),
+            render::ago(num(j, "created_at")),
+            render::duration_ms(num(j, "elapsed_ms")),
+        ]);
+    }
+    if t.is_empty() {
+        println!("no jobs yet; submit one with `oda submit WORKFLOW -a NAME=VALUE`");
+    } else {
+        t.print();
+    }
+    Ok(OK)
+}
+
+/// `oda facts EXPR`.
+pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> {
+    let f = api.get(&format!(
+        "/v1/exprs/{}/facts{}",
+        url_part(expr),
+        if mesh { "?mesh=true" } else { "" }
+    ))?;
+    if as_json {
+        print_json(&f);
+        return Ok(OK);
+    }
+    println!("expr      {}", text(&f, "expr"));
+    if let Some(e) = f.get("expression").filter(|e| !e.is_null()) {
+        println!("workflow  {}", text(e, "workflow"));
+        if let Some(args) = e.get("args").and_then(Json::as_object) {
+            for (k, v) in args {
+                println!("  {k} = {v}");
+            }
+        }
+    }
+    let mut t = Table::new(&[
+        "FACT", "OUTCOME", "WORKER", "RUN", "FINISHED", "HELD", "OUTPUTS",
+    ]);
+    for fact in f
+        .get("facts")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let outputs = match fact.get("outputs").and_then(Json::as_object) {
+            Some(o) if !o.is_empty() => o
+                .iter()
+                .map(|(n, v)| format!("{n} {} {}", render::size(num(v, "size")), text(v, "blob")))
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => format!(
+                "{}: {}",
+                text(fact, "error_kind"),
+                text(fact, "error_message")
+            ),
+        };
+        t.row(vec![
+            render::short(&text(fact, "fact"), 12),
+            text(fact, "outcome"),
+            render::short(&text(fact, "worker_peer"), 10),
+            render::duration_ms(num(fact, "run_ms")),
+            render::ago(num(fact, "finished_at")),
+            if flag(fact, "local") { "here" } else { "mesh" }.into(),
+            outputs,
+        ]);
+    }
+    if t.is_empty() {
+        println!(
+            "no facts yet{}",
+            if mesh {
+                ""
+            } else {
+                " on this node (try --mesh)"
+            }
+        );
+    } else {
+        t.print();
+    }
+    Ok(OK)
+}
+
+fn print_workflow(w: &Json) {
+    println!("workflow  {} {}", text(w, "name"), text(w, "version"));
+    println!("id        {}", text(w, "id"));
+    println!("about     {}", text(w, "description"));
+    println!(
+        "runs      {} executor, timeout {} s, {}deterministic{}",
+        text(w, "executor"),
+        num(w, "timeout_secs"),
+        if flag(w, "deterministic") { "" } else { "not " },
+        if flag(w, "local") {
+            ", added on this node"
+        } else {
+            ""
+        }
+    );
+    let mut t = Table::new(&["  INPUT", "TYPE", "DEFAULT", "DESCRIPTION"]);
+    for (name, i) in w
+        .get("inputs")
+        .and_then(Json::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let ty = i.get("type").cloned().unwrap_or(Json::Null);
+        let mut tname = text(&ty, "type");
+        if tname == "list" {
+            tname = format!(
+                "list of {}",
+                text(ty.get("items").unwrap_or(&Json::Null), "type")
+            );
+        }
+        let bounds = match (
+            ty.get("min").filter(|v| !v.is_null()),
+            ty.get("max").filter(|v| !v.is_null()),
+        ) {
+            (Some(a), Some(b)) => format!(" {a}..{b}"),
+            (Some(a), None) => format!(" >= {a}"),
+            (None, Some(b)) => format!(" <= {b}"),
+            _ => String::new(),
+        };
+        t.row(vec![
+            format!("  {name}"),
+            format!("{tname}{bounds}"),
+            if flag(i, "required") {
+                "(required)".into()
+            } else {
+                i.get("default")
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            },
+            render::truncate(&text(i, "description"), 60),
+        ]);
+    }
+    if !t.is_empty() {
+        t.print();
+    }
+    let mut t = Table::new(&["  OUTPUT", "FILE", "DESCRIPTION"]);
+    for (name, o) in w
+        .get("outputs")
+        .and_then(Json::as_object)
+        .into_iter()
+        .flatten()
+    {
+        t.row(vec![
+            format!("  {name}"),
+            text(o, "path"),
+            render::truncate(&text(o, "description"), 60),
+        ]);
+    }
+    if !t.is_empty() {
+        t.print();
+    }
+    if let Some(e) = w.get("endorsements").and_then(Json::as_array) {
+        if e.is_empty() {
+            println!("endorsed  by nobody");
+        }
+        for x in e {
+            println!(
+                "endorsed  by {} {} {}",
+                text(x, "endorser"),
+                render::ago(num(x, "issued_at")),
+                text(x, "note")
+            );
+        }
+    }
+}
+
+/// `oda workflow add DIR`.
+pub fn workflow_add(api: &Api, dir: &Path, as_json: bool) -> CliResult<u8> {
+    let abs = std::fs::canonicalize(dir).map_err(|e| {
+        CliError::usage(format!("cannot use workflow folder {}: {e}", dir.display()))
+    })?;
+    let w = api.post(
+        "/v1/workflows",
+        Some(&json!({ "path": abs.display().to_string() })),
+    )?;
+    if as_json {
+        print_json(&w);
+    } else {
+        println!(
+            "added {} {} as {}",
+            text(&w, "name"),
+            text(&w, "version"),
+            text(&w, "id")
+        );
+        println!();
+        print_workflow(&w);
+    }
+    Ok(OK)
+}
+
+/// `oda workflow ls`.
+pub fn workflow_ls(api: &Api, as_json: bool) -> CliResult<u8> {
+    let list = api.get("/v1/workflows")?;
+    if as_json {
+        print_json(&list);
+        return Ok(OK);
+    }
+    let mut t = Table::new(&[
+        "NAME",
+        "VERSION",
+        "ID",
+        "ADDED HERE",
+        "ENDORSEMENTS",
+        "DESCRIPTION",
+    ]);
+    for w in list.as_array().into_iter().flatten() {
+        t.row(vec![
+            text(w, "name"),
+            text(w, "version"),
+            text(w, "id"),
+            if flag(w, "local") { "yes" } else { "no" }.into(),
+            num(w, "endorsements").to_string(),
+            render::truncate(&text(w, "description"), 50),
+        ]);
+    }
+    if t.is_empty() {
+        println!("no workflows yet; add one with `oda workflow add DIR`");
+    } else {
+        t.print();
+    }
+    Ok(OK)
+}
+
+/// `oda workflow show ID`.
+pub fn workflow_show(api: &Api, id: &str, as_json: bool) -> CliResult<u8> {
+    let w = api.get(&format!("/v1/workflows/{}", url_part(id)))?;
+    if as_json {
+        print_json(&w);
+    } else {
+        print_workflow(&w);
+    }
+    Ok(OK)
+}
+
+/// `oda workflow endorse ID`.
+pub fn workflow_endorse(api: &Api, id: &str, note: Option<&str>, as_json: bool) -> CliResult<u8> {
+    let body = json!({ "note": note.unwrap_or("") });
+    let e = api.post(
+        &format!("/v1/workflows/{}/endorse", url_part(id)),
+        Some(&body),
+    )?;
+    if as_json {
+        print_json(&e);
+    } else {
+        println!(
+            "endorsed {} with key {}{}",
+            text(&e, "subject"),
+            text(&e, "endorser"),
+            if flag(&e, "new") {
+                ""
+            } else {
+                " (already endorsed before)"
+            }
+        );
+    }
+    Ok(OK)
+}
+
+/// `oda peers`.
+pub fn peers(api: &Api, as_json: bool) -> CliResult<u8> {
+    let list = api.get("/v1/peers")?;
+    if as_json {
+        print_json(&list);
+        return Ok(OK);
+    }
+    let mut t = Table::new(&["PEER", "AGENT", "REPUTATION", "ADDRESS"]);
+    for p in list.as_array().into_iter().flatten() {
+        let addr = p
+            .get("addrs")
+            .and_then(Json::as_array)
+            .and_then(|a| a.first())
+            .and_then(Json::as_str)
+            .unwrap_or("-")
+            .to_string();
+        t.row(vec![
+            text(p, "peer_id"),
+            text(p, "agent"),
+            p.get("reputation")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            addr,
+        ]);
+    }
+    if t.is_empty() {
+        println!("no connected peers");
+    } else {
+        t.print();
+    }
+    Ok(OK)
+}
+
+/// `oda cache ls`.
+pub fn cache_ls(api: &Api, as_json: bool) -> CliResult<u8> {
+    let list = api.get("/v1/cache/blobs")?;
+    if as_json {
+        print_json(&list);
+        return Ok(OK);
+    }
+    let mut t = Table::new(&["BLOB", "SIZE", "PINNED", "LAST USED"]);
+    for b in list.as_array().into_iter().flatten() {
+        t.row(vec![
+            text(b, "blob"),
+            render::size(num(b, "size")),
+            if flag(b, "pinned") { "pinned" } else { "-" }.into(),
+            render::ago(num(b, "last_access_ms")),
+        ]);
+    }
+    if t.is_empty() {
+        println!("the cache is empty");
+    } else {
+        t.print();
+    }
+    Ok(OK)
+}
+
+/// `oda cache pin|unpin BLOB`.
+pub fn cache_pin(api: &Api, blob: &str, pin: bool, as_json: bool) -> CliResult<u8> {
+    let r = api.post(
+        &format!(
+            "/v1/cache/blobs/{}/{}",
+            url_part(blob),
+            if pin { "pin" } else { "unpin" }
+        ),
+        None,
+    )?;
+    if as_json {
+        print_json(&r);
+    } else {
+        println!(
+            "{} {}",
+            text(&r, "blob"),
+            if pin { "pinned" } else { "unpinned" }
+        );
+    }
+    Ok(OK)
+}
+
+/// `oda cache gc`.
+pub fn cache_gc(api: &Api, as_json: bool) -> CliResult<u8> {
+    let r = api.post("/v1/cache/gc", None)?;
+    if as_json {
+        print_json(&r);
+        return Ok(OK);
+    }
+    let evicted = r
+        .get("evicted")
+        .and_then(Json::as_array)
+        .map_or(0, Vec::len);
+    println!(
+        "evicted {evicted} blobs, freed {}; {} of {} cap in use{}",
+        render::size(num(&r, "freed_bytes")),
+        render::size(num(&r, "total_bytes_after")),
+        render::size(num(&r, "cap_bytes")),
+        if flag(&r, "over_cap") {
+            " (over the cap: the rest is pinned)"
+        } else {
+            ""
+        }
+    );
+    Ok(OK)
+}
+
+/// `oda cache stats`.
+pub fn cache_stats(api: &Api, as_json: bool) -> CliResult<u8> {
+    let s = api.get("/v1/cache/stats")?;
+    if as_json {
+        print_json(&s);
+        return Ok(OK);
+    }
+    println!(
+        "blobs         {} ({}), cap {}",
+        num(&s, "blobs"),
+        render::size(num(&s, "blob_bytes")),
+        render::size(num(&s, "cap_bytes"))
+    );
+    println!(
+        "pinned        {} ({})",
+        num(&s, "pinned_blobs"),
+        render::size(num(&s, "pinned_bytes"))
+    );
+    println!(
+        "facts         {} ({} with outputs held here)",
+        num(&s, "facts"),
+        num(&s, "held_facts")
+    );
+    println!("workflows     {}", num(&s, "workflows"));
+    println!("expressions   {}", num(&s, "exprs"));
+    println!("endorsements  {}", num(&s, "endorsements"));
+    Ok(OK)
+}
+
+/// `oda key show`.
+pub fn key_show(api: &Api, as_json: bool) -> CliResult<u8> {
+    let k = api.get("/v1/key")?;
+    if as_json {
+        print_json(&k);
+    } else {
+        println!("public key  {}", text(&k, "public_key"));
+        println!("peer id     {}", text(&k, "peer_id"));
+    }
+    Ok(OK)
+}

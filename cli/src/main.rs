@@ -1,0 +1,268 @@
+//! `oda`: the ODA mesh command line. It talks to a running `oda-node` through
+//! the node's local API (address and token from the node's data dir).
+//!
+//! Exit codes: 0 ok; 1 the job failed (analysis exception, exhausted attempts,
+//! cancelled) or the node could not do what was asked; 2 usage error (bad
+//! arguments, unknown ids, wrong token); 3 no node is reachable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use oda_cli::client::{discover, Api, CliError};
+use oda_cli::commands;
+
+/// ODA mesh: submit analyses, wait for and fetch results, manage workflows
+/// and the cache of a running `oda-node`.
+#[derive(Parser)]
+#[command(
+    name = "oda",
+    version,
+    about,
+    long_about = None,
+    after_help = "Example: oda submit events -a obs_id=1 --wait\n\nExit codes: 0 ok, 1 the job failed, 2 usage error, 3 node unreachable.\nStart a node with `oda-node init && oda-node run`."
+)]
+struct Cli {
+    /// The node's data dir (for api.addr and api.token). Default: the
+    /// platform's data dir, or $ODA_DATA_DIR.
+    #[arg(long, global = true, env = "ODA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The API address (host:port or URL), instead of the data dir's api.addr.
+    #[arg(long, global = true, env = "ODA_API", value_name = "ADDR")]
+    api: Option<String>,
+    /// Print JSON (shapes documented in docs/cli.md) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit an expression: a workflow and its arguments.
+    ///
+    /// Arguments are typed by the node using the workflow's manifest: an int
+    /// input takes `-a obs_id=3`, a blob input `-a events=bl:<hex>` or the output
+    /// of another expression `-a events=ex:<hex>/events`, a list input
+    /// comma-separated items or `-a NAME=...` repeated.
+    #[command(
+        after_help = "Example: oda submit events -a obs_id=1 -a rate=5 --wait --fetch -o out/"
+    )]
+    Submit {
+        /// Workflow name or id (wf:<hex>).
+        workflow: String,
+        /// An argument, NAME=VALUE (repeatable).
+        #[arg(short = 'a', long = "arg", value_name = "NAME=VALUE", value_parser = commands::parse_arg)]
+        args: Vec<(String, String)>,
+        /// Wait for the result, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Wait, then download the outputs into -o DIR as <output name> files.
+        #[arg(long)]
+        fetch: bool,
+        /// Directory for --fetch (default: the current directory).
+        #[arg(short = 'o', long = "out", value_name = "DIR", requires = "fetch")]
+        out: Option<PathBuf>,
+        /// Skip the caches and compute the expression again.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Show a job: state, result, who computed it, outputs.
+    #[command(after_help = "Example: oda status 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f")]
+    Status {
+        /// Job id.
+        job: String,
+    },
+    /// Wait until a job ends; exit 1 if it failed.
+    #[command(after_help = "Example: oda wait 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f && echo done")]
+    Wait {
+        /// Job id.
+        job: String,
+    },
+    /// Print a job's log lines (from the worker running it).
+    #[command(after_help = "Example: oda logs -f 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f")]
+    Logs {
+        /// Job id.
+        job: String,
+        /// Keep printing new lines until the job ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Cancel a job.
+    #[command(after_help = "Example: oda cancel 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f")]
+    Cancel {
+        /// Job id.
+        job: String,
+    },
+    /// List the jobs submitted to this node.
+    #[command(after_help = "Example: oda jobs --json")]
+    Jobs,
+    /// Download an expression's outputs, or one blob, verifying its BLAKE3.
+    ///
+    /// For an expression, every output is written to -o DIR (default: the current
+    /// directory) as <output name>. For a blob, -o PATH is the file (or a
+    /// directory; `-` writes to standard output).
+    #[command(
+        after_help = "Example: oda get ex:9d2f...e1 -o results/\n         oda get bl:5a7c...03 -o events.json"
+    )]
+    Get {
+        /// Expression id (ex:<hex>) or blob id (bl:<hex>).
+        id: String,
+        /// Output directory (expression) or file (blob).
+        #[arg(short = 'o', long = "out", value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Add, list, show and endorse workflows.
+    #[command(
+        subcommand,
+        after_help = "Example: oda workflow add examples/workflows/events"
+    )]
+    Workflow(WorkflowCommand),
+    /// List the connected peers.
+    #[command(after_help = "Example: oda peers")]
+    Peers,
+    /// The blob cache: list, pin, unpin, gc, stats.
+    #[command(subcommand, after_help = "Example: oda cache stats")]
+    Cache(CacheCommand),
+    /// The node's key.
+    #[command(subcommand, after_help = "Example: oda key show")]
+    Key(KeyCommand),
+    /// Show the facts (signed results) of an expression.
+    #[command(after_help = "Example: oda facts ex:9d2f...e1 --mesh")]
+    Facts {
+        /// Expression id.
+        expr: String,
+        /// Also ask the mesh, not only this node.
+        #[arg(long)]
+        mesh: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkflowCommand {
+    /// Add a workflow folder (with oda-workflow.toml) on the node's machine.
+    #[command(after_help = "Example: oda workflow add examples/workflows/lightcurve")]
+    Add {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// List the node's workflows.
+    #[command(after_help = "Example: oda workflow ls")]
+    Ls,
+    /// Show a workflow: inputs, outputs, files, endorsements.
+    #[command(after_help = "Example: oda workflow show lightcurve")]
+    Show {
+        /// Workflow name or id.
+        id: String,
+    },
+    /// Endorse a workflow with the node's key (vouch that it is fit to run).
+    #[command(after_help = "Example: oda workflow endorse lightcurve --note \"reviewed v1.0.0\"")]
+    Endorse {
+        /// Workflow name or id.
+        id: String,
+        /// A note stored with the endorsement.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the cached blobs.
+    #[command(after_help = "Example: oda cache ls")]
+    Ls,
+    /// Pin a blob: never evict it.
+    #[command(after_help = "Example: oda cache pin bl:5a7c...03")]
+    Pin {
+        /// Blob id.
+        blob: String,
+    },
+    /// Unpin a blob: it may be evicted again.
+    #[command(after_help = "Example: oda cache unpin bl:5a7c...03")]
+    Unpin {
+        /// Blob id.
+        blob: String,
+    },
+    /// Evict least recently used unpinned blobs down to the cap.
+    #[command(after_help = "Example: oda cache gc")]
+    Gc,
+    /// Counts and sizes.
+    #[command(after_help = "Example: oda cache stats --json")]
+    Stats,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the node's public key and peer id.
+    #[command(after_help = "Example: oda key show")]
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let as_json = cli.json;
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if let Some(hint) = &e.hint {
+                eprintln!("hint: {hint}");
+            }
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code })
+                );
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, CliError> {
+    let api = Api::new(discover(cli.data_dir, cli.api)?);
+    let j = cli.json;
+    match cli.command {
+        Command::Submit {
+            workflow,
+            args,
+            wait,
+            fetch,
+            out,
+            no_cache,
+        } => commands::submit(
+            &api,
+            &workflow,
+            &args,
+            wait,
+            fetch,
+            out.as_deref(),
+            no_cache,
+            j,
+        ),
+        Command::Status { job } => commands::status(&api, &job, j),
+        Command::Wait { job } => commands::wait(&api, &job, j),
+        Command::Logs { job, follow } => commands::logs(&api, &job, follow, j),
+        Command::Cancel { job } => commands::cancel(&api, &job, j),
+        Command::Jobs => commands::jobs(&api, j),
+        Command::Get { id, out } => commands::get(&api, &id, out.as_deref(), j),
+        Command::Workflow(w) => match w {
+            WorkflowCommand::Add { dir } => commands::workflow_add(&api, &dir, j),
+            WorkflowCommand::Ls => commands::workflow_ls(&api, j),
+            WorkflowCommand::Show { id } => commands::workflow_show(&api, &id, j),
+            WorkflowCommand::Endorse { id, note } => {
+                commands::workflow_endorse(&api, &id, note.as_deref(), j)
+            }
+        },
+        Command::Peers => commands::peers(&api, j),
+        Command::Cache(c) => match c {
+            CacheCommand::Ls => commands::cache_ls(&api, j),
+            CacheCommand::Pin { blob } => commands::cache_pin(&api, &blob, true, j),
+            CacheCommand::Unpin { blob } => commands::cache_pin(&api, &blob, false, j),
+            CacheCommand::Gc => commands::cache_gc(&api, j),
+            CacheCommand::Stats => commands::cache_stats(&api, j),
+        },
+        Command::Key(KeyCommand::Show) => commands::key_show(&api, j),
+        Command::Facts { expr, mesh } => commands::facts(&api, &expr, mesh, j),
+    }
+}

@@ -1,0 +1,90 @@
+//! `oda` without a node: every command's `--help` shows an example, usage
+//! errors exit 2, and an unreachable node exits 3 with the hint to start one.
+//! (End-to-end tests with real nodes are in the `oda-tests` crate, `tests/`.)
+
+use std::process::Command;
+
+const ODA: &str = env!("CARGO_BIN_EXE_oda");
+
+fn oda(args: &[&str], data_dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(ODA)
+        .args(args)
+        .env("ODA_DATA_DIR", data_dir)
+        .env_remove("ODA_API")
+        .env_remove("ODA_API_TOKEN")
+        .output()
+        .expect("oda runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: &[&[&str]] = &[
+        &[],
+        &["submit"],
+        &["status"],
+        &["wait"],
+        &["logs"],
+        &["cancel"],
+        &["jobs"],
+        &["get"],
+        &["workflow"],
+        &["workflow", "add"],
+        &["workflow", "ls"],
+        &["workflow", "show"],
+        &["workflow", "endorse"],
+        &["peers"],
+        &["cache"],
+        &["cache", "ls"],
+        &["cache", "pin"],
+        &["cache", "unpin"],
+        &["cache", "gc"],
+        &["cache", "stats"],
+        &["key"],
+        &["key", "show"],
+        &["facts"],
+    ];
+    for cmd in commands {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let (code, stdout, stderr) = oda(&args, dir.path());
+        assert_eq!(code, 0, "oda {args:?}: {stderr}");
+        assert!(
+            stdout.contains("Example: oda"),
+            "oda {args:?} has no example:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("--json"),
+            "oda {args:?} lacks --json:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_no_node_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = oda(&["submit"], dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = oda(&["submit", "events", "-a", "no-equals"], dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("NAME=VALUE"), "{stderr}");
+    let (code, _, stderr) = oda(&["frobnicate"], dir.path());
+    assert_eq!(code, 2, "{stderr}");
+
+    let (code, stdout, stderr) = oda(&["jobs"], dir.path());
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains("no node is running"), "{stderr}");
+    assert!(
+        stderr.contains("hint: start a node first: `oda-node init && oda-node run`"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = oda(&["--json", "peers"], dir.path());
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["exit_code"], 3);
+}
