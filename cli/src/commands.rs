@@ -106,8 +106,13 @@ pub fn print_job(job: &Json) {
     } else {
         println!("time      {elapsed} since submission");
     }
+    let has_exception = job
+        .pointer("/result/error_kind")
+        .is_some_and(|k| !k.is_null());
     if let Some(e) = job.get("error").and_then(Json::as_str) {
-        println!("error     {e}");
+        if !has_exception {
+            println!("error     {e}");
+        }
     }
     if let Some(attempts) = job.get("attempts").and_then(Json::as_array) {
         if !attempts.is_empty() && state != "done" {

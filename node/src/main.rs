@@ -83,6 +83,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(d) => d,
         None => config::default_data_dir()?,
     };
+    // Absolute, so paths handed to job processes (which run in their own
+    // working directories) and written to files stay valid.
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("cannot resolve the data dir {}", data_dir.display()))?;
     match cli.command {
         Command::Init { force, network } => init(&data_dir, force, network),
         Command::Run {
