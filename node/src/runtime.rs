@@ -117,7 +117,7 @@ impl Node {
                     },
                 )?;
                 worker.recover().await?;
-                worker.subscribe_all().await?;
+                worker.subscribe_extra().await;
                 Some(worker)
             }
             None => None,
@@ -134,6 +134,11 @@ impl Node {
             data_dir.to_path_buf(),
             store.clone(),
         ));
+        for (id, _, _) in store.workflows()? {
+            if let Err(e) = client.subscribe(oda_protocol::Topic::jobs(&id)).await {
+                tracing::warn!(error = %e, "cannot subscribe to a jobs topic");
+            }
+        }
         let resumed = requester.resume()?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished jobs");
@@ -168,8 +173,10 @@ impl Node {
         dir: &Path,
     ) -> Result<oda_protocol::WorkflowId, crate::registry::RegistryError> {
         let id = crate::registry::add(&self.store, dir)?;
-        if let Some(w) = &self.worker {
-            w.subscribe(&id).await;
+        // Requesters listen too: seeing other requesters' adverts lets them
+        // join a computation instead of duplicating it.
+        if let Err(e) = self.client.subscribe(oda_protocol::Topic::jobs(&id)).await {
+            tracing::warn!(error = %e, "cannot subscribe to the workflow's jobs topic");
         }
         if let Some((_, bundle)) = self.store.workflow(&id).ok().flatten() {
             if let Err(e) = self.client.provide_blob(&bundle).await {

@@ -534,16 +534,36 @@ async fn a_lost_worker_is_replaced_and_untrusted_workflows_are_refused() {
 async fn cancel_works_while_advertised_and_while_running() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let slow = workflow(root.path(), markers.path(), "slow", "[inputs.x]\ntype = \"int\"", r#"["python3", "{bundle}/step.py", "{x}"]"#, "time.sleep(30)\nopen('out.txt', 'w').write(sys.argv[1])\n");
-    let nobody = workflow(root.path(), markers.path(), "nobody", "[inputs.x]\ntype = \"int\"", r#"["python3", "{bundle}/step.py", "{x}"]"#, "open('out.txt', 'w').write('x')\n");
+    let slow = workflow(
+        root.path(),
+        markers.path(),
+        "slow",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        "time.sleep(30)\nopen('out.txt', 'w').write(sys.argv[1])\n",
+    );
+    let nobody = workflow(
+        root.path(),
+        markers.path(),
+        "nobody",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        "open('out.txt', 'w').write('x')\n",
+    );
     let m = mesh("cancel", 1, &[&slow]).await;
     let r = &m.requester;
     let slow_id = r.add_workflow(&slow).await.unwrap();
     // Only the requester has this workflow: the job stays advertised.
     let nobody_id = r.add_workflow(&nobody).await.unwrap();
 
-    let waiting = r.requester.submit(&expression(r, &nobody_id, &[("x", Value::Int(1))]), false).unwrap();
-    let running = r.requester.submit(&expression(r, &slow_id, &[("x", Value::Int(1))]), false).unwrap();
+    let waiting = r
+        .requester
+        .submit(&expression(r, &nobody_id, &[("x", Value::Int(1))]), false)
+        .unwrap();
+    let running = r
+        .requester
+        .submit(&expression(r, &slow_id, &[("x", Value::Int(1))]), false)
+        .unwrap();
     for (job, want) in [(waiting.id, "advertised"), (running.id, "running")] {
         let requester = r.requester.clone();
         eventually(want, DEADLINE, || {
@@ -559,10 +579,62 @@ async fn cancel_works_while_advertised_and_while_running() {
     }
     // The worker stopped the run: its slot comes back well before the 30 s sleep ends.
     let worker = m.workers[0].worker.clone().unwrap();
-    eventually("worker slot freed by the cancel", Duration::from_secs(15), || {
-        let worker = worker.clone();
-        async move { (worker.free_slots() == 2).then_some(()) }
-    })
+    eventually(
+        "worker slot freed by the cancel",
+        Duration::from_secs(15),
+        || {
+            let worker = worker.clone();
+            async move { (worker.free_slots() == 2).then_some(()) }
+        },
+    )
     .await;
     assert_eq!(executions(markers.path(), "nobody"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_it() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let slow = workflow(
+        root.path(),
+        markers.path(),
+        "slow",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        "time.sleep(3)\nopen('out.txt', 'w').write(sys.argv[1])\n",
+    );
+    let m = mesh("join", 2, &[&slow]).await;
+    let (second, _d) = start(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        false,
+        m.worker_keys.clone(),
+        NodeKey::generate(),
+    )
+    .await;
+    let wf = m.requester.add_workflow(&slow).await.unwrap();
+    second.add_workflow(&slow).await.unwrap();
+    let e = expression(&m.requester, &wf, &[("x", Value::Int(5))]);
+
+    let first = m.requester.requester.submit(&e, false).unwrap();
+    let requester = m.requester.requester.clone();
+    eventually("first job running", DEADLINE, || {
+        let requester = requester.clone();
+        async move { (requester.status(&first.id).ok()??.state.name() == "running").then_some(()) }
+    })
+    .await;
+    let joined = run(&second, &e).await;
+    let done = m
+        .requester
+        .requester
+        .wait(&first.id, DEADLINE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(joined.state, JobState::Done, "{joined:?}");
+    // The second requester was attached to the run already in progress (or
+    // waited for its fact): one execution, one fact, for both.
+    assert_eq!(joined.fact, done.fact);
+    assert_eq!(executions(markers.path(), "slow"), 1);
 }

@@ -103,6 +103,9 @@ pub struct Offer {
     pub free_slots: u32,
     /// Milliseconds until it could start.
     pub expected_start_ms: u64,
+    /// The worker is already computing this expression (for another
+    /// requester); assigning it joins that run instead of starting another.
+    pub running: bool,
 }
 
 /// Requester → worker (as the answer to an offer): "run it under this lease".

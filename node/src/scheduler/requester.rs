@@ -590,7 +590,10 @@ impl Requester {
                 continue;
             };
             let started_at = now_ms();
-            match self.run_lease(expr, worker, reply, &cancel).await {
+            match self
+                .run_lease(expr, worker, reply, &cancel, (&topic, &advert))
+                .await
+            {
                 LeaseEnd::Fact(fact) => {
                     self.inner.store.put_fact(&fact)?;
                     return Ok(Resolved {
@@ -706,8 +709,12 @@ impl Requester {
         if offers.is_empty() {
             return Ok(None);
         }
+        // A worker already running the expression is joined; otherwise prefer
+        // workers that did not fail this job, hold more input bytes, have more
+        // free slots.
         offers.sort_by_key(|o| {
             (
+                !o.offer.running,
                 excluded.contains(&o.peer),
                 std::cmp::Reverse(o.offer.local_input_bytes),
                 std::cmp::Reverse(o.offer.free_slots),
@@ -734,9 +741,29 @@ impl Requester {
         worker: PeerId,
         reply: JobReply,
         cancel: &CancellationToken,
+        (topic, advert): (&Topic, &JobAdvert),
     ) -> LeaseEnd {
         let lease: LeaseId = rand::random();
         let ttl = self.inner.cfg.lease_ttl_ms;
+        // While the job runs, keep telling the mesh it is being computed, so
+        // other requesters join it instead of computing it again (workers that
+        // offer meanwhile are declined).
+        let still_computing = {
+            let client = self.inner.client.clone();
+            let (topic, mut advert) = (topic.clone(), advert.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(ttl));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    advert.deadline = now_ms() + ttl;
+                    let message = Gossip::JobAdvert(Box::new(advert.clone()));
+                    if let Err(e) = client.publish(topic.clone(), message).await {
+                        tracing::debug!(error = %e, "in-progress advert not published");
+                    }
+                }
+            })
+        };
         let (tx, mut rx) = mpsc::channel(64);
         lock(&self.inner.leases).insert((expr, lease), tx);
         self.inner
@@ -789,6 +816,7 @@ impl Requester {
                 },
             }
         };
+        still_computing.abort();
         lock(&self.inner.leases).remove(&(expr, lease));
         end
     }

@@ -87,6 +87,8 @@ struct Inner {
     cfg: WorkerConfig,
     free: AtomicU32,
     busy: Mutex<HashSet<ExprId>>,
+    /// Runs in progress by expression: the requesters that joined them.
+    shared: Mutex<HashMap<ExprId, SharedRun>>,
     running: Mutex<HashMap<LeaseId, CancellationToken>>,
     journal: sled::Tree,
     executions: AtomicU64,
@@ -101,6 +103,15 @@ pub struct Worker {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A run other requesters can join: who started it, who joined (with their
+/// lease and heartbeat task), and who is being offered a join right now.
+struct SharedRun {
+    primary: PublicKey,
+    joined: Vec<(PeerId, LeaseId, tokio::task::JoinHandle<()>)>,
+    offering: HashSet<PublicKey>,
+    last_line: Arc<Mutex<String>>,
 }
 
 /// Returns a slot to the pool when dropped.
@@ -132,6 +143,7 @@ impl Worker {
                 free: AtomicU32::new(cfg.slots),
                 cfg,
                 busy: Mutex::default(),
+                shared: Mutex::default(),
                 running: Mutex::default(),
                 journal,
                 executions: AtomicU64::new(0),
@@ -155,27 +167,13 @@ impl Worker {
         self.inner.free.load(Ordering::SeqCst)
     }
 
-    /// Subscribe to the jobs topic of every workflow in the store and of the
-    /// configured extra workflows.
-    pub async fn subscribe_all(&self) -> Result<(), StoreError> {
-        let mut ids: Vec<WorkflowId> = self
-            .inner
-            .store
-            .workflows()?
-            .into_iter()
-            .map(|(id, _, _)| id)
-            .collect();
-        ids.extend(self.inner.cfg.extra_workflows.iter().copied());
-        for id in ids {
-            self.subscribe(&id).await;
-        }
-        Ok(())
-    }
-
-    /// Listen for jobs of one workflow (after `workflow add`).
-    pub async fn subscribe(&self, workflow: &WorkflowId) {
-        if let Err(e) = self.inner.client.subscribe(Topic::jobs(workflow)).await {
-            tracing::warn!(%workflow, error = %e, "cannot subscribe to a jobs topic");
+    /// Listen for the configured extra workflows (those in the store are
+    /// subscribed by the runtime for every node).
+    pub async fn subscribe_extra(&self) {
+        for id in &self.inner.cfg.extra_workflows {
+            if let Err(e) = self.inner.client.subscribe(Topic::jobs(id)).await {
+                tracing::warn!(workflow = %id, error = %e, "cannot subscribe to a jobs topic");
+            }
         }
     }
 
@@ -265,9 +263,6 @@ impl Worker {
                 return Some(DeclineReason::UntrustedWorkflow);
             }
         }
-        if lock(&self.inner.busy).contains(&advert.expr.id()) {
-            return Some(DeclineReason::Busy);
-        }
         None
     }
 
@@ -276,6 +271,10 @@ impl Worker {
         if let Some(reason) = self.refusal(&advert) {
             self.inner.declined.fetch_add(1, Ordering::SeqCst);
             tracing::info!(expr = %advert.expr.id(), ?reason, "not offering");
+            return;
+        }
+        let expr = advert.expr.id();
+        if self.offer_join(&advert) || lock(&self.inner.busy).contains(&expr) {
             return;
         }
         // Reserve a slot for the offer; it is released if not assigned.
@@ -287,7 +286,6 @@ impl Worker {
         if !reserved {
             return;
         }
-        let expr = advert.expr.id();
         if !lock(&self.inner.busy).insert(expr) {
             self.inner.free.fetch_add(1, Ordering::SeqCst);
             return;
@@ -295,6 +293,69 @@ impl Worker {
         let slot = Slot(self.inner.clone(), expr);
         let this = self.clone();
         tokio::spawn(async move { this.offer_and_run(advert, slot).await });
+    }
+
+    /// If this worker is already running the advertised expression for another
+    /// requester, offer that requester to join the run (no new slot, no second
+    /// execution). Returns whether the advert was handled that way.
+    fn offer_join(&self, advert: &JobAdvert) -> bool {
+        let expr = advert.expr.id();
+        let last_line = {
+            let mut shared = lock(&self.inner.shared);
+            let Some(run) = shared.get_mut(&expr) else {
+                return false;
+            };
+            let known = run.primary == advert.requester
+                || run.offering.contains(&advert.requester)
+                || run
+                    .joined
+                    .iter()
+                    .any(|(p, _, _)| Some(*p) == peer_id_of(&advert.requester));
+            if known {
+                return true;
+            }
+            run.offering.insert(advert.requester);
+            run.last_line.clone()
+        };
+        let Some(requester) = peer_id_of(&advert.requester) else {
+            return true;
+        };
+        let this = self.clone();
+        let key = advert.requester;
+        tokio::spawn(async move {
+            let offer = Offer {
+                expr,
+                local_input_bytes: 0,
+                free_slots: this.free_slots(),
+                expected_start_ms: 0,
+                running: true,
+            };
+            let answer = this
+                .inner
+                .client
+                .send_job(requester, JobRequest::Offer(offer))
+                .await;
+            let mut shared = lock(&this.inner.shared);
+            let Some(run) = shared.get_mut(&expr) else {
+                // The run ended meanwhile; the requester will find the fact.
+                return;
+            };
+            run.offering.remove(&key);
+            if let Ok(JobResponse::Assign(a)) = answer {
+                tracing::info!(%expr, %requester, "another requester joined a running job");
+                let heartbeat = tokio::spawn(heartbeats(
+                    this.inner.client.clone(),
+                    requester,
+                    expr,
+                    a.lease,
+                    Duration::from_millis((a.ttl_ms / 3).max(100)),
+                    last_line,
+                    CancellationToken::new(),
+                ));
+                run.joined.push((requester, a.lease, heartbeat));
+            }
+        });
+        true
     }
 
     async fn offer_and_run(self, advert: JobAdvert, slot: Slot) {
@@ -312,6 +373,7 @@ impl Worker {
             local_input_bytes,
             free_slots: self.free_slots() + 1,
             expected_start_ms: 0,
+            running: false,
         };
         let assign = match self
             .inner
@@ -341,6 +403,15 @@ impl Worker {
         let cancel = CancellationToken::new();
         lock(&self.inner.running).insert(assign.lease, cancel.clone());
         let last_line = Arc::new(Mutex::new(String::new()));
+        lock(&self.inner.shared).insert(
+            expr,
+            SharedRun {
+                primary: advert.requester,
+                joined: Vec::new(),
+                offering: HashSet::new(),
+                last_line: last_line.clone(),
+            },
+        );
         let heartbeat = tokio::spawn(heartbeats(
             self.inner.client.clone(),
             requester,
@@ -355,7 +426,23 @@ impl Worker {
             .await;
         heartbeat.abort();
         lock(&self.inner.running).remove(&assign.lease);
+        let joined = lock(&self.inner.shared)
+            .remove(&expr)
+            .map(|s| s.joined)
+            .unwrap_or_default();
         drop(slot);
+        for (peer, lease, heartbeat) in joined {
+            heartbeat.abort();
+            let done = JobRequest::Done(Box::new(Done {
+                expr,
+                lease,
+                result: result.clone(),
+            }));
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.deliver(peer, done).await;
+            });
+        }
         let done = JobRequest::Done(Box::new(Done {
             expr,
             lease: assign.lease,

@@ -429,16 +429,24 @@ pub fn gossip() -> impl Strategy<Value = Gossip> {
 
 pub fn job_request() -> impl Strategy<Value = JobRequest> {
     prop_oneof![
-        (expr_id(), any::<u64>(), any::<u32>(), any::<u64>()).prop_map(
-            |(expr, local_input_bytes, free_slots, expected_start_ms)| {
-                JobRequest::Offer(Offer {
-                    expr,
-                    local_input_bytes,
-                    free_slots,
-                    expected_start_ms,
-                })
-            }
-        ),
+        (
+            expr_id(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(expr, local_input_bytes, free_slots, expected_start_ms, running)| {
+                    JobRequest::Offer(Offer {
+                        expr,
+                        local_input_bytes,
+                        free_slots,
+                        expected_start_ms,
+                        running,
+                    })
+                }
+            ),
         (expr_id(), any::<u64>(), option::of(finite32()), text()).prop_map(
             |(expr, lease, fraction, message)| {
                 JobRequest::Progress(Progress {

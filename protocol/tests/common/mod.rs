@@ -403,6 +403,7 @@ impl Fixtures {
                     local_input_bytes: 1 << 20,
                     free_slots: 2,
                     expected_start_ms: 250,
+                    running: false,
                 }),
             ),
             (
