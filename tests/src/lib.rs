@@ -27,6 +27,7 @@
 //! test is failing at that moment, the node's log is printed.
 //! [`oda`] runs the command line with a timeout.
 
+pub mod control;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,328 @@
+//! Fault and abuse scenarios with real `oda-node` processes (issue #6). Each
+//! test is one assertion about what a user relies on, with real processes on
+//! loopback (or in Linux network namespaces), each with its own data dir;
+//! faults are injected with `kill -9`, restarts, a rogue peer and broken
+//! links. Every wait polls a condition with a deadline. The tests in this
+//! file run in parallel, each on its own network id.
+//!
+//! Requester configs use a lease TTL of 2 s and a 100 ms offer window, so
+//! broken leases are noticed quickly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oda_node::config::Config;
+use oda_tests::control::{eventually, kill_pid, marker_runs, python_workflow, Node};
+use oda_tests::network_id;
+use serde_json::{json, Value as Json};
+
+/// How long any one phase of a scenario may take.
+const PHASE: Duration = Duration::from_secs(120);
+
+/// Requester settings for fast fault detection.
+fn fast_scheduler(c: &mut Config) {
+    c.scheduler.offer_window_ms = 100;
+    c.scheduler.offer_timeout_ms = 20_000;
+    c.scheduler.lease_ttl_ms = 2_000;
+    c.scheduler.max_attempts = 5;
+}
+
+fn str_at<'a>(v: &'a Json, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Json::as_str)
+        .unwrap_or_else(|| panic!("{pointer} is not a string in {v}"))
+}
+
+/// A bootstrap node (no worker).
+fn bootstrap(net: &str) -> Node {
+    let mut boot = Node::init("boot", net, |c| c.bootstrap = true);
+    boot.start();
+    boot
+}
+
+/// A worker joined through `peers`.
+fn worker(name: &str, net: &str, peers: &[String], slots: u32) -> Node {
+    let mut w = Node::init(name, net, |c| {
+        c.peers = peers.to_vec();
+        c.worker.enabled = true;
+        c.worker.slots = slots;
+    });
+    w.start();
+    w
+}
+
+/// A requester joined through `peers`, trusting `keys`.
+fn requester(name: &str, net: &str, peers: &[String], keys: &[String]) -> Node {
+    let mut r = Node::init(name, net, |c| {
+        c.peers = peers.to_vec();
+        c.trust.keys = keys.to_vec();
+        fast_scheduler(c);
+    });
+    r.start();
+    r
+}
+
+/// Wait until `node` is connected to at least `n` peers.
+fn wait_peers(node: &Node, n: usize) {
+    eventually(
+        &format!("node {} connected to {n} peers", node.name),
+        PHASE,
+        || (node.peers().len() >= n).then_some(()),
+    );
+}
+
+/// The test workflows, written into one temporary folder, and the folder
+/// where their runs are counted.
+struct Workflows {
+    _root: tempfile::TempDir,
+    markers: tempfile::TempDir,
+    dirs: BTreeMap<&'static str, PathBuf>,
+}
+
+impl Workflows {
+    fn new() -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let markers = tempfile::tempdir().expect("temp dir");
+        let mut dirs = BTreeMap::new();
+        let w = |name, io, argv, script, timeout| {
+            python_workflow(root.path(), markers.path(), name, io, argv, script, timeout)
+        };
+        dirs.insert(
+            "slow",
+            w(
+                "slow",
+                "[inputs.x]\ntype = \"int\"\n[inputs.secs]\ntype = \"float\"\n[outputs.out]\npath = \"out.txt\"",
+                r#"["python3", "{bundle}/step.py", "{x}", "{secs}"]"#,
+                "time.sleep(float(sys.argv[2]))\nopen('out.txt', 'w').write(str(3 * int(sys.argv[1])))\n",
+                120,
+            ),
+        );
+        dirs.insert(
+            "leaf",
+            w(
+                "leaf",
+                "[inputs.i]\ntype = \"int\"\n[outputs.out]\npath = \"out.txt\"",
+                r#"["python3", "{bundle}/step.py", "{i}"]"#,
+                "open('out.txt', 'w').write(str(int(sys.argv[1]) ** 2))\n",
+                60,
+            ),
+        );
+        dirs.insert(
+            "sum",
+            w(
+                "sum",
+                "[inputs.parts]\ntype = \"list\"\nitems = \"blob\"\n[outputs.out]\npath = \"out.txt\"",
+                r#"["python3", "{bundle}/step.py", "{parts}"]"#,
+                "open('out.txt', 'w').write(str(sum(int(open(p).read()) for p in sys.argv[1:])))\n",
+                60,
+            ),
+        );
+        dirs.insert(
+            "big",
+            w(
+                "big",
+                "[inputs.seed]\ntype = \"int\"\n[inputs.mib]\ntype = \"int\"\n[outputs.out]\npath = \"out.bin\"",
+                r#"["python3", "{bundle}/step.py", "{seed}", "{mib}"]"#,
+                "import random\nrnd = random.Random(int(sys.argv[1]))\n\
+                 with open('out.bin', 'wb') as f:\n    \
+                 for _ in range(int(sys.argv[2])):\n        \
+                 f.write(rnd.randbytes(1 << 20))\n",
+                120,
+            ),
+        );
+        Self {
+            _root: root,
+            markers,
+            dirs,
+        }
+    }
+
+    fn dir(&self, name: &str) -> &Path {
+        &self.dirs[name]
+    }
+
+    /// Add workflow `name` on every node; returns its id.
+    fn add(&self, name: &str, nodes: &[&Node]) -> String {
+        let ids: BTreeSet<String> = nodes
+            .iter()
+            .map(|n| n.add_workflow(self.dir(name)))
+            .collect();
+        assert_eq!(ids.len(), 1, "one id for workflow {name} everywhere");
+        ids.into_iter().next().expect("one id")
+    }
+
+    /// Runs of workflow `name` by key (name and argument base names).
+    fn runs(&self, name: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (key, _) in marker_runs(self.markers.path(), name) {
+            *out.entry(key).or_default() += 1;
+        }
+        out
+    }
+
+    /// Kill the processes of workflow runs whose working directory is inside
+    /// `dir` (runs orphaned when that node was killed).
+    fn kill_orphans_of(&self, dir: &Path) -> usize {
+        let mut killed = 0;
+        for name in self.dirs.keys() {
+            for (_, pid) in marker_runs(self.markers.path(), name) {
+                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+                if cwd.is_some_and(|c| c.starts_with(dir)) {
+                    kill_pid(pid);
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+}
+
+/// The output `out` of a done job's result, downloaded through `node`'s API
+/// (fetched from the mesh if needed) and checked against its blob id.
+fn output_bytes(node: &Node, job: &Json) -> Vec<u8> {
+    let blob = str_at(job, "/result/outputs/out/blob");
+    let bytes = node
+        .blob(blob, true)
+        .unwrap_or_else(|| panic!("output {blob} of job {job} cannot be downloaded"));
+    let hash = format!("bl:{}", blake3::hash(&bytes).to_hex());
+    assert_eq!(hash, blob, "downloaded bytes hash to the blob id");
+    bytes
+}
+
+fn output_text(node: &Node, job: &Json) -> String {
+    String::from_utf8(output_bytes(node, job)).expect("a UTF-8 output")
+}
+
+/// Distinct fact ids among a facts list.
+fn fact_ids(facts: &[Json]) -> BTreeSet<String> {
+    facts
+        .iter()
+        .map(|f| str_at(f, "/fact").to_string())
+        .collect()
+}
+
+/// Scenario 2: a worker is killed (`kill -9`) while running a job; the job
+/// completes on another worker, with exactly one trusted fact, and no job is
+/// lost.
+#[test]
+fn s2_worker_killed_while_running_job_completes_elsewhere() {
+    let started = Instant::now();
+    let net = network_id("s2workerkill");
+    let wfs = Workflows::new();
+    let boot = bootstrap(&net);
+    let peers = vec![boot.addr()];
+    let mut w1 = worker("w1", &net, &peers, 2);
+    let mut w2 = worker("w2", &net, &peers, 2);
+    let r = requester("req", &net, &peers, &[w1.public_key(), w2.public_key()]);
+    let slow = wfs.add("slow", &[&w1, &w2, &r]);
+    wait_peers(&boot, 3);
+
+    let jobs: Vec<Json> = (1..=4)
+        .map(|x| r.submit(&slow, json!({ "x": x, "secs": 4.0 })))
+        .collect();
+    let ids: Vec<String> = jobs.iter().map(|j| str_at(j, "/id").to_string()).collect();
+    // Kill whichever worker runs a job first, while it runs.
+    let (victim_job, victim_peer) = eventually("a job running on a worker", PHASE, || {
+        ids.iter().find_map(|id| {
+            let j = r.job(id);
+            (j["state"] == "running").then(|| (id.clone(), str_at(&j, "/worker").to_string()))
+        })
+    });
+    let w1_is_victim = victim_peer == w1.peer_id();
+    assert!(
+        w1_is_victim || victim_peer == w2.peer_id(),
+        "the job runs on one of the workers"
+    );
+    let (victim, survivor) = if w1_is_victim {
+        (&mut w1, &w2)
+    } else {
+        (&mut w2, &w1)
+    };
+    victim.kill9();
+    let orphans = wfs.kill_orphans_of(victim.path());
+    eprintln!(
+        "s2: killed {} (-9) while it ran job {victim_job}; killed {orphans} orphaned workflow processes",
+        victim.name
+    );
+
+    let done: Vec<Json> = ids.iter().map(|id| r.wait_job(id, PHASE)).collect();
+    let mut rescued = 0;
+    for job in &done {
+        assert_eq!(job["state"], "done", "every job completes: {job}");
+        let expr = str_at(job, "/expr");
+        let signer = str_at(job, "/result/worker_key");
+        assert_ne!(
+            signer,
+            victim.public_key(),
+            "the killed worker signed nothing: {job}"
+        );
+        let facts = r.facts(expr, false);
+        assert_eq!(
+            fact_ids(&facts).len(),
+            1,
+            "exactly one trusted fact for {expr}: {facts:?}"
+        );
+        assert_eq!(str_at(&facts[0], "/fact"), str_at(job, "/result/fact"));
+        let x: i64 = 3
+            * (1 + ids
+                .iter()
+                .position(|i| i == str_at(job, "/id"))
+                .expect("ours") as i64);
+        assert_eq!(
+            output_text(&r, job),
+            x.to_string(),
+            "correct result of {job}"
+        );
+        if str_at(job, "/id") == victim_job {
+            let attempts = job["attempts"].as_array().expect("attempts");
+            assert!(
+                attempts.iter().any(|a| a["worker"] == victim_peer.as_str()
+                    && str_at(a, "/outcome").contains("lease expired")),
+                "the killed worker's attempt is recorded as an expired lease: {job}"
+            );
+            assert_eq!(
+                signer,
+                survivor.public_key(),
+                "completed by the other worker"
+            );
+            rescued += 1;
+        }
+    }
+    assert_eq!(rescued, 1);
+
+    // The killed worker comes back: it does not re-run the interrupted job
+    // and no second fact appears.
+    victim.start();
+    eventually(
+        "the restarted worker reports the interrupted run",
+        PHASE,
+        || {
+            victim
+                .last_run_log()
+                .contains("interrupted by a restart")
+                .then_some(())
+        },
+    );
+    wait_peers(victim, 1);
+    for job in &done {
+        let expr = str_at(job, "/expr");
+        let mesh = r.facts(expr, true);
+        assert_eq!(
+            fact_ids(&mesh).len(),
+            1,
+            "still one fact in the mesh for {expr}: {mesh:?}"
+        );
+        assert!(
+            victim.facts(expr, false).is_empty(),
+            "the killed worker holds no fact for {expr}"
+        );
+    }
+    let runs = wfs.runs("slow");
+    eprintln!(
+        "s2: {} jobs done, {} facts (one each), runs per expression {runs:?}, {:.1} s",
+        done.len(),
+        done.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
