@@ -326,3 +326,104 @@ fn s2_worker_killed_while_running_job_completes_elsewhere() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Scenario 3: the requester is killed (`kill -9`) with jobs running,
+/// advertised and waiting for inputs; after a restart (same data dir, key and
+/// port) every job resumes and finishes, and the API shows the truth: done,
+/// with its fact.
+#[test]
+fn s3_requester_killed_with_jobs_in_flight_resumes_them() {
+    let started = Instant::now();
+    let net = network_id("s3requesterkill");
+    let wfs = Workflows::new();
+    let boot = bootstrap(&net);
+    let peers = vec![boot.addr()];
+    let w1 = worker("w1", &net, &peers, 1);
+    let w2 = worker("w2", &net, &peers, 1);
+    let mut r = requester("req", &net, &peers, &[w1.public_key(), w2.public_key()]);
+    let slow = wfs.add("slow", &[&w1, &w2, &r]);
+    let sum = wfs.add("sum", &[&w1, &w2, &r]);
+    wait_peers(&boot, 3);
+
+    // Two long jobs occupy both single-slot workers; a third waits for a
+    // worker (advertised); a fourth waits for the first one's output.
+    let a = r.submit(&slow, json!({ "x": 1, "secs": 6.0 }));
+    let b = r.submit(&slow, json!({ "x": 2, "secs": 6.0 }));
+    let running = eventually("two jobs running", PHASE, || {
+        let n = [&a, &b]
+            .iter()
+            .filter(|j| r.job(str_at(j, "/id"))["state"] == "running")
+            .count();
+        (n == 2).then_some(())
+    });
+    let _ = running;
+    let c = r.submit(&slow, json!({ "x": 3, "secs": 0.5 }));
+    let a_out = json!({ "output": { "expr": str_at(&a, "/expr"), "name": "out" } });
+    let d = r.submit(&sum, json!({ "parts": [a_out] }));
+    let ids: Vec<String> = [&a, &b, &c, &d]
+        .iter()
+        .map(|j| str_at(j, "/id").to_string())
+        .collect();
+    let states_before = eventually(
+        "jobs running, advertised and resolving inputs",
+        PHASE,
+        || {
+            let states: Vec<String> = ids
+                .iter()
+                .map(|id| r.job(id)["state"].as_str().unwrap_or("").to_string())
+                .collect();
+            (states[0] == "running"
+                && states[1] == "running"
+                && states[2] == "advertised"
+                && states[3] == "resolving-inputs")
+                .then_some(states)
+        },
+    );
+    r.kill9();
+    eprintln!("s3: killed the requester (-9) with jobs in states {states_before:?}");
+    r.start();
+    eprintln!(
+        "s3: requester restarted; states right after: {:?}",
+        ids.iter()
+            .map(|id| r.job(id)["state"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    );
+
+    let done: Vec<Json> = ids.iter().map(|id| r.wait_job(id, PHASE)).collect();
+    for job in &done {
+        assert_eq!(
+            job["state"], "done",
+            "every job finishes after the restart: {job}"
+        );
+        let expr = str_at(job, "/expr");
+        let facts = r.facts(expr, false);
+        assert_eq!(
+            fact_ids(&facts),
+            BTreeSet::from([str_at(job, "/result/fact").to_string()]),
+            "the job's fact is the one the requester holds for {expr}"
+        );
+        let signer = str_at(job, "/result/worker_key");
+        assert!(
+            signer == w1.public_key() || signer == w2.public_key(),
+            "signed by a trusted worker: {job}"
+        );
+    }
+    assert_eq!(output_text(&r, &done[0]), "3");
+    assert_eq!(output_text(&r, &done[1]), "6");
+    assert_eq!(output_text(&r, &done[2]), "9");
+    assert_eq!(
+        output_text(&r, &done[3]),
+        "3",
+        "the dependent job used A's output"
+    );
+    assert!(
+        r.last_run_log().contains("resumed unfinished jobs"),
+        "the restarted requester resumed its jobs"
+    );
+    let runs = wfs.runs("slow");
+    eprintln!(
+        "s3: 4 jobs done after the restart, 4 facts; runs per expression {runs:?}, sum runs {:?}, {:.1} s",
+        wfs.runs("sum"),
+        started.elapsed().as_secs_f64()
+    );
+}
