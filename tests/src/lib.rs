@@ -234,10 +234,15 @@ impl NodeProc {
     /// written its listen addresses and API address.
     pub fn start(&mut self) -> &RuntimeInfo {
         let log = std::fs::File::create(self.log_path()).expect("log file");
+        // A relative --data-dir (from the parent directory), as people type
+        // it: paths the node hands to job processes must still resolve.
+        let parent = self.path().parent().expect("temp dirs have a parent");
+        let relative = self.path().file_name().expect("temp dirs have a name");
         let child = Command::new(bin("oda-node"))
+            .current_dir(parent)
             .arg("run")
             .arg("--data-dir")
-            .arg(self.path())
+            .arg(relative)
             .env(
                 "ODA_LOG",
                 "info,oda_node=debug,libp2p=warn,libp2p_gossipsub=error",

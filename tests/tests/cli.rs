@@ -178,6 +178,35 @@ fn submit_wait_get_and_the_json_shapes() {
         .sum();
     assert_eq!(counts, curve["n_events"].as_u64().expect("n_events"));
 
+    // An analysis exception fails the job: exit 1, the exception named.
+    let empty = r
+        .oda(&[
+            "--json",
+            "submit",
+            "events",
+            "-a",
+            "obs_id=2",
+            "-a",
+            "duration=100",
+            "-a",
+            "rate=0",
+            "--wait",
+        ])
+        .expect_code(0)
+        .json();
+    let empty_expr = str_of(&empty, "/expr");
+    let failed = r
+        .oda(&[
+            "submit",
+            "lightcurve",
+            "-a",
+            &format!("events={empty_expr}/events"),
+            "--wait",
+        ])
+        .expect_code(1);
+    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
+    assert!(failed.stdout.contains("NoData"), "{}", failed.stdout);
+
     // Asking again is a cache hit, said in the human output.
     let again = r
         .oda(&[
@@ -237,7 +266,7 @@ fn submit_wait_get_and_the_json_shapes() {
     // The other commands' JSON shapes.
     let jobs = r.oda(&["--json", "jobs"]).expect_code(0).json();
     let jobs = jobs.as_array().expect("jobs is an array");
-    assert_eq!(jobs.len(), 5);
+    assert_eq!(jobs.len(), 7);
     assert!(jobs
         .iter()
         .all(|j| j["id"].is_string() && j["state"].is_string()));
