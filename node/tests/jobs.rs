@@ -170,6 +170,18 @@ env = {{ MARKER = "{marker}" }}
     dir
 }
 
+/// A workflow with one int input `x`, passed as the script's only argument.
+fn int_workflow(root: &Path, marker_dir: &Path, name: &str, script: &str) -> PathBuf {
+    workflow(
+        root,
+        marker_dir,
+        name,
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        script,
+    )
+}
+
 fn executions(marker_dir: &Path, name: &str) -> usize {
     std::fs::read_to_string(marker_dir.join(name))
         .map(|s| s.lines().count())
@@ -231,14 +243,7 @@ const DOUBLE: &str = "x = int(sys.argv[1])\nif x == 13:\n    print('unlucky inpu
 async fn computed_once_signed_then_served_from_cache_locally_and_remotely() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let dir = workflow(
-        root.path(),
-        markers.path(),
-        "double",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
-        DOUBLE,
-    );
+    let dir = int_workflow(root.path(), markers.path(), "double", DOUBLE);
     let m = mesh("once", 3, &[&dir]).await;
     let wf = m.requester.add_workflow(&dir).await.unwrap();
     let e = expression(&m.requester, &wf, &[("x", Value::Int(21))]);
@@ -302,14 +307,7 @@ async fn computed_once_signed_then_served_from_cache_locally_and_remotely() {
 async fn analysis_errors_are_cached_and_crashes_retried_then_reported() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let dir = workflow(
-        root.path(),
-        markers.path(),
-        "double",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
-        DOUBLE,
-    );
+    let dir = int_workflow(root.path(), markers.path(), "double", DOUBLE);
     let m = mesh("errors", 3, &[&dir]).await;
     let wf = m.requester.add_workflow(&dir).await.unwrap();
 

@@ -602,38 +602,13 @@ impl EventLoop {
     }
 
     fn on_blobs(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
-        match event {
-            request_response::Event::Message { message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let store = self.store.clone();
-                    let loopback = self.loopback.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let response = read_blob_range(&store, &request);
-                        let _ = loopback.blocking_send(Command::RespondBlob(channel, response));
-                    });
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_blobs.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_blobs.remove(&request_id) {
-                    let _ = reply.send(Err(request_failed(peer, error)));
-                }
-            }
-            _ => {}
+        if let Some((_, request, channel)) = settle(event, &mut self.pending_blobs) {
+            let store = self.store.clone();
+            let loopback = self.loopback.clone();
+            tokio::task::spawn_blocking(move || {
+                let response = read_blob_range(&store, &request);
+                let _ = loopback.blocking_send(Command::RespondBlob(channel, response));
+            });
         }
     }
 
@@ -641,39 +616,52 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<oda_protocol::messages::JobRequest, JobResponse>,
     ) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    self.emit(NetworkEvent::JobRequest {
-                        peer,
-                        request,
-                        reply: super::JobReply(channel),
-                    });
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_jobs.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
+        if let Some((peer, request, channel)) = settle(event, &mut self.pending_jobs) {
+            self.emit(NetworkEvent::JobRequest {
                 peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_jobs.remove(&request_id) {
-                    let _ = reply.send(Err(request_failed(peer, error)));
-                }
-            }
-            _ => {}
+                request,
+                reply: super::JobReply(channel),
+            });
         }
     }
+}
+
+/// Deliver a request-response answer or failure to whoever waits for it, and
+/// hand back an inbound request for the caller to serve.
+fn settle<Req, Resp>(
+    event: request_response::Event<Req, Resp>,
+    pending: &mut HashMap<OutboundRequestId, Reply<Resp>>,
+) -> Option<(PeerId, Req, request_response::ResponseChannel<Resp>)> {
+    match event {
+        request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => return Some((peer, request, channel)),
+            request_response::Message::Response {
+                request_id,
+                response,
+            } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+        },
+        request_response::Event::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Err(request_failed(peer, error)));
+            }
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, "inbound request failed");
+        }
+        _ => {}
+    }
+    None
 }
 
 /// Serve one blob range from the store (runs on a blocking thread).
