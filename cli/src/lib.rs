@@ -4,7 +4,9 @@
 //!   to its local API; maps failures to exit codes.
 //! - [`commands`]: one function per command, human or `--json` output.
 //! - [`render`]: tables, sizes, durations.
+//! - [`demo`]: `oda demo`, a self-contained mesh on this machine.
 
 pub mod client;
 pub mod commands;
+pub mod demo;
 pub mod render;

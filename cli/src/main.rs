@@ -136,6 +136,13 @@ enum Command {
         #[arg(long)]
         mesh: bool,
     },
+    /// Run a self-contained demo mesh on this machine (needs python3).
+    #[command(after_help = "Example: oda demo --keep")]
+    Demo {
+        /// Keep the demo's temporary directory and print its path.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +207,9 @@ enum KeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo { keep } = cli.command {
+        return oda_cli::demo::run(keep);
+    }
     let as_json = cli.json;
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -264,5 +274,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         },
         Command::Key(KeyCommand::Show) => commands::key_show(&api, j),
         Command::Facts { expr, mesh } => commands::facts(&api, &expr, mesh, j),
+        // Handled in `main` before the node is looked for.
+        Command::Demo { .. } => Ok(0),
     }
 }

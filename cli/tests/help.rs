@@ -48,6 +48,7 @@ fn every_command_has_help_with_an_example() {
         &["key"],
         &["key", "show"],
         &["facts"],
+        &["demo"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();
