@@ -618,7 +618,17 @@ impl Worker {
     /// The workflow, from the store or fetched from the mesh and verified.
     async fn ensure_workflow(&self, advert: &JobAdvert) -> Result<Workflow, String> {
         let id = advert.expr.workflow;
-        if let Some((wf, _)) = self.inner.store.workflow(&id).map_err(|e| e.to_string())? {
+        if let Some((wf, bundle)) = self.inner.store.workflow(&id).map_err(|e| e.to_string())? {
+            if self.inner.store.has_blob(&bundle) {
+                return Ok(wf);
+            }
+            // The record is here but its bundle bytes were evicted: fetch them
+            // again (verified against the blob id), so the job can be unpacked.
+            self.inner
+                .client
+                .fetch_blob(bundle, None, &self.inner.store)
+                .await
+                .map_err(|e| format!("workflow bundle was evicted and cannot be fetched: {e}"))?;
             return Ok(wf);
         }
         self.inner
