@@ -223,6 +223,7 @@ fn codec(c: &mut Criterion) {
             local_input_bytes: 1 << 30,
             free_slots: 2,
             expected_start_ms: 0,
+            running: false,
         }),
     );
     codec_case(
