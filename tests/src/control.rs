@@ -332,6 +332,8 @@ impl Node {
                 "ODA_LOG",
                 "info,oda_node=debug,libp2p=warn,libp2p_gossipsub=error",
             )
+            // Plain text logs: tests search them.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file handle clones"))
             .stderr(log);

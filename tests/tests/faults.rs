@@ -349,14 +349,13 @@ fn s3_requester_killed_with_jobs_in_flight_resumes_them() {
     // worker (advertised); a fourth waits for the first one's output.
     let a = r.submit(&slow, json!({ "x": 1, "secs": 6.0 }));
     let b = r.submit(&slow, json!({ "x": 2, "secs": 6.0 }));
-    let running = eventually("two jobs running", PHASE, || {
+    eventually("two jobs running", PHASE, || {
         let n = [&a, &b]
             .iter()
             .filter(|j| r.job(str_at(j, "/id"))["state"] == "running")
             .count();
         (n == 2).then_some(())
     });
-    let _ = running;
     let c = r.submit(&slow, json!({ "x": 3, "secs": 0.5 }));
     let a_out = json!({ "output": { "expr": str_at(&a, "/expr"), "name": "out" } });
     let d = r.submit(&sum, json!({ "parts": [a_out] }));
@@ -424,6 +423,244 @@ fn s3_requester_killed_with_jobs_in_flight_resumes_them() {
     eprintln!(
         "s3: 4 jobs done after the restart, 4 facts; runs per expression {runs:?}, sum runs {:?}, {:.1} s",
         wfs.runs("sum"),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The rogue peer process (`src/bin/rogue.rs`); killed on drop, its output
+/// printed if the test is failing.
+struct Rogue {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Rogue {
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rogue.out")).unwrap_or_default()
+    }
+
+    fn lines(&self, prefix: &str) -> Vec<String> {
+        self.output()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Rogue {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- rogue output -----\n{}\n----- end of rogue output -----",
+                self.output()
+            );
+        }
+    }
+}
+
+/// Count lines containing `needle` in the logs of `nodes`.
+fn log_count(nodes: &[&Node], needle: &str) -> usize {
+    nodes.iter().map(|n| n.log().matches(needle).count()).sum()
+}
+
+/// Scenario 6: a rogue peer (trusted as a worker by the requester, so it can
+/// take a lease) breaks its lease, puts forged facts in the DHT and floods
+/// malformed gossip. Honest nodes keep working, reject every forgery, stop
+/// assigning to the liar, and penalise it.
+#[test]
+fn s6_rogue_peer_is_rejected_and_penalised() {
+    let started = Instant::now();
+    let net = network_id("s6rogue");
+    let wfs = Workflows::new();
+    let boot = bootstrap(&net);
+    let peers = vec![boot.addr()];
+    let w = worker("honest", &net, &peers, 2);
+    let rogue_dir = tempfile::Builder::new()
+        .prefix("oda-fault-rogue-")
+        .tempdir()
+        .unwrap();
+    let rogue_key = oda_node::identity::NodeKey::generate();
+    rogue_key
+        .save(&rogue_dir.path().join("node.key"), false)
+        .unwrap();
+    let rogue_peer = rogue_key.peer_id().to_string();
+    let r = requester(
+        "req",
+        &net,
+        &peers,
+        &[w.public_key(), rogue_key.public().to_string()],
+    );
+    let slow = wfs.add("slow", &[&w, &r]);
+    wait_peers(&boot, 2);
+
+    let go_file = rogue_dir.path().join("go");
+    let out = std::fs::File::create(rogue_dir.path().join("rogue.out")).unwrap();
+    let child = std::process::Command::new(oda_tests::bin("rogue"))
+        .arg("--dir")
+        .arg(rogue_dir.path())
+        .args(["--network", &net, "--workflow", &slow, "--garbage", "25"])
+        .args([
+            "--peer",
+            &boot.addr(),
+            "--peer",
+            &r.addr(),
+            "--peer",
+            &w.addr(),
+        ])
+        .args(["--lifetime-secs", "300"])
+        .arg("--go-file")
+        .arg(&go_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let rogue = Rogue {
+        child,
+        dir: rogue_dir,
+    };
+    eventually("the requester is connected to the rogue", PHASE, || {
+        r.peer(&rogue_peer).map(|_| ())
+    });
+    eventually("the rogue is ready", PHASE, || {
+        (!rogue.lines("ready").is_empty()).then_some(())
+    });
+
+    // The job: the rogue wins the first offer round and breaks the lease.
+    let job = r.submit(&slow, json!({ "x": 7, "secs": 0.5 }));
+    let id = str_at(&job, "/id").to_string();
+    let expr = str_at(&job, "/expr").to_string();
+    let done = r.wait_job(&id, PHASE);
+    assert_eq!(
+        done["state"], "done",
+        "the job completes despite the rogue: {done}"
+    );
+    assert_eq!(
+        str_at(&done, "/result/worker_key"),
+        w.public_key(),
+        "computed and signed by the honest worker"
+    );
+    assert_eq!(output_text(&r, &done), "21");
+    let attempts = done["attempts"].as_array().unwrap();
+    let by_rogue: Vec<&Json> = attempts
+        .iter()
+        .filter(|a| a["worker"] == rogue_peer.as_str())
+        .collect();
+    assert!(
+        by_rogue.len() <= 1,
+        "the liar is assigned at most once: {attempts:?}"
+    );
+    for a in &by_rogue {
+        assert!(
+            str_at(a, "/outcome").contains("lease expired"),
+            "the rogue's attempt ended by lease expiry: {a}"
+        );
+    }
+    let assigned = rogue.lines("assigned");
+    assert!(
+        assigned.len() <= 1,
+        "the requester assigned to the liar once at most: {assigned:?}"
+    );
+
+    // The broken lease cost the rogue reputation, visible in the API.
+    let after_lease = eventually("the broken lease is penalised", PHASE, || {
+        let p = r.peer(&rogue_peer)?;
+        let rep = p["reputation"].as_f64()?;
+        (rep < 0.0).then(|| format!("reputation {rep}, gossip score {}", p["gossip_score"]))
+    });
+    // Now the flood and the forgeries.
+    std::fs::write(&go_file, b"go").unwrap();
+    let forged = if assigned.is_empty() {
+        Vec::new()
+    } else {
+        eventually("the rogue forged records and flooded gossip", PHASE, || {
+            let f = rogue.lines("forged");
+            (f.len() >= 3 && rogue.lines("garbage").len() >= 2).then_some(f)
+        })
+    };
+    let mut forged_exprs = BTreeSet::new();
+    for line in &forged {
+        for part in line.split_whitespace() {
+            if let Some(e) = part
+                .strip_prefix("key=")
+                .or_else(|| part.strip_prefix("fact="))
+            {
+                forged_exprs.insert(e.to_string());
+            }
+        }
+    }
+    // Lookups (local and mesh) never return a forged fact.
+    for node in [&r, &w, &boot] {
+        for f in node.facts(&expr, true) {
+            assert_eq!(
+                str_at(&f, "/worker_key"),
+                w.public_key(),
+                "only the honest fact for {expr} on {}: {f}",
+                node.name
+            );
+        }
+        for e in forged_exprs.iter().filter(|e| **e != expr) {
+            let facts = node.facts(e, true);
+            assert!(
+                facts.is_empty(),
+                "no fact for forged expression {e} on {}: {facts:?}",
+                node.name
+            );
+        }
+    }
+
+    // Honest nodes keep working after the abuse.
+    let again = r.submit(&slow, json!({ "x": 8, "secs": 0.2 }));
+    let again = r.wait_job(str_at(&again, "/id"), PHASE);
+    assert_eq!(again["state"], "done", "{again}");
+    assert_eq!(str_at(&again, "/result/worker_key"), w.public_key());
+    let rogue_attempts_again = again["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["worker"] == rogue_peer.as_str())
+        .count();
+
+    // The rogue is penalised: negative reputation (or already blocked and
+    // disconnected after reaching the ban threshold).
+    let standing = eventually("the requester penalised the rogue", PHASE, || {
+        match r.peer(&rogue_peer) {
+            Some(p) if p["reputation"].as_f64().unwrap_or(0.0) < 0.0 => Some(format!(
+                "reputation {} gossip score {}",
+                p["reputation"], p["gossip_score"]
+            )),
+            Some(_) => None,
+            None => r
+                .log()
+                .lines()
+                .any(|l| {
+                    l.contains("peer penalised")
+                        && l.contains(&rogue_peer)
+                        && l.contains("banned=true")
+                })
+                .then(|| "blocked (reputation at the ban threshold) and disconnected".to_string()),
+        }
+    });
+    let honest = [&r, &w, &boot];
+    eprintln!(
+        "s6: rogue {rogue_peer}: offers {}, assignments {} (job attempts by the rogue: {} then {}), \
+         forged records {}, garbage {:?}; honest nodes rejected {} gossip messages and {} DHT records, \
+         penalised the rogue {} times; requester's view of the rogue after the broken lease: {after_lease}, at the end: {standing}; job done by the honest worker; {:.1} s",
+        rogue.lines("offered").len(),
+        assigned.len(),
+        by_rogue.len(),
+        rogue_attempts_again,
+        forged.len(),
+        rogue.lines("garbage"),
+        log_count(&honest, "rejected gossip message"),
+        log_count(&honest, "rejected an invalid DHT record") + log_count(&honest, "invalid fact record"),
+        honest
+            .iter()
+            .map(|n| n.log().lines().filter(|l| l.contains("peer penalised") && l.contains(&rogue_peer)).count())
+            .sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
 }
