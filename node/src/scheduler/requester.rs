@@ -575,19 +575,23 @@ impl Requester {
             let chosen = self
                 .advertise_and_choose(&topic, &advert, &excluded, &cancel)
                 .await?;
-            let Some((worker, reply)) = chosen else {
-                attempts.push(Attempt {
-                    worker: String::new(),
-                    started_at: now_ms(),
-                    ended_at: now_ms(),
-                    outcome: format!(
-                        "no trusted worker offered within {} s",
-                        cfg.offer_timeout_ms / 1000
-                    ),
-                    log_tail: String::new(),
-                });
-                self.add_attempt(&expr, attempts[attempts.len() - 1].clone());
-                continue;
+            let (worker, reply) = match chosen {
+                Choice::Worker(worker, reply) => (worker, reply),
+                Choice::Found(found) => return Ok(*found),
+                Choice::Nobody => {
+                    attempts.push(Attempt {
+                        worker: String::new(),
+                        started_at: now_ms(),
+                        ended_at: now_ms(),
+                        outcome: format!(
+                            "no trusted worker offered within {} s",
+                            cfg.offer_timeout_ms / 1000
+                        ),
+                        log_tail: String::new(),
+                    });
+                    self.add_attempt(&expr, attempts[attempts.len() - 1].clone());
+                    continue;
+                }
             };
             let started_at = now_ms();
             match self
@@ -660,8 +664,9 @@ impl Requester {
         advert: &JobAdvert,
         excluded: &HashSet<PeerId>,
         cancel: &CancellationToken,
-    ) -> Result<Option<(PeerId, JobReply)>, ResolveError> {
+    ) -> Result<Choice, ResolveError> {
         let expr = advert.expr.id();
+        let mut announced = self.inner.announced.subscribe();
         let (tx, mut rx) = mpsc::channel(64);
         lock(&self.inner.offers).insert(expr, tx);
         let cfg = &self.inner.cfg;
@@ -678,6 +683,23 @@ impl Requester {
                     return Err(ResolveError::Cancelled);
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
+                // Somebody computed it meanwhile (for example a worker that
+                // finished a lease this node lost in a restart): use that fact.
+                Ok(e) = announced.recv() => {
+                    if e != expr {
+                        continue;
+                    }
+                    let local = self.pick_trusted(&self.inner.store.facts_for(&expr)?);
+                    let found = match local {
+                        Some(fact) => Some(Resolved { fact, from_cache: true }),
+                        None => self.mesh_lookup(expr).await?,
+                    };
+                    if let Some(found) = found {
+                        lock(&self.inner.offers).remove(&expr);
+                        self.decline_all(offers).await;
+                        return Ok(Choice::Found(Box::new(found)));
+                    }
+                }
                 _ = republish.tick(), if window_end.is_none() => {
                     // A fresh deadline makes every republication a new gossip
                     // message (ids are content hashes): workers that were busy
@@ -707,7 +729,7 @@ impl Requester {
             offers.push(o);
         }
         if offers.is_empty() {
-            return Ok(None);
+            return Ok(Choice::Nobody);
         }
         // A worker already running the expression is joined; otherwise prefer
         // workers that did not fail this job, hold more input bytes, have more
@@ -723,7 +745,7 @@ impl Requester {
         });
         let best = offers.remove(0);
         self.decline_all(offers).await;
-        Ok(Some((best.peer, best.reply)))
+        Ok(Choice::Worker(best.peer, best.reply))
     }
 
     async fn decline_all(&self, offers: Vec<OfferIn>) {
@@ -903,6 +925,16 @@ impl Requester {
         lock(&self.inner.foreign_adverts).remove(&expr);
         let _ = self.inner.announced.send(expr);
     }
+}
+
+/// What advertising gave.
+enum Choice {
+    /// This worker's offer won.
+    Worker(PeerId, JobReply),
+    /// A trusted fact appeared meanwhile.
+    Found(Box<Resolved>),
+    /// Nobody trusted offered in time.
+    Nobody,
 }
 
 enum LeaseEnd {
