@@ -769,3 +769,83 @@ fn s1_happy_path_dag_of_50_jobs_each_executed_once() {
         all_done.as_secs_f64()
     );
 }
+
+/// Scenario 5: the bootstrap node is killed (`kill -9`) after the mesh
+/// formed. New submissions still complete; a new node joins through a worker
+/// (`--peer`), not the bootstrap; the bootstrap restarts and rejoins (its
+/// peer list fills again).
+#[test]
+fn s5_bootstrap_killed_mesh_keeps_working_and_it_rejoins() {
+    let started = Instant::now();
+    let net = network_id("s5bootkill");
+    let wfs = Workflows::new();
+    let mut boot = bootstrap(&net);
+    let peers = vec![boot.addr()];
+    let w1 = worker("w1", &net, &peers, 2);
+    let w2 = worker("w2", &net, &peers, 2);
+    let keys = [w1.public_key(), w2.public_key()];
+    let r = requester("req", &net, &peers, &keys);
+    let slow = wfs.add("slow", &[&w1, &w2, &r]);
+    wait_peers(&boot, 3);
+    // The mesh is formed and working.
+    let before = r.submit(&slow, json!({ "x": 1, "secs": 0.1 }));
+    let before = r.wait_job(str_at(&before, "/id"), PHASE);
+    assert_eq!(before["state"], "done", "{before}");
+
+    boot.kill9();
+    eprintln!("s5: killed the bootstrap (-9)");
+    let after: Vec<Json> = (2..5)
+        .map(|x| r.submit(&slow, json!({ "x": x, "secs": 0.1 })))
+        .collect();
+    for job in &after {
+        let done = r.wait_job(str_at(job, "/id"), PHASE);
+        assert_eq!(
+            done["state"], "done",
+            "submissions complete without the bootstrap: {done}"
+        );
+        assert!(keys.contains(&str_at(&done, "/result/worker_key").to_string()));
+    }
+
+    // A newcomer joins through a worker, not the bootstrap.
+    let mut newcomer = Node::init("newcomer", &net, |c| {
+        c.trust.keys = keys.to_vec();
+        fast_scheduler(c);
+    });
+    newcomer.run_args = vec!["--peer".into(), w1.addr()];
+    newcomer.start();
+    wfs.add("slow", &[&newcomer]);
+    eventually(
+        "the newcomer is connected to the worker it joined through",
+        PHASE,
+        || newcomer.peer(&w1.peer_id()).map(|_| ()),
+    );
+    // It is served from the mesh cache, and gets new work done.
+    let cached = newcomer.submit(&slow, json!({ "x": 1, "secs": 0.1 }));
+    let cached = newcomer.wait_job(str_at(&cached, "/id"), PHASE);
+    assert_eq!(cached["state"], "done", "{cached}");
+    assert_eq!(cached["from_cache"], true, "served from the mesh: {cached}");
+    assert_eq!(
+        str_at(&cached, "/result/fact"),
+        str_at(&before, "/result/fact")
+    );
+    let fresh = newcomer.submit(&slow, json!({ "x": 9, "secs": 0.1 }));
+    let fresh = newcomer.wait_job(str_at(&fresh, "/id"), PHASE);
+    assert_eq!(fresh["state"], "done", "{fresh}");
+    assert!(keys.contains(&str_at(&fresh, "/result/worker_key").to_string()));
+
+    // The bootstrap comes back on its address and the mesh finds it again.
+    boot.start();
+    let rejoined = eventually(
+        "the restarted bootstrap's peer list fills again",
+        PHASE,
+        || {
+            let n = boot.peers().len();
+            (n >= 3).then_some(n)
+        },
+    );
+    eprintln!(
+        "s5: 1 job before, 3 jobs without the bootstrap, newcomer joined via w1 (1 from the mesh cache, \
+         1 computed), bootstrap rejoined by {rejoined} peers; {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

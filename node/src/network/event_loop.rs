@@ -118,12 +118,32 @@ impl EventLoop {
         }
     }
 
-    /// Re-dial configured peers while the node has no connection at all (for
-    /// example after the bootstrap node restarted).
+    /// Re-dial configured peers this node is not connected to, for example
+    /// a bootstrap node that restarted: a node still connected to others
+    /// would otherwise never rejoin it. Addresses without `/p2p/<id>` are
+    /// re-dialed only while the node has no connection at all.
     fn maintain(&mut self) {
-        if self.swarm.connected_peers().next().is_none() && !self.cfg.peers.is_empty() {
-            tracing::debug!("no connections; re-dialing configured peers");
-            self.dial_known_peers();
+        let isolated = self.swarm.connected_peers().next().is_none();
+        let missing: Vec<Multiaddr> = self
+            .cfg
+            .peers
+            .iter()
+            .filter(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => !self.swarm.is_connected(&peer),
+                _ => isolated,
+            })
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            tracing::debug!(
+                n = missing.len(),
+                "re-dialing configured peers that are not connected"
+            );
+            for addr in missing {
+                if let Err(e) = self.dial(addr.clone()) {
+                    tracing::debug!(%addr, error = %e, "cannot re-dial configured peer");
+                }
+            }
         }
     }
 
