@@ -551,6 +551,15 @@ impl Worker {
             tracing::debug!(dir = %job_dir.display(), error = %e, "cannot remove job dir");
         }
         let fact = result?;
+        // Make the fact (and its outputs' metadata) durable before anybody
+        // hears of it: a crash must not make this worker forget a fact it
+        // has published and reported.
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush the store after a fact"),
+            Err(e) => tracing::warn!(error = %e, "the store flush task failed"),
+        }
         if let Err(e) = self.inner.client.publish_fact(&fact).await {
             tracing::debug!(error = %e, "publishing the fact partly failed");
         }
