@@ -191,9 +191,27 @@ impl Worker {
             };
             let lease = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
             match entry {
-                JournalEntry::Running { expr, .. } => {
+                JournalEntry::Running { expr, requester } => {
                     tracing::warn!(%expr, lease, "job was interrupted by a restart; not re-running it (the requester will reassign)");
                     self.journal_put(lease, &JournalEntry::Interrupted { expr });
+                    // Say so at once: the requester retries without waiting
+                    // for the lease to expire, and an honest worker that
+                    // crashed is not penalised for a broken lease.
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let Ok(peer) = requester.parse::<PeerId>() else {
+                            return;
+                        };
+                        let done = JobRequest::Done(Box::new(Done {
+                            expr,
+                            lease,
+                            result: Err(RunFailure {
+                                message: "interrupted: the worker restarted".into(),
+                                log_tail: String::new(),
+                            }),
+                        }));
+                        this.deliver(peer, done).await;
+                    });
                 }
                 JournalEntry::Finished {
                     expr,
