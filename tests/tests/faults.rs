@@ -1021,3 +1021,178 @@ fn s4_kill9_during_heavy_writes_store_stays_consistent() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Nodes in two network namespaces: in each half a worker and a requester
+/// trusting both workers. Half `a`'s worker is the first node; every other
+/// node joins through it (and half `b`'s requester also through `b`'s
+/// worker).
+struct Halves {
+    wa: Node,
+    ra: Node,
+    wb: Node,
+    rb: Node,
+}
+
+fn halves(
+    net: &str,
+    pair: &oda_tests::control::NetnsPair,
+    edit: impl Fn(&mut Config) + Copy,
+) -> Halves {
+    let in_ns =
+        |name: &str, ns: &str, addr: &str, peers: Vec<String>, worker: bool, keys: Vec<String>| {
+            let mut n = Node::init(name, net, |c| {
+                c.listen = vec![format!("/ip4/{addr}/tcp/0")];
+                c.peers = peers;
+                c.worker.enabled = worker;
+                c.trust.keys = keys;
+                fast_scheduler(c);
+                edit(c);
+            });
+            n.netns = Some(ns.to_string());
+            n.start();
+            n
+        };
+    let wa = in_ns("a-worker", &pair.a, &pair.addr_a, vec![], true, vec![]);
+    let wb = in_ns(
+        "b-worker",
+        &pair.b,
+        &pair.addr_b,
+        vec![wa.addr()],
+        true,
+        vec![],
+    );
+    let keys = vec![wa.public_key(), wb.public_key()];
+    let ra = in_ns(
+        "a-requester",
+        &pair.a,
+        &pair.addr_a,
+        vec![wa.addr()],
+        false,
+        keys.clone(),
+    );
+    let rb = in_ns(
+        "b-requester",
+        &pair.b,
+        &pair.addr_b,
+        vec![wa.addr(), wb.addr()],
+        false,
+        keys,
+    );
+    Halves { wa, ra, wb, rb }
+}
+
+/// Whether the network-namespace scenarios can run; prints why not.
+fn netns_pair(test: &str, tag: &str) -> Option<oda_tests::control::NetnsPair> {
+    if let Some(why) = oda_tests::control::netns_unavailable() {
+        eprintln!("{test}: skipped: needs root for network namespaces ({why})");
+        return None;
+    }
+    match oda_tests::control::NetnsPair::new(tag) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!(
+                "{test}: skipped: needs root for network namespaces (cannot create them: {e})"
+            );
+            None
+        }
+    }
+}
+
+/// Scenario 7: a partition (Linux network namespaces joined by a veth pair
+/// whose link is cut). Both halves keep serving cached results and
+/// computing; after healing, facts made on either side are found from the
+/// other. Needs root and `ip`; otherwise it prints "skipped: needs root for
+/// network namespaces" and returns.
+#[test]
+fn s7_partition_halves_keep_working_and_heal_needs_root_netns() {
+    let started = Instant::now();
+    let Some(pair) = netns_pair("s7", "p") else {
+        return;
+    };
+    let net = network_id("s7partition");
+    let wfs = Workflows::new();
+    let h = halves(&net, &pair, |_| {});
+    let slow = wfs.add("slow", &[&h.wa, &h.wb, &h.ra, &h.rb]);
+    wait_peers(&h.wa, 3);
+    let run = |r: &Node, x: i64| {
+        let t = Instant::now();
+        let job = r.submit(&slow, json!({ "x": x, "secs": 0.1 }));
+        let done = r.wait_job(str_at(&job, "/id"), PHASE);
+        eprintln!(
+            "s7: job x={x} on {}: {} in {:.1} s (from cache: {})",
+            r.name,
+            done["state"],
+            t.elapsed().as_secs_f64(),
+            done["from_cache"]
+        );
+        assert_eq!(done["state"], "done", "on {}: {done}", r.name);
+        assert_eq!(output_text(r, &done), (3 * x).to_string());
+        done
+    };
+    let pa = run(&h.ra, 1);
+    let pb = run(&h.rb, 2);
+
+    pair.partition().unwrap();
+    let cut = Instant::now();
+    eprintln!("s7: partitioned (link down)");
+    // Cached results are still served on each side.
+    let again_a = run(&h.ra, 1);
+    let again_b = run(&h.rb, 2);
+    assert_eq!(again_a["from_cache"], true);
+    assert_eq!(again_b["from_cache"], true);
+    assert_eq!(again_a["result"]["fact"], pa["result"]["fact"]);
+    assert_eq!(again_b["result"]["fact"], pb["result"]["fact"]);
+    // New work is computed on each side, by that side's worker.
+    let qa = run(&h.ra, 11);
+    let qb = run(&h.rb, 12);
+    assert_eq!(
+        str_at(&qa, "/result/worker_key"),
+        h.wa.public_key(),
+        "computed in half a"
+    );
+    assert_eq!(
+        str_at(&qb, "/result/worker_key"),
+        h.wb.public_key(),
+        "computed in half b"
+    );
+    let partitioned_for = cut.elapsed();
+
+    pair.heal().unwrap();
+    eprintln!("s7: healed after {:.1} s", partitioned_for.as_secs_f64());
+    let healed = Instant::now();
+    // Facts made during the partition are found from the other side.
+    for (asker, job) in [(&h.ra, &qb), (&h.rb, &qa)] {
+        let fact = str_at(job, "/result/fact").to_string();
+        let expr = str_at(job, "/expr");
+        eventually(
+            &format!("{} finds the other half's fact for {expr}", asker.name),
+            PHASE,
+            || {
+                fact_ids(&asker.facts(expr, true))
+                    .contains(&fact)
+                    .then_some(())
+            },
+        );
+        let x: i64 = if std::ptr::eq(job, &qa) { 11 } else { 12 };
+        let cached = run(asker, x);
+        assert_eq!(
+            cached["from_cache"], true,
+            "served from the other half: {cached}"
+        );
+        assert_eq!(str_at(&cached, "/result/fact"), fact);
+    }
+    let runs = wfs.runs("slow");
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "nothing computed twice: {runs:?}"
+    );
+    eprintln!(
+        "s7: 2 results before the partition; during it ({:.1} s) 2 served from cache and 2 computed, one per half; \
+         after healing both halves found the other's fact within {:.1} s and were served from the mesh cache; \
+         {} executions for 4 expressions; {:.1} s",
+        partitioned_for.as_secs_f64(),
+        healed.elapsed().as_secs_f64(),
+        runs.values().sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+}
