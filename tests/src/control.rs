@@ -843,3 +843,197 @@ impl Drop for NetnsPair {
         }
     }
 }
+
+/// One network namespace, deleted on drop.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Create namespace `name` with its loopback up.
+    pub fn new(name: &str) -> Result<Self, String> {
+        sh("ip", &["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_string(),
+        };
+        sh("ip", &["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Join `self` (address `addr`) and `other` (address `other_addr`) with a
+    /// veth pair; addresses are /24s, device names at most 15 characters.
+    pub fn link(
+        &self,
+        dev: &str,
+        addr: &str,
+        other: &Netns,
+        other_dev: &str,
+        other_addr: &str,
+    ) -> Result<(), String> {
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                dev,
+                "netns",
+                &self.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                other_dev,
+                "netns",
+                &other.name,
+            ],
+        )?;
+        for (ns, d, a) in [(self, dev, addr), (other, other_dev, other_addr)] {
+            sh(
+                "ip",
+                &["-n", &ns.name, "addr", "add", &format!("{a}/24"), "dev", d],
+            )?;
+            sh("ip", &["-n", &ns.name, "link", "set", d, "up"])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Whether this kernel has `tc netem` (tried on a scratch namespace).
+pub fn netem_available() -> bool {
+    let Ok(ns) = Netns::new(&format!("odanetem{}", std::process::id())) else {
+        return false;
+    };
+    sh(
+        "tc",
+        &[
+            "-n", &ns.name, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ],
+    )
+    .is_ok()
+}
+
+/// A TCP relay (python3, run in a network namespace with `ip netns exec`)
+/// that delays every chunk by a fixed time in each direction and, with a
+/// given probability per chunk, stalls the stream for longer, as TCP does
+/// when a segment is lost and retransmitted. Stands in for `tc netem` on
+/// kernels without it. Killed on drop.
+pub struct Relay {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// Listen on `listen` (`ip:port`) inside `netns`, forward to `target`.
+    pub fn spawn(
+        netns: &str,
+        listen: &str,
+        target: &str,
+        delay_ms: u32,
+        loss_percent: f64,
+        stall_ms: u32,
+    ) -> Result<Self, String> {
+        const SCRIPT: &str = r#"
+import asyncio, random, sys, time
+lhost, lport, thost, tport, delay, loss, stall = sys.argv[1:8]
+delay, loss, stall = float(delay) / 1000, float(loss) / 100, float(stall) / 1000
+
+async def pipe(reader, writer):
+    q = asyncio.Queue()
+    async def rx():
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                extra = stall if random.random() < loss else 0.0
+                await q.put((time.monotonic() + delay + extra, data))
+        finally:
+            await q.put(None)
+    async def tx():
+        last = 0.0
+        while True:
+            item = await q.get()
+            if item is None:
+                break
+            due, data = item
+            due = max(due, last)
+            last = due
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+            writer.write(data)
+            await writer.drain()
+    try:
+        await asyncio.gather(rx(), tx())
+    except Exception:
+        pass
+    writer.close()
+
+async def handle(cr, cw):
+    try:
+        tr, tw = await asyncio.open_connection(thost, int(tport))
+    except Exception:
+        cw.close()
+        return
+    await asyncio.gather(pipe(cr, tw), pipe(tr, cw), return_exceptions=True)
+
+async def main():
+    server = await asyncio.start_server(handle, lhost, int(lport))
+    print('ready', flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"#;
+        let (lhost, lport) = listen.rsplit_once(':').ok_or("listen is ip:port")?;
+        let (thost, tport) = target.rsplit_once(':').ok_or("target is ip:port")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = dir.path().join("relay.out");
+        let file = std::fs::File::create(&out).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "python3", "-c", SCRIPT])
+            .args([lhost, lport, thost, tport])
+            .arg(delay_ms.to_string())
+            .arg(loss_percent.to_string())
+            .arg(stall_ms.to_string())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(file)
+            .spawn()
+            .map_err(|e| format!("cannot start the relay: {e}"))?;
+        let relay = Self {
+            child,
+            out,
+            _dir: dir,
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&relay.out)
+            .unwrap_or_default()
+            .contains("ready")
+        {
+            if Instant::now() > end {
+                return Err(format!(
+                    "relay {listen} -> {target} did not start: {}",
+                    std::fs::read_to_string(&relay.out).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(relay)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

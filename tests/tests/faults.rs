@@ -1196,3 +1196,190 @@ fn s7_partition_halves_keep_working_and_heal_needs_root_netns() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Scenario 8: slow and lossy links between two network namespaces (100 ms
+/// delay each way and 2 % loss): jobs still complete; the latencies are
+/// printed. Uses `tc netem` when the kernel has it; otherwise a userspace
+/// relay in a third namespace (the only path between the halves) delays
+/// every chunk by 100 ms each way and stalls 2 % of them for 300 ms, as a
+/// lost and retransmitted segment would. Needs root and `ip`; otherwise it
+/// prints "skipped: needs root for network namespaces" and returns.
+#[test]
+fn s8_slow_lossy_links_jobs_still_complete_needs_root_netns() {
+    use oda_tests::control::{netem_available, sh, Netns, Relay};
+    let started = Instant::now();
+    if let Some(why) = oda_tests::control::netns_unavailable() {
+        eprintln!("s8: skipped: needs root for network namespaces ({why})");
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    let netem = netem_available();
+    let (a, b) = match (
+        Netns::new(&format!("odaslow{id}a")),
+        Netns::new(&format!("odaslow{id}b")),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("s8: skipped: needs root for network namespaces (cannot create them: {e})");
+            return;
+        }
+    };
+    // Addresses of each half, and the relay namespace when there is no netem.
+    let relay_ns;
+    let (addr_a, addr_b, link);
+    if netem {
+        a.link(
+            &format!("vsa{id}"),
+            "10.232.0.1",
+            &b,
+            &format!("vsb{id}"),
+            "10.232.0.2",
+        )
+        .unwrap();
+        for (ns, dev) in [(&a, format!("vsa{id}")), (&b, format!("vsb{id}"))] {
+            sh(
+                "tc",
+                &[
+                    "-n", &ns.name, "qdisc", "add", "dev", &dev, "root", "netem", "delay", "100ms",
+                    "loss", "2%",
+                ],
+            )
+            .unwrap();
+        }
+        relay_ns = None;
+        (addr_a, addr_b) = ("10.232.0.1", "10.232.0.2");
+        link = "tc netem: 100 ms delay and 2 % loss on both ends of the link".to_string();
+    } else {
+        let r = Netns::new(&format!("odaslow{id}r")).unwrap();
+        a.link(
+            &format!("vsa{id}"),
+            "10.232.1.2",
+            &r,
+            &format!("vsra{id}"),
+            "10.232.1.1",
+        )
+        .unwrap();
+        b.link(
+            &format!("vsb{id}"),
+            "10.232.2.2",
+            &r,
+            &format!("vsrb{id}"),
+            "10.232.2.1",
+        )
+        .unwrap();
+        relay_ns = Some(r);
+        (addr_a, addr_b) = ("10.232.1.2", "10.232.2.2");
+        link = "this kernel has no tc netem (sch_netem): a userspace relay delays every chunk by 100 ms \
+                each way and stalls 2 % of chunks for 300 ms"
+            .to_string();
+    }
+    eprintln!("s8: {link}");
+    let mut relays: Vec<Relay> = Vec::new();
+    let mut next_port = 20_000;
+    // The address nodes of the other half use to reach `node` (in half `from_a`).
+    let mut reach = |node: &Node, node_in_a: bool| -> String {
+        let Some(r) = &relay_ns else {
+            return node.addr();
+        };
+        let addr = node.addr();
+        let target = addr
+            .strip_prefix("/ip4/")
+            .and_then(|rest| rest.split("/p2p/").next())
+            .map(|hp| hp.replace("/tcp/", ":"))
+            .unwrap();
+        // The relay listens on its address facing the other half.
+        let facing = if node_in_a {
+            "10.232.2.1"
+        } else {
+            "10.232.1.1"
+        };
+        next_port += 1;
+        relays.push(
+            Relay::spawn(
+                &r.name,
+                &format!("{facing}:{next_port}"),
+                &target,
+                100,
+                2.0,
+                300,
+            )
+            .unwrap(),
+        );
+        format!("/ip4/{facing}/tcp/{next_port}/p2p/{}", node.peer_id())
+    };
+    let net = network_id("s8slowlinks");
+    let wfs = Workflows::new();
+    let in_ns =
+        |name: &str, ns: &Netns, addr: &str, peers: Vec<String>, edit: &dyn Fn(&mut Config)| {
+            let mut n = Node::init(name, &net, |c| {
+                c.listen = vec![format!("/ip4/{addr}/tcp/0")];
+                c.peers = peers;
+                fast_scheduler(c);
+                edit(c);
+            });
+            n.netns = Some(ns.name.clone());
+            n.start();
+            n
+        };
+    let boot = in_ns("a-boot", &a, addr_a, vec![], &|_| {});
+    let boot_from_b = reach(&boot, true);
+    let workers: Vec<Node> = (1..=2)
+        .map(|i| {
+            in_ns(
+                &format!("b-worker{i}"),
+                &b,
+                addr_b,
+                vec![boot_from_b.clone()],
+                &|c| {
+                    c.worker.enabled = true;
+                    c.worker.slots = 2;
+                },
+            )
+        })
+        .collect();
+    let keys: Vec<String> = workers.iter().map(Node::public_key).collect();
+    let mut req_peers = vec![boot.addr()];
+    for w in &workers {
+        req_peers.push(reach(w, false));
+    }
+    let r = in_ns("a-requester", &a, addr_a, req_peers, &|c| {
+        c.trust.keys = keys.clone()
+    });
+    let all: Vec<&Node> = workers.iter().chain([&r]).collect();
+    let slow = wfs.add("slow", &all);
+    for w in &workers {
+        eventually(&format!("the requester reaches {}", w.name), PHASE, || {
+            r.peer(&w.peer_id()).map(|_| ())
+        });
+    }
+
+    let jobs: Vec<Json> = (1..=6)
+        .map(|x| r.submit(&slow, json!({ "x": x, "secs": 0.2 })))
+        .collect();
+    let mut latencies = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let done = r.wait_job(str_at(job, "/id"), PHASE);
+        assert_eq!(
+            done["state"], "done",
+            "jobs complete over slow, lossy links: {done}"
+        );
+        assert!(keys.contains(&str_at(&done, "/result/worker_key").to_string()));
+        assert_eq!(output_text(&r, &done), (3 * (i + 1)).to_string());
+        latencies.push(done["elapsed_ms"].as_u64().unwrap());
+    }
+    let t = Instant::now();
+    let cached = r.submit(&slow, json!({ "x": 1, "secs": 0.2 }));
+    let cached = r.wait_job(str_at(&cached, "/id"), PHASE);
+    assert_eq!(cached["from_cache"], true, "{cached}");
+    let cache_ms = t.elapsed().as_millis();
+    let mut sorted = latencies.clone();
+    sorted.sort_unstable();
+    eprintln!(
+        "s8: 6 jobs submitted together over slow, lossy links all completed; submit-to-done latencies (ms) \
+         {latencies:?} (median {}, max {}); a repeated request served from cache in {cache_ms} ms; {:.1} s",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+        started.elapsed().as_secs_f64()
+    );
+    drop(relays);
+}
