@@ -418,6 +418,12 @@ impl Worker {
                 requester: requester.to_string(),
             },
         );
+        // Durable before the run starts: a restart after a crash must find
+        // the run to report it as interrupted.
+        let journal = self.inner.journal.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.flush()).await {
+            tracing::warn!(error = %e, "cannot flush the worker journal");
+        }
         let cancel = CancellationToken::new();
         lock(&self.inner.running).insert(assign.lease, cancel.clone());
         let last_line = Arc::new(Mutex::new(String::new()));
