@@ -25,6 +25,11 @@ pub struct Propagation {
     pub all: Latency,
     /// Publish → a peer has it, over every (message, peer).
     pub each: Latency,
+    /// CPU the whole process used while the mesh sat idle for 2 s after the
+    /// measurements, in % of one core.
+    pub idle_cpu_percent: f64,
+    /// Mean connections per peer at the end.
+    pub mean_connections: f64,
 }
 
 fn announce(n: u64, worker: PublicKey) -> Gossip {
@@ -78,6 +83,12 @@ pub async fn measure(n: usize, messages: usize) -> anyhow::Result<Propagation> {
     let net = network_id(&format!("gossip{n}"));
     let (tx, mut rx) = mpsc::channel(64 * 1024);
     let peers = mesh(&net, n.saturating_sub(1), 3, 0x9055 + n as u64, Some(tx)).await?;
+    if std::env::var_os("ODA_BENCH_TRACE").is_some() {
+        for (i, p) in peers.iter().enumerate().take(4) {
+            let connected = p.client.peers().await.map(|v| v.len()).unwrap_or(0);
+            eprintln!("gossip {n} nodes: peer {i} has {connected} connections");
+        }
+    }
     let publisher = &peers[1];
     let key = publisher.key.public();
     let others = peers.len() - 1;
@@ -123,13 +134,27 @@ pub async fn measure(n: usize, messages: usize) -> anyhow::Result<Propagation> {
         else {
             bail!("message {i} did not reach all {others} peers within 20 s");
         };
+        if std::env::var_os("ODA_BENCH_TRACE").is_some() {
+            let mut ms: Vec<u128> = arrivals.iter().map(|d| d.as_millis()).collect();
+            ms.sort_unstable();
+            eprintln!("gossip {n} nodes, message {i}: arrivals (ms) {ms:?}");
+        }
         all.push(arrivals.iter().copied().max().unwrap_or_default());
         each.extend(arrivals);
+    }
+    let meter = crate::process::CpuMeter::start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu_percent = meter.percent();
+    let mut connections = 0usize;
+    for p in &peers {
+        connections += p.client.peers().await.map(|v| v.len()).unwrap_or(0);
     }
     let none = || anyhow::anyhow!("no samples");
     Ok(Propagation {
         nodes: peers.len(),
         all: Latency::of(&all).ok_or_else(none)?,
         each: Latency::of(&each).ok_or_else(none)?,
+        idle_cpu_percent,
+        mean_connections: connections as f64 / peers.len() as f64,
     })
 }

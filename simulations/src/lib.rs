@@ -10,25 +10,31 @@
 //!
 //! - [`mesh`]: network-only peers (`oda_node::network::new`), topologies.
 //! - [`cache`]: remote cache hit and cold DHT lookup.
+//! - [`jobs`]: trivial job round trip and throughput with `runtime::Node`s.
 //! - [`blob`]: verified blob transfer against raw loopback TCP.
 //! - [`gossip`]: time until every node of a 50/100-node mesh has a message.
 //! - [`process`]: the machine's fork/exec ceiling, idle `oda-node` RSS.
 //! - [`dask`]: the same trivial-task figures from Dask distributed.
 //! - [`stats`], [`report`]: percentiles, the Markdown table and the JSON.
+//! - [`suite`]: the whole run, shared by `oda-bench` and the smoke test.
 
 pub mod blob;
 pub mod cache;
 pub mod dask;
 pub mod gossip;
+pub mod jobs;
 pub mod mesh;
 pub mod process;
 pub mod report;
 pub mod stats;
+pub mod suite;
 
 /// Problem sizes of one run. [`Sizes::full`] is what `docs/benchmarks.md`
 /// reports; [`Sizes::quick`] finishes in seconds (CI smoke, `--quick`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sizes {
+    /// Whether these are the tiny smoke-test sizes.
+    pub quick: bool,
     /// Peers in the remote-cache mesh (besides the bootstrap).
     pub cache_nodes: usize,
     /// Lookups of the cached fact from one peer.
@@ -61,12 +67,14 @@ impl Sizes {
     /// The sizes the issue asks for, scaled down where noted in the report.
     pub fn full() -> Self {
         Self {
+            quick: false,
             cache_nodes: 20,
             cache_asks: 1_000,
             cold_peers: 20,
             workers: 4,
             sequential_jobs: 500,
-            burst_jobs: 5_000,
+            // The issue asks for 5,000; see docs/benchmarks.md for why 300.
+            burst_jobs: 300,
             fork_secs: 3.0,
             blob_bytes: 1 << 30,
             gossip_nodes: vec![50, 100],
@@ -80,6 +88,7 @@ impl Sizes {
     /// Tiny sizes for a smoke run (seconds, not minutes).
     pub fn quick() -> Self {
         Self {
+            quick: true,
             cache_nodes: 4,
             cache_asks: 20,
             cold_peers: 2,

@@ -10,6 +10,36 @@ use anyhow::{bail, Context};
 
 use crate::stats::Latency;
 
+/// CPU time (user + system) this process has used so far, in seconds (from
+/// `/proc/self/stat`, clock ticks of 1/100 s; `None` where unavailable).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Measures this process's CPU use from creation to [`CpuMeter::percent`].
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter(Option<f64>, Instant);
+
+impl CpuMeter {
+    /// Start measuring.
+    pub fn start() -> Self {
+        Self(cpu_seconds(), Instant::now())
+    }
+
+    /// CPU used since the start, in % of one core (0 where unavailable).
+    pub fn percent(&self) -> f64 {
+        match (self.0, cpu_seconds()) {
+            (Some(a), Some(b)) => (b - a) * 100.0 / self.1.elapsed().as_secs_f64().max(1e-9),
+            _ => 0.0,
+        }
+    }
+}
+
 /// Spawns of `true` per second: one loop, and `parallel` loops at once.
 #[derive(Debug, Clone, Copy)]
 pub struct ForkExec {

@@ -136,8 +136,19 @@ pub struct Run {
     pub quick: bool,
     /// The command line.
     pub command: String,
+    /// 1-minute load average when the run started and when it ended: other
+    /// processes competing for the cores (this machine is shared).
+    pub load_average: (f64, f64),
     /// Every benchmark, in order.
     pub results: Vec<Outcome>,
+}
+
+/// The 1-minute load average (0 where unavailable).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Escape `|` so a cell cannot break the table.
@@ -150,7 +161,8 @@ impl Run {
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "Measured {} on {} cores ({}), {:.0} GiB, Linux {}{}.\n\nCommand: `{}`\n\n",
+            "Measured {} on {} cores ({}), {:.0} GiB, Linux {}{}. \
+             1-minute load average {:.1} at the start, {:.1} at the end.\n\nCommand: `{}`\n\n",
             self.date,
             m.cores,
             m.cpu,
@@ -161,6 +173,8 @@ impl Run {
             } else {
                 ""
             },
+            self.load_average.0,
+            self.load_average.1,
             self.command,
         );
         out.push_str(
