@@ -189,7 +189,8 @@ impl Requester {
         self.inner.events.subscribe()
     }
 
-    /// Store `expression` and start a job evaluating it.
+    /// Store `expression` and start a job evaluating it. Both are durable
+    /// when this returns. Blocks on disk I/O (call it off the async threads).
     pub fn submit(&self, expression: &Expression, no_cache: bool) -> Result<JobRecord, StoreError> {
         let expr = self.inner.store.put_expr(expression)?;
         let now = now_ms();
@@ -206,6 +207,9 @@ impl Requester {
             no_cache,
         };
         self.inner.jobs.put(&record)?;
+        // The caller is about to hand out the job id: the job and its
+        // expression must survive a crash (sled flushes only every 500 ms).
+        self.inner.store.flush()?;
         self.start(record.clone());
         Ok(record)
     }
