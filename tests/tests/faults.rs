@@ -420,6 +420,11 @@ fn s3_requester_killed_with_jobs_in_flight_resumes_them() {
         "the restarted requester resumed its jobs"
     );
     let runs = wfs.runs("slow");
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "the runs that were going on when the requester died finished and were kept, \
+         not computed again: {runs:?}"
+    );
     eprintln!(
         "s3: 4 jobs done after the restart, 4 facts; runs per expression {runs:?}, sum runs {:?}, {:.1} s",
         wfs.runs("sum"),

@@ -135,6 +135,9 @@ struct Inner {
     attached: Mutex<HashMap<ExprId, BTreeSet<JobId>>>,
     offers: Mutex<HashMap<ExprId, mpsc::Sender<OfferIn>>>,
     leases: Mutex<HashMap<(ExprId, LeaseId), mpsc::Sender<LeaseEvent>>>,
+    /// Every lease this process issued; a lease not in here was issued
+    /// before a restart.
+    issued: Mutex<HashSet<LeaseId>>,
     cancels: Mutex<HashMap<ExprId, CancellationToken>>,
     logs: Mutex<HashMap<ExprId, VecDeque<String>>>,
     foreign_adverts: Mutex<HashMap<ExprId, u64>>,
@@ -175,6 +178,7 @@ impl Requester {
                 attached: Mutex::default(),
                 offers: Mutex::default(),
                 leases: Mutex::default(),
+                issued: Mutex::default(),
                 cancels: Mutex::default(),
                 logs: Mutex::default(),
                 foreign_adverts: Mutex::default(),
@@ -770,6 +774,7 @@ impl Requester {
         (topic, advert): (&Topic, &JobAdvert),
     ) -> LeaseEnd {
         let lease: LeaseId = rand::random();
+        lock(&self.inner.issued).insert(lease);
         let ttl = self.inner.cfg.lease_ttl_ms;
         // While the job runs, keep telling the mesh it is being computed, so
         // other requesters join it instead of computing it again (workers that
@@ -883,14 +888,41 @@ impl Requester {
 
     /// A heartbeat from a worker (network event).
     pub async fn on_progress(&self, progress: Progress, reply: JobReply) {
+        let (expr, lease) = (progress.expr, progress.lease);
         let tx = lock(&self.inner.leases)
             .get(&(progress.expr, progress.lease))
             .cloned();
         let response = match tx {
             Some(tx) if tx.send(LeaseEvent::Progress(progress)).await.is_ok() => JobResponse::Ack,
+            // A lease issued before this node restarted, for an expression it
+            // still wants: let the run finish; its `Done` is kept (see
+            // `on_done`) instead of computing the expression again.
+            None if !lock(&self.inner.issued).contains(&lease) && self.wants(&expr) => {
+                JobResponse::Ack
+            }
             _ => JobResponse::Decline(DeclineReason::NotNeeded),
         };
         self.inner.client.respond_job(reply, response).await;
+    }
+
+    /// Whether a job that is not finished waits for `expr` (directly or as
+    /// an input), including jobs not yet resumed after a restart.
+    fn wants(&self, expr: &ExprId) -> bool {
+        if lock(&self.inner.attached)
+            .get(expr)
+            .is_some_and(|jobs| !jobs.is_empty())
+            || lock(&self.inner.inflight).keys().any(|(e, _)| e == expr)
+        {
+            return true;
+        }
+        self.inner
+            .jobs
+            .all()
+            .map(|all| {
+                all.iter()
+                    .any(|r| r.expr == *expr && !r.state.is_terminal())
+            })
+            .unwrap_or(false)
     }
 
     /// A result from a worker (network event). A valid trusted fact for an
