@@ -8,7 +8,7 @@
 //! nothing sleeps to synchronise. Each [`Node`] keeps one log file across its
 //! restarts (`node.log` in its data dir, each run headed by a banner) and
 //! prints it when dropped while the test is panicking, so a failing scenario
-//! shows the log of every node involved.
+//! shows the log of every node involved (with `ODA_FAULTS_LOGS=1`, always).
 //!
 //! The HTTP client is a minimal HTTP/1.1 client over `std::net::TcpStream`
 //! (`Connection: close`), so the harness needs no HTTP crate. A node inside a
@@ -627,7 +627,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("ODA_FAULTS_LOGS").is_some() {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
             let from = lines.len().saturating_sub(400);

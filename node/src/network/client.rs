@@ -147,10 +147,12 @@ impl Client {
     }
 
     /// Publish a fact to the mesh: DHT record, provider of the expression and of
-    /// each output blob, and an announcement on the facts topic. The caller has
-    /// stored the fact (and its outputs) already. Individual steps that fail
-    /// because the mesh is still small are logged, not fatal; the first hard
-    /// failure is returned after all steps were tried.
+    /// each output blob, and then an announcement on the facts topic. The
+    /// caller has stored the fact (and its outputs) already. The DHT steps run
+    /// concurrently: each waits for unreachable peers in a slow or partitioned
+    /// mesh, and a provider record is served by this node as soon as its step
+    /// starts. Steps that fail because the mesh is still small are logged, not
+    /// fatal; the first hard failure is returned after all steps were tried.
     pub async fn publish_fact(&self, fact: &SignedFact) -> Result<(), NetworkError> {
         let expr = fact.body.expr;
         let mut first_err = None;
@@ -162,20 +164,20 @@ impl Client {
                 }
             }
         };
-        note(
-            self.ask(|r| Command::PutFact(Box::new(fact.clone()), r))
-                .await,
-            "put record",
+        let (put, provide_expr, provide_blobs) = futures::join!(
+            self.ask(|r| Command::PutFact(Box::new(fact.clone()), r)),
+            self.provide(super::keys::expr_providers(&expr)),
+            futures::future::join_all(
+                fact.body
+                    .output_blobs()
+                    .into_iter()
+                    .map(|blob| self.provide(super::keys::blob_providers(&blob)))
+            ),
         );
-        note(
-            self.provide(super::keys::expr_providers(&expr)).await,
-            "provide expression",
-        );
-        for blob in fact.body.output_blobs() {
-            note(
-                self.provide(super::keys::blob_providers(&blob)).await,
-                "provide blob",
-            );
+        note(put, "put record");
+        note(provide_expr, "provide expression");
+        for r in provide_blobs {
+            note(r, "provide blob");
         }
         let announce = Gossip::FactAnnounce(FactAnnounce {
             expr,

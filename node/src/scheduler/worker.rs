@@ -40,6 +40,10 @@ use crate::network::{Client, JobReply};
 use crate::registry;
 use crate::store::{Store, StoreError};
 
+/// How long a worker waits for a fact's publication (DHT record, providers,
+/// announcement) before it reports the result anyway.
+const PUBLISH_BEFORE_REPORT: Duration = Duration::from_secs(3);
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -584,8 +588,22 @@ impl Worker {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush the store after a fact"),
             Err(e) => tracing::warn!(error = %e, "the store flush task failed"),
         }
-        if let Err(e) = self.inner.client.publish_fact(&fact).await {
-            tracing::debug!(error = %e, "publishing the fact partly failed");
+        // Publish before reporting, so that the fact can be found once the
+        // requester has it; but in a slow or partitioned mesh the DHT steps
+        // wait for unreachable peers (tens of seconds), so after a while the
+        // result is reported and publishing goes on in the background.
+        let client = self.inner.client.clone();
+        let published = fact.clone();
+        let publish = tokio::spawn(async move {
+            if let Err(e) = client.publish_fact(&published).await {
+                tracing::debug!(error = %e, "publishing the fact partly failed");
+            }
+        });
+        if tokio::time::timeout(PUBLISH_BEFORE_REPORT, publish)
+            .await
+            .is_err()
+        {
+            tracing::info!(expr = %fact.body.expr, "publishing the fact is slow; reporting the result first");
         }
         Ok(fact)
     }
