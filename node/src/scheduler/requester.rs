@@ -138,6 +138,9 @@ struct Inner {
     /// Every lease this process issued; a lease not in here was issued
     /// before a restart.
     issued: Mutex<HashSet<LeaseId>>,
+    /// Expressions some worker is still computing under a lease issued
+    /// before a restart: when its last heartbeat came, Unix ms.
+    adopted: Mutex<HashMap<ExprId, u64>>,
     cancels: Mutex<HashMap<ExprId, CancellationToken>>,
     logs: Mutex<HashMap<ExprId, VecDeque<String>>>,
     foreign_adverts: Mutex<HashMap<ExprId, u64>>,
@@ -179,6 +182,7 @@ impl Requester {
                 offers: Mutex::default(),
                 leases: Mutex::default(),
                 issued: Mutex::default(),
+                adopted: Mutex::default(),
                 cancels: Mutex::default(),
                 logs: Mutex::default(),
                 foreign_adverts: Mutex::default(),
@@ -726,6 +730,13 @@ impl Requester {
                         self.inner.client.respond_job(offer.reply, JobResponse::Decline(DeclineReason::NotAllowed)).await;
                         continue;
                     }
+                    // A worker still runs it under a lease from before a
+                    // restart: wait for that result instead of a second run.
+                    let adopted = lock(&self.inner.adopted).get(&expr).copied();
+                    if adopted.is_some_and(|seen| now_ms() < seen + cfg.lease_ttl_ms) {
+                        self.inner.client.respond_job(offer.reply, JobResponse::Decline(DeclineReason::NotNeeded)).await;
+                        continue;
+                    }
                     offers.push(offer);
                     window_end.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(cfg.offer_window_ms));
                 }
@@ -898,6 +909,7 @@ impl Requester {
             // still wants: let the run finish; its `Done` is kept (see
             // `on_done`) instead of computing the expression again.
             None if !lock(&self.inner.issued).contains(&lease) && self.wants(&expr) => {
+                lock(&self.inner.adopted).insert(expr, now_ms());
                 JobResponse::Ack
             }
             _ => JobResponse::Decline(DeclineReason::NotNeeded),
@@ -937,6 +949,7 @@ impl Requester {
             let _ = tx.send(LeaseEvent::Done(Box::new(done), peer)).await;
             return;
         }
+        lock(&self.inner.adopted).remove(&done.expr);
         if let Ok(fact) = &done.result {
             if self.check_result(&done.expr, fact, &peer).is_ok() {
                 if let Err(e) = self.inner.store.put_fact(fact) {
