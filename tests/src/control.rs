@@ -1037,3 +1037,28 @@ impl Drop for Relay {
         let _ = self.child.wait();
     }
 }
+
+/// Kill (SIGKILL) every process whose working directory is inside `dir`:
+/// workflow runs orphaned when the node owning `dir` was killed (`kill -9`
+/// does not reach a job's process group). Returns how many.
+pub fn kill_processes_under(dir: &Path) -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let inside = std::fs::read_link(entry.path().join("cwd")).is_ok_and(|c| c.starts_with(dir));
+        if inside && pid != std::process::id() as i32 {
+            kill_pid(pid);
+            killed += 1;
+        }
+    }
+    killed
+}

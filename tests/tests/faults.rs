@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use oda_node::config::Config;
-use oda_tests::control::{eventually, kill_pid, marker_runs, python_workflow, Node};
+use oda_tests::control::{eventually, kill_processes_under, marker_runs, python_workflow, Node};
 use oda_tests::network_id;
 use serde_json::{json, Value as Json};
 
@@ -160,22 +160,6 @@ impl Workflows {
         }
         out
     }
-
-    /// Kill the processes of workflow runs whose working directory is inside
-    /// `dir` (runs orphaned when that node was killed).
-    fn kill_orphans_of(&self, dir: &Path) -> usize {
-        let mut killed = 0;
-        for name in self.dirs.keys() {
-            for (_, pid) in marker_runs(self.markers.path(), name) {
-                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-                if cwd.is_some_and(|c| c.starts_with(dir)) {
-                    kill_pid(pid);
-                    killed += 1;
-                }
-            }
-        }
-        killed
-    }
 }
 
 /// The output `out` of a done job's result, downloaded through `node`'s API
@@ -240,7 +224,7 @@ fn s2_worker_killed_while_running_job_completes_elsewhere() {
         (&mut w2, &w1)
     };
     victim.kill9();
-    let orphans = wfs.kill_orphans_of(victim.path());
+    let orphans = kill_processes_under(victim.path());
     eprintln!(
         "s2: killed {} (-9) while it ran job {victim_job}; killed {orphans} orphaned workflow processes",
         victim.name
@@ -935,6 +919,7 @@ fn s4_kill9_during_heavy_writes_store_stays_consistent() {
     let mut tmp_left = 0;
     let mut last_round: Vec<Json> = Vec::new();
     let mut verified = BTreeSet::new();
+    let mut orphans = 0;
     for round in 0..ROUNDS {
         let jobs: Vec<Json> = (0..2)
             .map(|j| r.submit(&big, json!({ "seed": 100 * round + j, "mib": MIB })))
@@ -970,6 +955,7 @@ fn s4_kill9_during_heavy_writes_store_stays_consistent() {
             std::thread::sleep(Duration::from_millis(if round % 3 == 0 { 2 } else { 50 }));
         };
         w.kill9();
+        orphans += kill_processes_under(w.path());
         *moments.entry(moment).or_default() += 1;
         // What the crash left: complete blobs only.
         let (_, tmp) = check_blob_files(w.path(), &mut verified);
@@ -1018,7 +1004,7 @@ fn s4_kill9_during_heavy_writes_store_stays_consistent() {
     eprintln!(
         "s4: {ROUNDS} rounds of kill -9 during 2 x {MIB} MiB writes; kill moments {moments:?}; store reopened \
          {ROUNDS} times ({repaired} with repairs reported), {tmp_left} temporary files left by crashes (removed at \
-         open), 0 partial blobs; {} jobs done, {facts} facts all with their bytes, {files} blob files; {runs} \
+         open), 0 partial blobs; {orphans} orphaned workflow processes killed; {} jobs done, {facts} facts all with their bytes, {files} blob files; {runs} \
          executions; {lease_penalties} broken-lease penalties at the requester; {:.1} s",
         exprs.len(),
         started.elapsed().as_secs_f64()
