@@ -7,6 +7,23 @@
 //!
 //! Requester configs use a lease TTL of 2 s and a 100 ms offer window, so
 //! broken leases are noticed quickly.
+//!
+//! | test | injected | asserted |
+//! | --- | --- | --- |
+//! | `s1_…` | nothing (4 workers, 2 requesters, a 50-job DAG) | results correct, signed by trusted workers, each expression run once |
+//! | `s2_…` | `kill -9` of a worker running a job | the job completes elsewhere, one fact, nothing lost; the restarted worker runs nothing twice |
+//! | `s3_…` | `kill -9` of the requester (jobs running, advertised, resolving inputs) | after a restart every job finishes with its fact, each expression run once |
+//! | `s4_…` | 10 × `kill -9` of a worker writing 20 MiB outputs | the store reopens, every fact has its bytes, no partial blob |
+//! | `s5_…` | `kill -9` of the bootstrap | work continues, a newcomer joins through a worker, the bootstrap is rejoined |
+//! | `s6_…` | a rogue peer (`src/bin/rogue.rs`) | broken lease, garbage gossip and forged records are rejected; the rogue is penalised |
+//! | `s7_…` | a partition (network namespaces, link down) | both halves serve and compute; after healing each finds the other's facts |
+//! | `s8_…` | 100 ms delay and 2 % loss between namespaces | jobs complete; latencies printed |
+//!
+//! `s7` and `s8` need root and `ip` (iproute2); without them they print
+//! "skipped: needs root for network namespaces" and return. Run the suite
+//! with `cargo build -p oda-node && cargo test -p oda-tests --test faults`
+//! (`-- --nocapture` shows what each scenario injected and observed;
+//! `ODA_FAULTS_LOGS=1` prints every node's log even when it passes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
