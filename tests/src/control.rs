@@ -353,15 +353,7 @@ impl Node {
                 );
             }
             let pid = self.child.as_ref().map(Child::id);
-            let info = std::fs::read(self.path().join(files::RUNTIME))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<RuntimeInfo>(&b).ok())
-                .filter(|i| !i.listen.is_empty() && Some(i.pid) == pid);
-            let api = std::fs::read_to_string(self.path().join(files::API_ADDR))
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty());
-            if let (Some(info), Some(api)) = (info, api) {
+            if let Some((info, api)) = crate::ready_files(self.path(), pid) {
                 self.info = Some(info);
                 self.api = Some(api);
                 break;

@@ -266,15 +266,7 @@ impl NodeProc {
                     self.log()
                 );
             }
-            let info = std::fs::read(self.path().join(files::RUNTIME))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<RuntimeInfo>(&b).ok())
-                .filter(|i| !i.listen.is_empty() && Some(i.pid) == self.pid());
-            let api = std::fs::read_to_string(self.path().join(files::API_ADDR))
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty());
-            if let (Some(info), Some(api)) = (info, api) {
+            if let Some((info, api)) = ready_files(self.path(), self.pid()) {
                 self.info = Some(info);
                 self.api = Some(api);
                 break;
@@ -367,4 +359,18 @@ impl Drop for NodeProc {
             );
         }
     }
+}
+
+/// `node.json` (written by the process `pid`, with listen addresses) and
+/// `api.addr` of a data dir, once the node has written both.
+pub fn ready_files(dir: &std::path::Path, pid: Option<u32>) -> Option<(RuntimeInfo, String)> {
+    let info = std::fs::read(dir.join(files::RUNTIME))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<RuntimeInfo>(&b).ok())
+        .filter(|i| !i.listen.is_empty() && Some(i.pid) == pid)?;
+    let api = std::fs::read_to_string(dir.join(files::API_ADDR))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())?;
+    Some((info, api))
 }
