@@ -120,7 +120,9 @@ pub struct TrustSection {
 pub struct SchedulerSection {
     /// Collect offers this long after the first, ms. Default 300.
     pub offer_window_ms: u64,
-    /// An attempt fails when nobody offers within this long, ms. Default 30000.
+    /// A job fails when no trusted worker offers within this long while it is
+    /// advertised (busy workers queue adverts and offer when a slot frees),
+    /// ms. Default 600000 (10 minutes).
     pub offer_timeout_ms: u64,
     /// A lease ends without a heartbeat for this long, ms. Default 10000.
     pub lease_ttl_ms: u64,
@@ -477,8 +479,9 @@ experts = []
 [scheduler]
 # Collect offers this long after the first one, in ms.
 offer_window_ms = 300
-# An attempt fails when no trusted worker offers within this long, in ms.
-offer_timeout_ms = 30000
+# A job waits advertised this long for a trusted worker to offer (busy workers
+# queue adverts and offer when a slot frees), then fails, in ms.
+offer_timeout_ms = 600000
 # A lease ends when no heartbeat arrives for this long, in ms.
 lease_ttl_ms = 10000
 # Most attempts (assignments to workers) per expression.

@@ -636,3 +636,63 @@ async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_i
     assert_eq!(joined.fact, done.fact);
     assert_eq!(executions(markers.path(), "slow"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let short = workflow(
+        root.path(),
+        markers.path(),
+        "short",
+        "[inputs.x]\ntype = \"int\"",
+        r#"["python3", "{bundle}/step.py", "{x}"]"#,
+        "time.sleep(0.2)\nopen('out.txt', 'w').write(sys.argv[1])\n",
+    );
+    let net = test_network("backlog");
+    let (boot, _bd) = start(&net, vec![], false, vec![], NodeKey::generate()).await;
+    let boot_addr = addr_of(&boot).await;
+    let worker_key = NodeKey::generate();
+    let trusted = vec![worker_key.public()];
+    let (worker, _wd) = start(&net, vec![boot_addr.clone()], true, vec![], worker_key).await;
+    worker.add_workflow(&short).await.unwrap();
+    // The requester publishes each advert once and not again for minutes:
+    // only the worker's backlog can get the jobs beyond its two slots done.
+    let mut cfg = settings(&net, vec![boot_addr], false, trusted);
+    cfg.scheduler.readvertise_ms = 300_000;
+    cfg.scheduler.offer_timeout_ms = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let requester = Node::start(dir.path(), NodeKey::generate(), &cfg)
+        .await
+        .unwrap();
+    let wf = requester.add_workflow(&short).await.unwrap();
+    let client = boot.client.clone();
+    eventually("everyone joined", DEADLINE, || {
+        let c = client.clone();
+        async move { (c.peers().await.ok()?.len() >= 2).then_some(()) }
+    })
+    .await;
+    // Subscriptions travel with the first gossip heartbeat after connecting;
+    // an advert published before the worker's subscription is known is lost.
+    let probe = expression(&requester, &wf, &[("x", Value::Int(-1))]);
+    run(&requester, &probe).await;
+
+    let jobs: Vec<JobRecord> = (0..10)
+        .map(|x| {
+            let e = expression(&requester, &wf, &[("x", Value::Int(x))]);
+            requester.requester.submit(&e, false).unwrap()
+        })
+        .collect();
+    for job in &jobs {
+        let done = requester
+            .requester
+            .wait(&job.id, DEADLINE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.state, JobState::Done, "{done:?}");
+        assert!(done.attempts.is_empty(), "no failed attempt: {done:?}");
+    }
+    assert_eq!(executions(markers.path(), "short"), 11, "each job ran once");
+    assert_eq!(worker.worker.as_ref().unwrap().backlog_len(), 0);
+}

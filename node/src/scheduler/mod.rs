@@ -3,6 +3,7 @@
 //! routes network events to them. Job state machines and exception rules are
 //! described in docs/architecture.md.
 
+pub mod backlog;
 pub mod jobs;
 pub mod requester;
 pub mod trust;
@@ -22,9 +23,11 @@ use crate::network::{Client, NetworkEvent};
 pub struct SchedulerConfig {
     /// Collect offers for this long after the first, ms.
     pub offer_window_ms: u64,
-    /// Give up an attempt when nobody offered within this long, ms.
+    /// A job fails when no trusted worker offers within this long while it
+    /// is advertised (it waits this long for busy workers), ms.
     pub offer_timeout_ms: u64,
-    /// Re-publish the advert this often while no offer came, ms.
+    /// Re-publish an unanswered advert after this long, then twice as long
+    /// each time (up to 30 s), ms.
     pub readvertise_ms: u64,
     /// A lease ends unless a heartbeat arrives within this long, ms.
     pub lease_ttl_ms: u64,
@@ -38,7 +41,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             offer_window_ms: 300,
-            offer_timeout_ms: 30_000,
+            offer_timeout_ms: 600_000,
             readvertise_ms: 1_000,
             lease_ttl_ms: 10_000,
             max_attempts: 3,
@@ -69,7 +72,12 @@ impl Dispatcher {
                         w.on_advert(*advert);
                     }
                 }
-                Gossip::FactAnnounce(a) => self.requester.on_fact_announce(a.expr),
+                Gossip::FactAnnounce(a) => {
+                    if let Some(w) = &self.worker {
+                        w.on_fact_announce(&a.expr);
+                    }
+                    self.requester.on_fact_announce(a.expr);
+                }
                 Gossip::Capacity(_) => {}
             },
             NetworkEvent::JobRequest {

@@ -6,7 +6,9 @@
 //! workflow's jobs topic, collect offers for a window, assign the best trusted
 //! worker under a lease renewed by its heartbeats; a lease that expires or an
 //! unhandled failure re-assigns elsewhere with back-off, up to a bounded number
-//! of attempts, then fails with the whole attempt history.
+//! of attempts, then fails with the whole attempt history. While every worker
+//! is busy the job waits advertised (re-published less and less often) for up
+//! to `offer_timeout_ms`; only then does it fail for want of a worker.
 //!
 //! Single-flight: concurrent requests for one expression on this node share one
 //! resolution; an expression another requester is already advertising is joined
@@ -66,6 +68,14 @@ pub enum ResolveError {
         /// The attempts.
         attempts: Vec<Attempt>,
     },
+    /// No trusted worker offered while the job was advertised.
+    #[error("no trusted worker offered within {waited_s} s (is a worker that has or trusts this workflow online, and is its key in [trust] keys?){}", earlier(attempts))]
+    NoOffer {
+        /// How long the job was advertised, s.
+        waited_s: u64,
+        /// Failed attempts before that.
+        attempts: Vec<Attempt>,
+    },
     /// Cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -81,6 +91,19 @@ fn summary(attempts: &[Attempt]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+fn earlier(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        String::new()
+    } else {
+        format!("; earlier attempts: {}", summary(attempts))
+    }
+}
+
+/// Re-publication of an unanswered advert slows down to this interval.
+const READVERTISE_MAX: Duration = Duration::from_secs(30);
+/// An advert that could not be published at all is retried this soon.
+const UNPUBLISHED_RETRY: Duration = Duration::from_millis(500);
 
 fn short_peer(p: &str) -> &str {
     &p[p.len().saturating_sub(8)..]
@@ -591,18 +614,10 @@ impl Requester {
                 Choice::Worker(worker, reply) => (worker, reply),
                 Choice::Found(found) => return Ok(*found),
                 Choice::Nobody => {
-                    attempts.push(Attempt {
-                        worker: String::new(),
-                        started_at: now_ms(),
-                        ended_at: now_ms(),
-                        outcome: format!(
-                            "no trusted worker offered within {} s",
-                            cfg.offer_timeout_ms / 1000
-                        ),
-                        log_tail: String::new(),
-                    });
-                    self.add_attempt(&expr, attempts[attempts.len() - 1].clone());
-                    continue;
+                    return Err(ResolveError::NoOffer {
+                        waited_s: cfg.offer_timeout_ms / 1000,
+                        attempts,
+                    })
                 }
             };
             let started_at = now_ms();
@@ -667,9 +682,10 @@ impl Requester {
         }
     }
 
-    /// Publish the advert (repeatedly, until offers come), collect offers for
-    /// the window after the first, and pick the best trusted one not excluded
-    /// (falling back to excluded workers when nobody else offers).
+    /// Publish the advert (repeatedly, less often each time, until offers
+    /// come), collect offers for the window after the first, and pick the best
+    /// trusted one not excluded (falling back to excluded workers when nobody
+    /// else offers).
     async fn advertise_and_choose(
         &self,
         topic: &Topic,
@@ -685,7 +701,8 @@ impl Requester {
         let give_up = tokio::time::Instant::now() + Duration::from_millis(cfg.offer_timeout_ms);
         let mut window_end: Option<tokio::time::Instant> = None;
         let mut offers: Vec<OfferIn> = Vec::new();
-        let mut republish = tokio::time::interval(Duration::from_millis(cfg.readvertise_ms));
+        let mut every = Duration::from_millis(cfg.readvertise_ms);
+        let mut next_publish = tokio::time::Instant::now();
         loop {
             let deadline = window_end.unwrap_or(give_up);
             tokio::select! {
@@ -712,15 +729,26 @@ impl Requester {
                         return Ok(Choice::Found(Box::new(found)));
                     }
                 }
-                _ = republish.tick(), if window_end.is_none() => {
-                    // A fresh deadline makes every republication a new gossip
-                    // message (ids are content hashes): workers that were busy
-                    // or not yet subscribed get another chance to offer.
+                _ = tokio::time::sleep_until(next_publish), if window_end.is_none() => {
+                    // Busy workers keep the advert in their backlog until its
+                    // deadline; each re-publication extends it, and the fresh
+                    // deadline makes it a new gossip message (ids are content
+                    // hashes) for workers that missed it or just subscribed.
                     let mut fresh = advert.clone();
-                    fresh.deadline = now_ms() + cfg.offer_timeout_ms;
+                    let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                    fresh.deadline = now_ms() + (every * 2).min(left).as_millis() as u64;
                     let message = Gossip::JobAdvert(Box::new(fresh));
-                    if let Err(e) = self.inner.client.publish(topic.clone(), message).await {
-                        tracing::debug!(%expr, error = %e, "advert not published yet");
+                    match self.inner.client.publish(topic.clone(), message).await {
+                        Ok(()) => {
+                            next_publish += every;
+                            every = (every * 2).min(READVERTISE_MAX);
+                        }
+                        // Nobody received it (no subscriber known yet): try
+                        // again soon, without backing off.
+                        Err(e) => {
+                            tracing::debug!(%expr, error = %e, "advert not published yet");
+                            next_publish = tokio::time::Instant::now() + every.min(UNPUBLISHED_RETRY);
+                        }
                     }
                 }
                 Some(offer) = rx.recv() => {

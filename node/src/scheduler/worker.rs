@@ -6,7 +6,8 @@
 //! Checks before offering: the workflow is trusted (added by the owner, or
 //! endorsed by a configured expert), the executor is supported here, the
 //! runner class admits the requester, a slot is free, and the expression is
-//! not already running here.
+//! not already running here. An acceptable advert heard while every slot is
+//! busy waits in the [`Backlog`] and is offered for when a slot frees.
 //!
 //! A journal (sled tree `journal`) records each lease: a restart never loses a
 //! finished result (its `Done` is sent again) and never re-runs an interrupted
@@ -33,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::Backlog;
+use super::jobs::now_ms;
 use super::trust::TrustPolicy;
 use crate::executor::{self, RunOutcome, RunRequest};
 use crate::identity::{peer_id_of, NodeKey};
@@ -43,6 +46,9 @@ use crate::store::{Store, StoreError};
 /// How long a worker waits for a fact's publication (DHT record, providers,
 /// announcement) before it reports the result anyway.
 const PUBLISH_BEFORE_REPORT: Duration = Duration::from_secs(3);
+
+/// Most adverts waiting for a free slot (about 1 KiB each).
+const BACKLOG_CAP: usize = 10_000;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -94,6 +100,7 @@ struct Inner {
     /// Runs in progress by expression: the requesters that joined them.
     shared: Mutex<HashMap<ExprId, SharedRun>>,
     running: Mutex<HashMap<LeaseId, CancellationToken>>,
+    backlog: Mutex<Backlog>,
     journal: sled::Tree,
     executions: AtomicU64,
     declined: AtomicU64,
@@ -118,13 +125,21 @@ struct SharedRun {
     last_line: Arc<Mutex<String>>,
 }
 
-/// Returns a slot to the pool when dropped.
+/// Returns a slot to the pool when dropped, and offers it to the backlog.
 struct Slot(Arc<Inner>, ExprId);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.free.fetch_add(1, Ordering::SeqCst);
         lock(&self.0.busy).remove(&self.1);
+        // Offering spawns tasks: only possible inside the runtime (a slot
+        // dropped while the runtime shuts down has nobody to offer to).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            Worker {
+                inner: self.0.clone(),
+            }
+            .drain_backlog();
+        }
     }
 }
 
@@ -149,6 +164,7 @@ impl Worker {
                 busy: Mutex::default(),
                 shared: Mutex::default(),
                 running: Mutex::default(),
+                backlog: Mutex::new(Backlog::new(BACKLOG_CAP)),
                 journal,
                 executions: AtomicU64::new(0),
                 declined: AtomicU64::new(0),
@@ -169,6 +185,11 @@ impl Worker {
     /// Free slots now.
     pub fn free_slots(&self) -> u32 {
         self.inner.free.load(Ordering::SeqCst)
+    }
+
+    /// Adverts waiting for a free slot.
+    pub fn backlog_len(&self) -> usize {
+        lock(&self.inner.backlog).len()
     }
 
     /// Listen for the configured extra workflows (those in the store are
@@ -299,6 +320,17 @@ impl Worker {
         if self.offer_join(&advert) || lock(&self.inner.busy).contains(&expr) {
             return;
         }
+        if let Some(advert) = self.try_offer(advert) {
+            if !lock(&self.inner.backlog).push(advert) {
+                tracing::debug!(%expr, "backlog full; the advert waits for its re-publication");
+            }
+        }
+    }
+
+    /// Reserve a slot and offer for `advert`; gives the advert back when no
+    /// slot is free.
+    fn try_offer(&self, advert: JobAdvert) -> Option<JobAdvert> {
+        let expr = advert.expr.id();
         // Reserve a slot for the offer; it is released if not assigned.
         let reserved = self
             .inner
@@ -306,15 +338,35 @@ impl Worker {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
             .is_ok();
         if !reserved {
-            return;
+            return Some(advert);
         }
         if !lock(&self.inner.busy).insert(expr) {
+            // Already offering for or running it: nothing more to do.
             self.inner.free.fetch_add(1, Ordering::SeqCst);
-            return;
+            return None;
         }
         let slot = Slot(self.inner.clone(), expr);
         let this = self.clone();
         tokio::spawn(async move { this.offer_and_run(advert, slot).await });
+        None
+    }
+
+    /// Offer for waiting adverts while slots are free.
+    fn drain_backlog(&self) {
+        while self.free_slots() > 0 {
+            let Some(advert) = lock(&self.inner.backlog).pop(now_ms()) else {
+                return;
+            };
+            if let Some(advert) = self.try_offer(advert) {
+                lock(&self.inner.backlog).push(advert);
+                return;
+            }
+        }
+    }
+
+    /// The fact for `expr` exists now: its advert no longer needs a worker.
+    pub fn on_fact_announce(&self, expr: &ExprId) {
+        lock(&self.inner.backlog).remove(expr);
     }
 
     /// If this worker is already running the advertised expression for another
@@ -413,7 +465,6 @@ impl Worker {
                 return;
             }
         };
-        self.inner.executions.fetch_add(1, Ordering::SeqCst);
         tracing::info!(%expr, lease = assign.lease, %requester, "assigned; running");
         self.journal_put(
             assign.lease,
@@ -452,13 +503,18 @@ impl Worker {
         let result = self
             .execute(&advert, assign.lease, cancel.clone(), last_line)
             .await;
+        // The run is over: the slot takes the next job while the fact is
+        // published.
+        drop(slot);
+        if let Ok(fact) = &result {
+            self.publish(fact).await;
+        }
         heartbeat.abort();
         lock(&self.inner.running).remove(&assign.lease);
         let joined = lock(&self.inner.shared)
             .remove(&expr)
             .map(|s| s.joined)
             .unwrap_or_default();
-        drop(slot);
         for (peer, lease, heartbeat) in joined {
             heartbeat.abort();
             let done = JobRequest::Done(Box::new(Done {
@@ -524,6 +580,10 @@ impl Worker {
             message,
             log_tail: String::new(),
         };
+        if let Some(fact) = self.own_fact(&advert.expr.id()) {
+            tracing::info!(expr = %fact.body.expr, "computed here before; sending the stored fact");
+            return Ok(fact);
+        }
         let workflow = self.ensure_workflow(advert).await.map_err(fail)?;
         let manifest = &workflow.manifest;
         executor::supported(&manifest.executor).map_err(fail)?;
@@ -560,6 +620,7 @@ impl Worker {
                 *lock(&last_line) = line;
             }
         });
+        self.inner.executions.fetch_add(1, Ordering::SeqCst);
         let report = executor::run(
             RunRequest {
                 manifest,
@@ -588,10 +649,33 @@ impl Worker {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush the store after a fact"),
             Err(e) => tracing::warn!(error = %e, "the store flush task failed"),
         }
-        // Publish before reporting, so that the fact can be found once the
-        // requester has it; but in a slow or partitioned mesh the DHT steps
-        // wait for unreachable peers (tens of seconds), so after a while the
-        // result is reported and publishing goes on in the background.
+        Ok(fact)
+    }
+
+    /// A fact this worker signed earlier for `expr`, if its store still has
+    /// it and its outputs.
+    fn own_fact(&self, expr: &ExprId) -> Option<oda_protocol::SignedFact> {
+        let own = self.inner.key.public();
+        self.inner
+            .store
+            .facts_for(expr)
+            .ok()?
+            .into_iter()
+            .find(|f| {
+                f.body.worker == own
+                    && f.body
+                        .output_blobs()
+                        .iter()
+                        .all(|b| self.inner.store.has_blob(b))
+            })
+    }
+
+    /// Publish a fact before reporting it, so that it can be found once the
+    /// requester has it; but in a slow or partitioned mesh the DHT steps wait
+    /// for unreachable peers (tens of seconds), so after a while the result is
+    /// reported and publishing goes on in the background.
+    async fn publish(&self, fact: &oda_protocol::SignedFact) {
+        lock(&self.inner.backlog).remove(&fact.body.expr);
         let client = self.inner.client.clone();
         let published = fact.clone();
         let publish = tokio::spawn(async move {
@@ -605,7 +689,6 @@ impl Worker {
         {
             tracing::info!(expr = %fact.body.expr, "publishing the fact is slow; reporting the result first");
         }
-        Ok(fact)
     }
 
     fn sign_outcome(
