@@ -12,7 +12,7 @@ use libp2p::Multiaddr;
 use oda_node::config::{Validated, WorkerSettings};
 use oda_node::identity::NodeKey;
 use oda_node::runtime::Node;
-use oda_node::scheduler::{JobState, SchedulerConfig};
+use oda_node::scheduler::{JobEvent, JobState, SchedulerConfig};
 use oda_protocol::{ExprId, Expression, NetworkId, PublicKey, RunnerClass, Value, WorkflowId};
 
 use crate::cache::fact;
@@ -334,8 +334,10 @@ pub async fn throughput(
     }
 }
 
-/// All at once: submit every job, then poll the job table (one `wait` per job
-/// would cost the benchmark more than the node).
+/// All at once: submit every job, then count the jobs that end from the
+/// requester's event stream (polling the job table, or one `wait` per job,
+/// would cost the process more than the node does), reading the table only
+/// when the stream lagged and at the end.
 async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Result<Throughput> {
     let mesh = JobMesh::start("burst", workers).await?;
     let first = mesh.warm_up(2_000_000).await?;
@@ -343,6 +345,7 @@ async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Resul
         .map(|i| mesh.expression(first + i as i64))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let r = &mesh.requester.requester;
+    let mut events = r.events();
     let cpu = crate::process::CpuMeter::start();
     let t = Instant::now();
     let start_ms = oda_node::scheduler::jobs::now_ms();
@@ -351,7 +354,31 @@ async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Resul
         ids.insert(r.submit(e, false)?.id);
     }
     let end = t + deadline;
+    let mut ended = std::collections::HashSet::new();
     loop {
+        let scan = match tokio::time::timeout_at(end.into(), events.recv()).await {
+            Ok(Ok(JobEvent::State(rec))) => {
+                if rec.state.is_terminal() && ids.contains(&rec.id) {
+                    ended.insert(rec.id);
+                }
+                ended.len() == jobs
+            }
+            Ok(Ok(JobEvent::Log { .. })) => false,
+            // Missed events: count from the table instead.
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                ended = r
+                    .list()?
+                    .into_iter()
+                    .filter(|j| j.state.is_terminal() && ids.contains(&j.id))
+                    .map(|j| j.id)
+                    .collect();
+                ended.len() == jobs
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => true,
+        };
+        if !scan {
+            continue;
+        }
         let records: Vec<_> = r
             .list()?
             .into_iter()
@@ -392,7 +419,6 @@ async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Resul
                 cpu_percent: cpu.percent(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

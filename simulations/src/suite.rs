@@ -103,7 +103,7 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
 
     if selected(only, "throughput") {
         say("throughput: all at once");
-        let deadline = Duration::from_secs(if quick { 60 } else { 180 });
+        let deadline = Duration::from_secs(if quick { 60 } else { 600 });
         match jobs::throughput(sizes.workers, sizes.burst_jobs, sizes.burst_jobs, deadline).await {
             Ok(t) => results.push(throughput_row(
                 "throughput, all at once",
@@ -234,7 +234,7 @@ fn round_trip_row(
     }
     o.notes.push(format!(
         "where the time goes (measured on the same mesh): cache check of a new expression \
-         (`lookup_facts`, a miss) p50 {} ms; offer window {} ms (the node's default is 300 ms); \
+         (`lookup_facts_until`, a miss: both DHT queries run to their end) p50 {} ms; offer window {} ms (the node's default is 300 ms); \
          the worker's `publish_fact` before `Done` p50 {} ms; the rest is gossip of the advert, \
          offer/assign/done request-responses, the run, fact signing and sled writes; \
          the process (all nodes) used {:.0} % of a core",

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::future::Either;
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use libp2p::{Multiaddr, PeerId};
 use oda_protocol::codec::limits;
 use oda_protocol::messages::{
@@ -207,36 +208,77 @@ impl Client {
     /// `GetFacts` to every provider of the expression. Invalid facts are dropped
     /// (and their senders penalised) before they get here.
     pub async fn lookup_facts(&self, expr: ExprId) -> Result<Vec<SignedFact>, NetworkError> {
-        let (records, providers) = futures::join!(
-            self.ask(|r| Command::GetFactRecords(expr, r)),
-            self.ask(|r| Command::GetProviders(super::keys::expr_providers(&expr), r)),
-        );
+        Ok(self.lookup_facts_until(expr, |_| false).await)
+    }
+
+    /// Like [`Client::lookup_facts`], but returns as soon as a fact that
+    /// `enough` takes is found (with the facts found so far): a cache hit
+    /// costs one record query instead of waiting for every query and
+    /// provider to answer. The record and provider queries run at once.
+    pub async fn lookup_facts_until(
+        &self,
+        expr: ExprId,
+        enough: impl Fn(&SignedFact) -> bool,
+    ) -> Vec<SignedFact> {
         let mut found: BTreeMap<FactId, SignedFact> = BTreeMap::new();
-        for fact in records.unwrap_or_default() {
-            found.insert(fact.id(), fact);
+        let mut add = |facts: Vec<SignedFact>| {
+            let done = facts.iter().any(&enough);
+            found.extend(facts.into_iter().map(|f| (f.id(), f)));
+            done
+        };
+        let records = Box::pin(self.ask(|r| Command::GetFactRecords(expr, r)));
+        let providers =
+            Box::pin(self.ask(|r| Command::GetProviders(super::keys::expr_providers(&expr), r)));
+        let (records, providers) = match futures::future::select(records, providers).await {
+            Either::Left((records, providers)) => {
+                if add(records.unwrap_or_default()) {
+                    return found.into_values().collect();
+                }
+                (Vec::new(), providers.await)
+            }
+            Either::Right((providers, records)) => (records.await.unwrap_or_default(), providers),
+        };
+        if add(records) {
+            return found.into_values().collect();
         }
-        let requests = providers
-            .unwrap_or_default()
+        let mut answers = self.facts_from(expr, providers.unwrap_or_default());
+        while let Some(facts) = answers.next().await {
+            if add(facts) {
+                break;
+            }
+        }
+        found.into_values().collect()
+    }
+
+    /// `GetFacts` to each provider (but this node) at once; the answers as
+    /// they come (failed or timed-out requests give none).
+    fn facts_from(
+        &self,
+        expr: ExprId,
+        providers: HashSet<PeerId>,
+    ) -> FuturesUnordered<impl std::future::Future<Output = Vec<SignedFact>> + '_> {
+        providers
             .into_iter()
             .filter(|p| *p != self.local)
             .map(|peer| async move {
-                tokio::time::timeout(
+                let asked = tokio::time::timeout(
                     LOOKUP_REQUEST_TIMEOUT,
                     self.ask(|r| Command::RequestFacts(peer, expr, r)),
                 )
-                .await
-                .unwrap_or(Err(NetworkError::Request {
-                    peer,
-                    reason: "timed out".into(),
-                }))
-            });
-        for result in futures::future::join_all(requests).await {
-            match result {
-                Ok(facts) => found.extend(facts.into_iter().map(|f| (f.id(), f))),
-                Err(e) => tracing::debug!(%expr, error = %e, "fact request failed"),
-            }
-        }
-        Ok(found.into_values().collect())
+                .await;
+                match asked {
+                    Ok(Ok(facts)) => facts,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%expr, %peer, error = %e, "fact request failed");
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        tracing::debug!(%expr, %peer, "fact request timed out");
+                        Vec::new()
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Peers providing a blob (excluding this node).

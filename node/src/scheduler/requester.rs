@@ -102,6 +102,11 @@ fn earlier(attempts: &[Attempt]) -> String {
 
 /// Re-publication of an unanswered advert slows down to this interval.
 const READVERTISE_MAX: Duration = Duration::from_secs(30);
+/// Most mesh lookups in flight at once. Each is two Kademlia queries, and
+/// libp2p polls every open query on each event: thousands of jobs submitted
+/// at once would otherwise spend their time walking the query pool.
+const CONCURRENT_LOOKUPS: usize = 32;
+
 /// An advert that could not be published at all is retried this soon.
 const UNPUBLISHED_RETRY: Duration = Duration::from_millis(500);
 
@@ -169,6 +174,7 @@ struct Inner {
     foreign_adverts: Mutex<HashMap<ExprId, u64>>,
     announced: broadcast::Sender<ExprId>,
     events: broadcast::Sender<JobEvent>,
+    lookups: tokio::sync::Semaphore,
 }
 
 /// The requester half of the scheduler. Cheap to clone.
@@ -211,6 +217,7 @@ impl Requester {
                 foreign_adverts: Mutex::default(),
                 announced: broadcast::channel(256).0,
                 events: broadcast::channel(1024).0,
+                lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
             }),
         })
     }
@@ -537,13 +544,19 @@ impl Requester {
     }
 
     async fn mesh_lookup(&self, expr: ExprId) -> Result<Option<Resolved>, ResolveError> {
-        let facts = match self.inner.client.lookup_facts(expr).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(%expr, error = %e, "mesh lookup failed");
-                return Ok(None);
-            }
+        let Ok(_permit) = self.inner.lookups.acquire().await else {
+            return Ok(None);
         };
+        // A trusted success ends the lookup at once; otherwise every fact
+        // found is considered (an analysis error, untrusted signers).
+        let trust = &self.inner.trust;
+        let facts = self
+            .inner
+            .client
+            .lookup_facts_until(expr, |f| {
+                trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
+            })
+            .await;
         let Some(fact) = self.pick_trusted(&facts) else {
             if !facts.is_empty() {
                 tracing::info!(%expr, n = facts.len(), "mesh has facts, none by a trusted signer");

@@ -21,7 +21,7 @@ const USAGE: &str = "usage: oda-bench [--quick] [--only NAME] [--burst N] [--no-
 
   --quick      tiny sizes (seconds; CI smoke), never written to the docs
   --only NAME  run one benchmark: fork, blob, cache, gossip, jobs, throughput, idle, dask
-  --burst N    jobs submitted at once in the throughput benchmark (default 300)
+  --burst N    jobs submitted at once in the throughput benchmark (default 5000)
   --no-docs    do not update docs/benchmarks.md (a full run does otherwise)
 
 Logs: ODA_LOG=debug (tracing env filter) prints the nodes' logs to stderr;
