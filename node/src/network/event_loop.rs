@@ -123,6 +123,14 @@ impl EventLoop {
     /// would otherwise never rejoin it. Addresses without `/p2p/<id>` are
     /// re-dialed only while the node has no connection at all.
     fn maintain(&mut self) {
+        // Gossipsub keeps its own copy of the reputation: bring it up to date
+        // as offences are forgiven.
+        for (peer, score) in self.reputation.refresh() {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .set_application_score(&peer, score);
+        }
         let isolated = self.swarm.connected_peers().next().is_none();
         let missing: Vec<Multiaddr> = self
             .cfg
