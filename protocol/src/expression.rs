@@ -129,6 +129,31 @@ impl Expression {
     }
 }
 
+/// Compiled patterns kept per thread (most recently used manifests' patterns).
+const PATTERN_CACHE: usize = 256;
+
+thread_local! {
+    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+        std::cell::RefCell::default();
+}
+
+/// Whether `s` matches the whole of `pattern`, compiling each pattern once
+/// per thread rather than on every check.
+fn matches_pattern(pattern: &str, s: &str) -> Result<bool, String> {
+    PATTERNS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(pattern) {
+            let re = regex::Regex::new(&anchored(pattern))
+                .map_err(|e| format!("the manifest's pattern is invalid: {e}"))?;
+            if cache.len() >= PATTERN_CACHE {
+                cache.clear();
+            }
+            cache.insert(pattern.to_string(), re);
+        }
+        Ok(cache.get(pattern).is_some_and(|re| re.is_match(s)))
+    })
+}
+
 /// Check one value against an input type, returning the normalised value or a
 /// description of the problem.
 pub fn check_value(ty: &InputType, value: Value) -> Result<Value, String> {
@@ -139,9 +164,7 @@ pub fn check_value(ty: &InputType, value: Value) -> Result<Value, String> {
             }
             if let Some(p) = pattern {
                 // Patterns are validated when the manifest is parsed.
-                let re = regex::Regex::new(&anchored(p))
-                    .map_err(|e| format!("the manifest's pattern is invalid: {e}"))?;
-                if !re.is_match(&s) {
+                if !matches_pattern(p, &s)? {
                     return Err(format!("{s:?} does not match the pattern {p:?}"));
                 }
             }
