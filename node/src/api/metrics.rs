@@ -97,6 +97,13 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     );
     metric(
         &mut out,
+        "oda_worker_backlog",
+        "gauge",
+        "Job adverts this node's worker is waiting for a free slot to offer for.",
+        &[("", worker.map_or(0, |w| w.backlog_len()) as f64)],
+    );
+    metric(
+        &mut out,
         "oda_facts",
         "gauge",
         "Facts in the store.",
