@@ -696,3 +696,32 @@ async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() 
     assert_eq!(executions(markers.path(), "short"), 11, "each job ran once");
     assert_eq!(worker.worker.as_ref().unwrap().backlog_len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_nobody_can_run_fails_after_the_offer_timeout_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let lonely = int_workflow(
+        root.path(),
+        markers.path(),
+        "lonely",
+        "open('out.txt', 'w').write('x')\n",
+    );
+    // No worker in the mesh: the advert is never answered.
+    let m = mesh("nooffer", 0, &[&lonely]).await;
+    let wf = m.requester.add_workflow(&lonely).await.unwrap();
+    let e = expression(&m.requester, &wf, &[("x", Value::Int(1))]);
+    let done = run(&m.requester, &e).await;
+    assert_eq!(done.state, JobState::Failed, "{done:?}");
+    let error = done.error.unwrap_or_default();
+    assert!(
+        error.contains("no trusted worker offered within 8 s"),
+        "{error}"
+    );
+    assert!(
+        done.attempts.is_empty(),
+        "waiting is not an attempt: {:?}",
+        done.attempts
+    );
+    assert_eq!(executions(markers.path(), "lonely"), 0);
+}
