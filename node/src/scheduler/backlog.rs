@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
 use oda_protocol::messages::JobAdvert;
-use oda_protocol::ExprId;
+use oda_protocol::{ExprId, PublicKey};
 use rand::Rng;
 
 /// How many of the first entries the next one is picked from.
@@ -81,6 +81,21 @@ impl Backlog {
         }
     }
 
+    /// Forget every advert by `requester` (it cannot be reached); returns
+    /// how many.
+    pub fn remove_requester(&mut self, requester: &PublicKey) -> usize {
+        let gone: Vec<ExprId> = self
+            .entries
+            .iter()
+            .filter(|(_, (_, a))| a.requester == *requester)
+            .map(|(e, _)| *e)
+            .collect();
+        for expr in &gone {
+            self.remove(expr);
+        }
+        gone.len()
+    }
+
     /// The next advert to offer for, dropping those whose deadline (Unix ms)
     /// is before `now_ms`.
     pub fn pop(&mut self, now_ms: u64) -> Option<JobAdvert> {
@@ -107,7 +122,7 @@ impl Backlog {
 mod tests {
     use super::*;
     use oda_protocol::manifest::Resources;
-    use oda_protocol::{BlobId, Expression, PublicKey, Value, WorkflowId};
+    use oda_protocol::{BlobId, Expression, Value, WorkflowId};
     use std::collections::BTreeMap;
 
     fn advert(n: i64, priority: u8, deadline: u64) -> JobAdvert {
@@ -183,6 +198,19 @@ mod tests {
         let mut left: Vec<i64> = std::iter::from_fn(|| b.pop(0)).map(|a| n_of(&a)).collect();
         left.sort();
         assert_eq!(left, vec![1, 4]);
+    }
+
+    #[test]
+    fn an_unreachable_requesters_adverts_go_together() {
+        let mut b = Backlog::new(10);
+        b.push(advert(1, 0, u64::MAX));
+        let mut other = advert(2, 0, u64::MAX);
+        other.requester = PublicKey([9; 32]);
+        b.push(other);
+        b.push(advert(3, 0, u64::MAX));
+        assert_eq!(b.remove_requester(&PublicKey([1; 32])), 2);
+        assert_eq!(b.pop(0).map(|a| n_of(&a)), Some(2));
+        assert!(b.is_empty());
     }
 
     #[test]

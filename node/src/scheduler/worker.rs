@@ -461,7 +461,10 @@ impl Worker {
                 return;
             }
             Err(e) => {
-                tracing::debug!(%expr, error = %e, "offer failed");
+                // The requester is unreachable: its other waiting adverts
+                // would only hold slots while dials time out.
+                let dropped = lock(&self.inner.backlog).remove_requester(&advert.requester);
+                tracing::debug!(%expr, error = %e, dropped, "offer failed; requester's waiting adverts dropped");
                 return;
             }
         };
