@@ -641,12 +641,10 @@ async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_i
 async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let short = workflow(
+    let short = int_workflow(
         root.path(),
         markers.path(),
         "short",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
         "time.sleep(0.2)\nopen('out.txt', 'w').write(sys.argv[1])\n",
     );
     let net = test_network("backlog");
