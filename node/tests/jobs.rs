@@ -723,3 +723,60 @@ async fn a_job_nobody_can_run_fails_after_the_offer_timeout_with_a_clear_error()
     );
     assert_eq!(executions(markers.path(), "lonely"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_goes_to_the_worker_that_holds_its_input() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let gen = int_workflow(
+        root.path(),
+        markers.path(),
+        "gen",
+        "open('out.txt', 'w').write(sys.argv[1] * 1000)\n",
+    );
+    let count = workflow(
+        root.path(),
+        markers.path(),
+        "count",
+        "[inputs.src]\ntype = \"blob\"",
+        r#"["python3", "{bundle}/step.py", "{src}"]"#,
+        "open('out.txt', 'w').write(str(len(open(sys.argv[1]).read())))\n",
+    );
+    let m = mesh("locality", 3, &[&gen, &count]).await;
+    let r = &m.requester;
+    let (gen_id, count_id) = (
+        r.add_workflow(&gen).await.unwrap(),
+        r.add_workflow(&count).await.unwrap(),
+    );
+    for x in 1..=5 {
+        let g = expression(r, &gen_id, &[("x", Value::Int(x))]);
+        let made = run(r, &g).await;
+        assert_eq!(made.state, JobState::Done, "{made:?}");
+        let c = expression(
+            r,
+            &count_id,
+            &[(
+                "src",
+                Value::Output {
+                    expr: g.id(),
+                    name: "out".into(),
+                },
+            )],
+        );
+        let counted = run(r, &c).await;
+        assert_eq!(counted.state, JobState::Done, "{counted:?}");
+        let worker_of = |record: &JobRecord| {
+            r.store
+                .fact(&record.fact.expect("has a fact"))
+                .unwrap()
+                .unwrap()
+                .body
+                .worker
+        };
+        assert_eq!(
+            worker_of(&counted),
+            worker_of(&made),
+            "job {x} ran where its input was"
+        );
+    }
+}

@@ -497,6 +497,7 @@ impl Requester {
             }
             let deps = expression.dependencies();
             let mut inputs = Vec::new();
+            let mut input_bytes = 0;
             if !deps.is_empty() {
                 this.set_state(&expr, JobState::ResolvingInputs);
                 let results =
@@ -512,14 +513,13 @@ impl Requester {
                 }
                 for (dep, name) in expression.output_refs() {
                     let fact = &by_expr[&dep];
-                    let blob = match &fact.body.outcome {
-                        Outcome::Success { outputs } => outputs
-                            .get(&name)
-                            .map(|o| o.blob)
-                            .ok_or_else(|| ResolveError::Input {
+                    let output = match &fact.body.outcome {
+                        Outcome::Success { outputs } => {
+                            outputs.get(&name).ok_or_else(|| ResolveError::Input {
                                 expr: dep,
                                 reason: format!("it has no output named {name:?}"),
-                            })?,
+                            })?
+                        }
                         Outcome::AnalysisError { kind, message } => {
                             return Err(ResolveError::Input {
                                 expr: dep,
@@ -527,10 +527,11 @@ impl Requester {
                             })
                         }
                     };
+                    input_bytes += output.size;
                     inputs.push(ResolvedInput {
                         expr: dep,
                         name,
-                        blob,
+                        blob: output.blob,
                     });
                 }
                 inputs.sort();
@@ -538,7 +539,8 @@ impl Requester {
             if cancel.is_cancelled() {
                 return Err(ResolveError::Cancelled);
             }
-            this.compute(expression, inputs, cancel).await
+            this.compute(expression, (inputs, input_bytes), cancel)
+                .await
         }
         .boxed()
     }
@@ -571,10 +573,12 @@ impl Requester {
         }))
     }
 
+    /// Schedule `expression` on a worker; `inputs` are its resolved `Output`
+    /// arguments and their total size in bytes.
     async fn compute(
         &self,
         expression: Expression,
-        inputs: Vec<ResolvedInput>,
+        (inputs, input_bytes): (Vec<ResolvedInput>, u64),
         cancel: CancellationToken,
     ) -> Result<Resolved, ResolveError> {
         let expr = expression.id();
@@ -621,7 +625,7 @@ impl Requester {
             }
             self.set_state(&expr, JobState::Advertised);
             let chosen = self
-                .advertise_and_choose(&topic, &advert, &excluded, &cancel)
+                .advertise_and_choose(&topic, (&advert, input_bytes), &excluded, &cancel)
                 .await?;
             let (worker, reply) = match chosen {
                 Choice::Worker(worker, reply) => (worker, reply),
@@ -698,11 +702,13 @@ impl Requester {
     /// Publish the advert (repeatedly, less often each time, until offers
     /// come), collect offers for the window after the first, and pick the best
     /// trusted one not excluded (falling back to excluded workers when nobody
-    /// else offers).
+    /// else offers). An offer nobody can beat ends the window at once: from a
+    /// worker already running the expression, or from one that did not fail
+    /// this job and holds all `input_bytes` of its inputs.
     async fn advertise_and_choose(
         &self,
         topic: &Topic,
-        advert: &JobAdvert,
+        (advert, input_bytes): (&JobAdvert, u64),
         excluded: &HashSet<PeerId>,
         cancel: &CancellationToken,
     ) -> Result<Choice, ResolveError> {
@@ -778,7 +784,12 @@ impl Requester {
                         self.inner.client.respond_job(offer.reply, JobResponse::Decline(DeclineReason::NotNeeded)).await;
                         continue;
                     }
+                    let unbeatable = offer.offer.running
+                        || (!excluded.contains(&offer.peer) && offer.offer.local_input_bytes >= input_bytes);
                     offers.push(offer);
+                    if unbeatable {
+                        break;
+                    }
                     window_end.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(cfg.offer_window_ms));
                 }
             }
