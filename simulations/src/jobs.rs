@@ -22,15 +22,6 @@ use crate::stats::Latency;
 /// Job slots per worker (the node's default).
 pub const SLOTS: u32 = 2;
 
-/// The requester settings used by the benchmark: the node's defaults with a
-/// 20 ms offer window instead of 300 ms (loopback offers arrive within a few ms).
-pub fn scheduler() -> SchedulerConfig {
-    SchedulerConfig {
-        offer_window_ms: 20,
-        ..SchedulerConfig::default()
-    }
-}
-
 fn settings(
     net: &NetworkId,
     peers: Vec<Multiaddr>,
@@ -53,7 +44,8 @@ fn settings(
         }),
         trusted_keys: trusted,
         trusted_experts: vec![],
-        scheduler: scheduler(),
+        // The node's defaults: the benchmark measures what users get.
+        scheduler: SchedulerConfig::default(),
     })
 }
 
@@ -286,7 +278,7 @@ pub async fn round_trip(workers: usize, jobs: usize) -> anyhow::Result<RoundTrip
         latency: Latency::of(&samples).ok_or_else(none)?,
         lookup_miss: Latency::of(&misses).ok_or_else(none)?,
         publish_fact: Latency::of(&publishes).ok_or_else(none)?,
-        offer_window_ms: scheduler().offer_window_ms,
+        offer_window_ms: SchedulerConfig::default().offer_window_ms,
         cpu_percent,
     })
 }
