@@ -702,9 +702,7 @@ impl Requester {
     /// Publish the advert (repeatedly, less often each time, until offers
     /// come), collect offers for the window after the first, and pick the best
     /// trusted one not excluded (falling back to excluded workers when nobody
-    /// else offers). An offer nobody can beat ends the window at once: from a
-    /// worker already running the expression, or from one that did not fail
-    /// this job and holds all `input_bytes` of its inputs.
+    /// else offers). See [`window_close`] for when the window closes early.
     async fn advertise_and_choose(
         &self,
         topic: &Topic,
@@ -722,6 +720,7 @@ impl Requester {
         let mut offers: Vec<OfferIn> = Vec::new();
         let mut every = Duration::from_millis(cfg.readvertise_ms);
         let mut next_publish = tokio::time::Instant::now();
+        let mut last_publish = next_publish;
         loop {
             let deadline = window_end.unwrap_or(give_up);
             tokio::select! {
@@ -759,6 +758,7 @@ impl Requester {
                     let message = Gossip::JobAdvert(Box::new(fresh));
                     match self.inner.client.publish(topic.clone(), message).await {
                         Ok(()) => {
+                            last_publish = tokio::time::Instant::now();
                             next_publish += every;
                             every = (every * 2).min(READVERTISE_MAX);
                         }
@@ -784,13 +784,14 @@ impl Requester {
                         self.inner.client.respond_job(offer.reply, JobResponse::Decline(DeclineReason::NotNeeded)).await;
                         continue;
                     }
-                    let unbeatable = offer.offer.running
-                        || (!excluded.contains(&offer.peer) && offer.offer.local_input_bytes >= input_bytes);
-                    offers.push(offer);
-                    if unbeatable {
+                    if offer.offer.running {
+                        offers.push(offer);
                         break;
                     }
-                    window_end.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(cfg.offer_window_ms));
+                    let ideal = !excluded.contains(&offer.peer) && offer.offer.local_input_bytes >= input_bytes;
+                    offers.push(offer);
+                    let end = window_close(ideal, last_publish, Duration::from_millis(cfg.offer_window_ms));
+                    window_end = Some(window_end.map_or(end, |e| e.min(end)));
                 }
             }
         }
@@ -1025,6 +1026,36 @@ impl Requester {
     pub fn on_fact_announce(&self, expr: ExprId) {
         lock(&self.inner.foreign_adverts).remove(&expr);
         let _ = self.inner.announced.send(expr);
+    }
+}
+
+/// The least time an ideal offer waits for a better one.
+const MIN_GRACE: Duration = Duration::from_millis(5);
+
+/// When to stop collecting offers, given one that just arrived.
+///
+/// An offer from a worker already running the expression is taken at once
+/// (not here). An *ideal* offer — from a worker that did not fail this job
+/// and holds every input byte, e.g. any such worker for a job without inputs
+/// — can only be beaten by a worker already running the expression, which
+/// answers each publication about as fast as this one did: so wait as long
+/// again as this offer took since the last publication (at least
+/// [`MIN_GRACE`]), within the window; if the window since that publication
+/// has already passed, such an offer would have come, so close now. Any
+/// other offer opens the full window for better ones (locality).
+fn window_close(
+    ideal: bool,
+    last_publish: tokio::time::Instant,
+    window: Duration,
+) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    if !ideal {
+        return now + window;
+    }
+    let since = now.saturating_duration_since(last_publish);
+    match window.checked_sub(since) {
+        Some(left) => now + since.max(MIN_GRACE).min(left),
+        None => now,
     }
 }
 
