@@ -209,7 +209,7 @@ fn round_trip_row(
     let mut o = Outcome::new(
         "trivial job round trip",
         format!(
-            "1 requester, {} workers × {} slots; `touch out`; {} sequential jobs, each a new expression; the node's default scheduler settings (offer window {} ms, which a job without inputs skips)",
+            "1 requester, {} workers × {} slots; `touch out`; {} sequential jobs, each a new expression; the node's default scheduler settings (offer window {} ms, cut short for an offer that only a running worker could beat)",
             sizes.workers, jobs::SLOTS, rt.latency.n, rt.offer_window_ms
         ),
     );
@@ -234,9 +234,10 @@ fn round_trip_row(
     }
     o.notes.push(format!(
         "where the time goes (measured on the same mesh): cache check of a new expression \
-         (`lookup_facts_until`, a miss: both DHT queries run to their end) p50 {} ms; no offer window \
-         (a job without inputs takes the first trusted offer; the {} ms window applies only when \
-         locality is in question); the worker's `publish_fact` before `Done` p50 {} ms; the rest is gossip of the advert, \
+         (`lookup_facts_until`, a miss: both DHT queries run to their end) p50 {} ms; the offer window: \
+         a job without inputs waits after the first trusted offer as long again as it took (at \
+         least 5 ms) for a worker already running it; the full {} ms applies only when locality \
+         is in question; the worker's `publish_fact` before `Done` p50 {} ms; the rest is gossip of the advert, \
          offer/assign/done request-responses, the run, fact signing and sled writes; \
          the process (all nodes) used {:.0} % of a core",
         ms(rt.lookup_miss.p50_ms),
