@@ -182,6 +182,26 @@ fn int_workflow(root: &Path, marker_dir: &Path, name: &str, script: &str) -> Pat
     )
 }
 
+/// A workflow with one blob input `src`, passed as the script's only argument.
+fn blob_workflow(root: &Path, marker_dir: &Path, name: &str, script: &str) -> PathBuf {
+    workflow(
+        root,
+        marker_dir,
+        name,
+        "[inputs.src]\ntype = \"blob\"",
+        r#"["python3", "{bundle}/step.py", "{src}"]"#,
+        script,
+    )
+}
+
+/// The `out` output of `e`, as an argument.
+fn out_of(e: &Expression) -> Value {
+    Value::Output {
+        expr: e.id(),
+        name: "out".into(),
+    }
+}
+
 fn executions(marker_dir: &Path, name: &str) -> usize {
     std::fs::read_to_string(marker_dir.join(name))
         .map(|s| s.lines().count())
@@ -371,12 +391,10 @@ async fn a_dag_with_fan_out_and_reduce_computes_each_node_once_and_concurrent_re
         r#"["python3", "{bundle}/step.py", "{i}"]"#,
         "open('out.txt', 'w').write(sys.argv[1])\n",
     );
-    let inc = workflow(
+    let inc = blob_workflow(
         root.path(),
         markers.path(),
         "inc",
-        "[inputs.src]\ntype = \"blob\"",
-        r#"["python3", "{bundle}/step.py", "{src}"]"#,
         "open('out.txt', 'w').write(str(int(open(sys.argv[1]).read()) + 1))\n",
     );
     let sum = workflow(
@@ -398,22 +416,9 @@ async fn a_dag_with_fan_out_and_reduce_computes_each_node_once_and_concurrent_re
     for i in 0..10 {
         let g = expression(r, &gen_id, &[("i", Value::Int(i))]);
         r.store.put_expr(&g).unwrap();
-        let n = expression(
-            r,
-            &inc_id,
-            &[(
-                "src",
-                Value::Output {
-                    expr: g.id(),
-                    name: "out".into(),
-                },
-            )],
-        );
+        let n = expression(r, &inc_id, &[("src", out_of(&g))]);
         r.store.put_expr(&n).unwrap();
-        parts.push(Value::Output {
-            expr: n.id(),
-            name: "out".into(),
-        });
+        parts.push(out_of(&n));
     }
     let total = expression(r, &sum_id, &[("parts", Value::List(parts))]);
 
@@ -734,12 +739,10 @@ async fn a_job_goes_to_the_worker_that_holds_its_input() {
         "gen",
         "open('out.txt', 'w').write(sys.argv[1] * 1000)\n",
     );
-    let count = workflow(
+    let count = blob_workflow(
         root.path(),
         markers.path(),
         "count",
-        "[inputs.src]\ntype = \"blob\"",
-        r#"["python3", "{bundle}/step.py", "{src}"]"#,
         "open('out.txt', 'w').write(str(len(open(sys.argv[1]).read())))\n",
     );
     let m = mesh("locality", 3, &[&gen, &count]).await;
@@ -752,17 +755,7 @@ async fn a_job_goes_to_the_worker_that_holds_its_input() {
         let g = expression(r, &gen_id, &[("x", Value::Int(x))]);
         let made = run(r, &g).await;
         assert_eq!(made.state, JobState::Done, "{made:?}");
-        let c = expression(
-            r,
-            &count_id,
-            &[(
-                "src",
-                Value::Output {
-                    expr: g.id(),
-                    name: "out".into(),
-                },
-            )],
-        );
+        let c = expression(r, &count_id, &[("src", out_of(&g))]);
         let counted = run(r, &c).await;
         assert_eq!(counted.state, JobState::Done, "{counted:?}");
         let worker_of = |record: &JobRecord| {
