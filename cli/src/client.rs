@@ -249,6 +249,19 @@ impl Api {
         Err(status_error(status, value.as_ref(), &bytes, &self.endpoint))
     }
 
+    /// The error for a non-2xx reply, with the node's message from its body.
+    fn failure(&self, status: u16, reply: Reply) -> CliError {
+        let bytes = reply
+            .response
+            .into_body()
+            .with_config()
+            .limit(MAX_JSON)
+            .read_to_vec()
+            .unwrap_or_default();
+        let value: Option<Json> = serde_json::from_slice(&bytes).ok();
+        status_error(status, value.as_ref(), &bytes, &self.endpoint)
+    }
+
     /// GET JSON.
     pub fn get(&self, path: &str) -> CliResult<Json> {
         self.json("GET", path, None)
@@ -268,16 +281,7 @@ impl Api {
     ) -> CliResult<()> {
         let reply = self.send("GET", path, None, &[])?;
         if !(200..300).contains(&reply.status) {
-            let status = reply.status;
-            let bytes = reply
-                .response
-                .into_body()
-                .with_config()
-                .limit(MAX_JSON)
-                .read_to_vec()
-                .unwrap_or_default();
-            let value: Option<Json> = serde_json::from_slice(&bytes).ok();
-            return Err(status_error(status, value.as_ref(), &bytes, &self.endpoint));
+            return Err(self.failure(reply.status, reply));
         }
         let reader = BufReader::new(reply.response.into_body().into_reader());
         let mut name = String::new();
@@ -316,15 +320,7 @@ impl Api {
         let reply = self.send("GET", &format!("/v1/blobs/{id}"), None, &[])?;
         let status = reply.status;
         if !(200..300).contains(&status) {
-            let bytes = reply
-                .response
-                .into_body()
-                .with_config()
-                .limit(MAX_JSON)
-                .read_to_vec()
-                .unwrap_or_default();
-            let value: Option<Json> = serde_json::from_slice(&bytes).ok();
-            return Err(status_error(status, value.as_ref(), &bytes, &self.endpoint));
+            return Err(self.failure(status, reply));
         }
         let len = reply
             .response
