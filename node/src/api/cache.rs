@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{blocking, parse_id, ApiError, ApiPath, ApiQuery, ApiState};
+use crate::store::StoreStats;
 
 /// One blob in the cache.
 #[derive(Debug, Serialize)]
@@ -122,50 +123,10 @@ pub async fn gc(State(s): State<ApiState>) -> Result<Json<GcView>, ApiError> {
     .await
 }
 
-/// Store counts and sizes.
-#[derive(Debug, Serialize)]
-pub struct StatsView {
-    /// Blobs.
-    pub blobs: u64,
-    /// Their bytes.
-    pub blob_bytes: u64,
-    /// Pinned blobs.
-    pub pinned_blobs: u64,
-    /// Their bytes.
-    pub pinned_bytes: u64,
-    /// The cap, bytes.
-    pub cap_bytes: u64,
-    /// Facts.
-    pub facts: u64,
-    /// Facts whose outputs are held here.
-    pub held_facts: u64,
-    /// Workflows.
-    pub workflows: u64,
-    /// Expressions.
-    pub exprs: u64,
-    /// Endorsements.
-    pub endorsements: u64,
-}
-
 /// `GET /v1/cache/stats`.
-pub async fn stats(State(s): State<ApiState>) -> Result<Json<StatsView>, ApiError> {
+pub async fn stats(State(s): State<ApiState>) -> Result<Json<StoreStats>, ApiError> {
     let node = s.node.clone();
-    blocking(move || {
-        let st = node.store.stats()?;
-        Ok(Json(StatsView {
-            blobs: st.blobs,
-            blob_bytes: st.blob_bytes,
-            pinned_blobs: st.pinned_blobs,
-            pinned_bytes: st.pinned_bytes,
-            cap_bytes: st.cap_bytes,
-            facts: st.facts,
-            held_facts: st.held_facts,
-            workflows: st.workflows,
-            exprs: st.exprs,
-            endorsements: st.endorsements,
-        }))
-    })
-    .await
+    blocking(move || Ok(Json(node.store.stats()?))).await
 }
 
 /// One connected peer.

@@ -116,8 +116,8 @@ impl OpenReport {
     }
 }
 
-/// Counts and sizes, for `oda cache` and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counts and sizes, for `oda cache` and metrics (the API serves it as is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
     /// Number of blobs.
     pub blobs: u64,
