@@ -63,12 +63,7 @@ impl Expression {
         if let Some(name) = args.keys().find(|k| !manifest.inputs.contains_key(*k)) {
             return Err(ArgError::Unknown {
                 name: name.clone(),
-                known: manifest
-                    .inputs
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: manifest.input_names(),
             });
         }
         let mut given = args;

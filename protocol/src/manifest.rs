@@ -363,6 +363,11 @@ pub fn is_safe_relative_path(p: &str) -> bool {
 }
 
 impl Manifest {
+    /// The input names, comma-separated (for errors naming what is accepted).
+    pub fn input_names(&self) -> String {
+        self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
     /// Parse and validate a manifest from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
         if text.len() > limits::MANIFEST_TOML {

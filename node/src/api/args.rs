@@ -58,12 +58,7 @@ pub fn parse_args(
         let Some(spec) = manifest.inputs.get(name) else {
             return Err(ArgsError::Unknown {
                 name: name.clone(),
-                known: manifest
-                    .inputs
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: manifest.input_names(),
             });
         };
         let converted = convert(&spec.ty, value).map_err(|got| ArgsError::Type {
