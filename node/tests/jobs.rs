@@ -445,12 +445,10 @@ async fn a_dag_with_fan_out_and_reduce_computes_each_node_once_and_concurrent_re
 async fn a_lost_worker_is_replaced_and_untrusted_workflows_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let slow = workflow(
+    let slow = int_workflow(
         root.path(),
         markers.path(),
         "slow",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
         "time.sleep(2)\nopen('out.txt', 'w').write(sys.argv[1])\n",
     );
     let mut m = mesh("lost", 2, &[&slow]).await;
@@ -537,20 +535,16 @@ async fn a_lost_worker_is_replaced_and_untrusted_workflows_are_refused() {
 async fn cancel_works_while_advertised_and_while_running() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let slow = workflow(
+    let slow = int_workflow(
         root.path(),
         markers.path(),
         "slow",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
         "time.sleep(30)\nopen('out.txt', 'w').write(sys.argv[1])\n",
     );
-    let nobody = workflow(
+    let nobody = int_workflow(
         root.path(),
         markers.path(),
         "nobody",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
         "open('out.txt', 'w').write('x')\n",
     );
     let m = mesh("cancel", 1, &[&slow]).await;
@@ -598,12 +592,10 @@ async fn cancel_works_while_advertised_and_while_running() {
 async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_it() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
-    let slow = workflow(
+    let slow = int_workflow(
         root.path(),
         markers.path(),
         "slow",
-        "[inputs.x]\ntype = \"int\"",
-        r#"["python3", "{bundle}/step.py", "{x}"]"#,
         "time.sleep(3)\nopen('out.txt', 'w').write(sys.argv[1])\n",
     );
     let m = mesh("join", 2, &[&slow]).await;

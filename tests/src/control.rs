@@ -26,7 +26,7 @@ use oda_node::config::{files, Config};
 use oda_node::runtime::RuntimeInfo;
 use serde_json::Value as Json;
 
-use crate::{bin, run_with_deadline, START_DEADLINE};
+use crate::{bin, run_with_deadline, DataDir, START_DEADLINE};
 
 /// Poll `check` every 100 ms until it returns `Some`, or panic naming `what`
 /// once `deadline` has passed.
@@ -202,7 +202,7 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Node {
     /// A name for messages.
     pub name: String,
-    dir: tempfile::TempDir,
+    dir: DataDir,
     child: Option<Child>,
     /// Its `node.json`, once started.
     pub info: Option<RuntimeInfo>,
@@ -219,34 +219,16 @@ impl Node {
     /// `oda-node init` a fresh data dir and edit its config, already set to
     /// `network`, TCP on 127.0.0.1 port 0 and the API on 127.0.0.1:0.
     pub fn init(name: &str, network: &str, edit: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("oda-fault-{name}-"))
-            .tempdir()
-            .expect("a temporary data dir can be created");
-        let mut cmd = Command::new(bin("oda-node"));
-        cmd.arg("init")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--network")
-            .arg(network);
-        run_with_deadline(cmd, Duration::from_secs(30)).expect_code(0);
-        let node = Self {
+        Self {
             name: name.to_string(),
-            dir,
+            dir: DataDir::init(&format!("oda-fault-{name}-"), network, edit),
             child: None,
             info: None,
             api: None,
             netns: None,
             run_args: Vec::new(),
             runs: 0,
-        };
-        node.edit(|c| {
-            c.network = network.to_string();
-            c.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-            c.api.listen = "127.0.0.1:0".into();
-            edit(c);
-        });
-        node
+        }
     }
 
     /// The data dir.
@@ -256,11 +238,7 @@ impl Node {
 
     /// Edit `config.toml` (takes effect at the next start).
     pub fn edit(&self, edit: impl FnOnce(&mut Config)) {
-        let path = self.path().join(files::CONFIG);
-        let mut cfg = Config::load(&path).expect("config.toml loads");
-        edit(&mut cfg);
-        std::fs::write(&path, toml::to_string(&cfg).expect("the config serialises"))
-            .expect("config.toml can be written");
+        self.dir.edit(edit)
     }
 
     /// The log file (all runs).
@@ -430,10 +408,7 @@ impl Node {
 
     /// The API token.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.path().join(files::API_TOKEN))
-            .expect("api.token exists")
-            .trim()
-            .to_string()
+        self.dir.token()
     }
 
     /// One API request; `Err` when the node cannot be reached.

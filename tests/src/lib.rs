@@ -170,10 +170,59 @@ pub fn oda(data_dir: &Path, args: &[&str]) -> Output {
     run_with_deadline(cmd, COMMAND_DEADLINE)
 }
 
+/// A node's data dir made by `oda-node init`, with the config set for tests.
+pub struct DataDir(tempfile::TempDir);
+
+impl DataDir {
+    /// `oda-node init` a fresh data dir (named with `prefix`), then set the
+    /// config to `network`, TCP on 127.0.0.1 port 0 and the API on
+    /// 127.0.0.1:0, and let `edit` change it further.
+    pub fn init(prefix: &str, network: &str, edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("a temporary data dir can be created");
+        let mut cmd = Command::new(bin("oda-node"));
+        cmd.arg("init").arg("--data-dir").arg(dir.path());
+        cmd.arg("--network").arg(network);
+        run_with_deadline(cmd, Duration::from_secs(30)).expect_code(0);
+        let data = Self(dir);
+        data.edit(|c| {
+            c.network = network.to_string();
+            c.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+            c.api.listen = "127.0.0.1:0".into();
+            edit(c);
+        });
+        data
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Edit `config.toml` (takes effect at the next start).
+    pub fn edit(&self, edit: impl FnOnce(&mut Config)) {
+        let path = self.path().join(files::CONFIG);
+        let mut cfg = Config::load(&path).expect("config.toml loads");
+        edit(&mut cfg);
+        std::fs::write(&path, toml::to_string(&cfg).expect("the config serialises"))
+            .expect("config.toml can be written");
+    }
+
+    /// The API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.path().join(files::API_TOKEN))
+            .expect("api.token exists")
+            .trim()
+            .to_string()
+    }
+}
+
 /// One `oda-node` process and its data dir. Stopped on drop.
 pub struct NodeProc {
     /// The data dir.
-    pub dir: tempfile::TempDir,
+    pub dir: DataDir,
     /// A name for messages.
     pub name: String,
     child: Option<Child>,
@@ -187,24 +236,8 @@ impl NodeProc {
     /// `oda-node init` a fresh data dir, then let `edit` change the config
     /// (already set to: `network`, TCP on 127.0.0.1 port 0, API on 127.0.0.1:0).
     pub fn init(name: &str, network: &str, edit: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("oda-{name}-"))
-            .tempdir()
-            .expect("temp dir");
-        let mut cmd = Command::new(bin("oda-node"));
-        cmd.arg("init").arg("--data-dir").arg(dir.path());
-        cmd.arg("--network").arg(network);
-        run_with_deadline(cmd, Duration::from_secs(30)).expect_code(0);
-        let path = dir.path().join(files::CONFIG);
-        let mut cfg = Config::load(&path).expect("the config oda-node init wrote loads");
-        cfg.network = network.to_string();
-        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-        cfg.api.listen = "127.0.0.1:0".into();
-        edit(&mut cfg);
-        std::fs::write(&path, toml::to_string(&cfg).expect("config serialises"))
-            .expect("write config");
         Self {
-            dir,
+            dir: DataDir::init(&format!("oda-{name}-"), network, edit),
             name: name.to_string(),
             child: None,
             info: None,
@@ -219,11 +252,7 @@ impl NodeProc {
 
     /// Edit the config before [`NodeProc::start`].
     pub fn edit(&self, edit: impl FnOnce(&mut Config)) {
-        let path = self.path().join(files::CONFIG);
-        let mut cfg = Config::load(&path).expect("config loads");
-        edit(&mut cfg);
-        std::fs::write(&path, toml::to_string(&cfg).expect("config serialises"))
-            .expect("write config");
+        self.dir.edit(edit)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -299,10 +328,7 @@ impl NodeProc {
 
     /// The API token.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.path().join(files::API_TOKEN))
-            .expect("api.token")
-            .trim()
-            .to_string()
+        self.dir.token()
     }
 
     /// The node's log so far.
