@@ -110,6 +110,9 @@ pub enum RegistryError {
     /// The workflow is not in the store.
     #[error("workflow {0:#} is not in the store")]
     UnknownWorkflow(WorkflowId),
+    /// The blocking task that reads the folder failed.
+    #[error("the task adding the workflow failed: {0}")]
+    Task(String),
     /// Writing a materialised file failed.
     #[error("cannot write {}: {source}", .path.display())]
     Write {
@@ -257,6 +260,10 @@ fn read_inside(root: &Path, rel: &str, max: u64) -> Result<Vec<u8>, Problem> {
     })?;
     if !real.starts_with(root) {
         return Err(Problem::Escapes(real));
+    }
+    // Check before opening: opening a FIFO (or a device) can block forever.
+    if !std::fs::metadata(&real).map_err(Problem::Io)?.is_file() {
+        return Err(Problem::NotAFile);
     }
     let file = std::fs::File::open(&real).map_err(Problem::Io)?;
     let meta = file.metadata().map_err(Problem::Io)?;

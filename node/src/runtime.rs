@@ -9,13 +9,12 @@ use std::time::Duration;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
-use crate::network::{self, Client, NetworkConfig, NetworkEvent};
+use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
 use crate::scheduler::{Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig};
 use crate::store::{Store, StoreConfig};
 
@@ -81,7 +80,7 @@ impl Node {
         net.bootstrap = cfg.bootstrap;
         net.kad_server = cfg.dht_server;
         net.max_connections = cfg.max_connections;
-        let (client, events, event_loop) = network::new(&key, net, store.clone())?;
+        let (client, inbox, event_loop) = network::new(&key, net, store.clone())?;
         let shutdown = CancellationToken::new();
         let network_task = tokio::spawn(event_loop.run(shutdown.clone()));
         let trust = TrustPolicy::new(
@@ -89,13 +88,6 @@ impl Node {
             cfg.trusted_keys.iter().copied(),
             cfg.trusted_experts.iter().copied(),
         );
-        let requester = Requester::new(
-            client.clone(),
-            store.clone(),
-            key.clone(),
-            trust.clone(),
-            cfg.scheduler.clone(),
-        )?;
         let worker = match &cfg.worker {
             Some(w) => {
                 let jobs_dir = data_dir.join("jobs");
@@ -107,7 +99,7 @@ impl Node {
                     client.clone(),
                     store.clone(),
                     key.clone(),
-                    trust,
+                    trust.clone(),
                     WorkerConfig {
                         slots: w.slots,
                         runner_class: w.runner_class,
@@ -122,13 +114,24 @@ impl Node {
             }
             None => None,
         };
+        // The node's own worker hears its requester's adverts and competes
+        // for them like any other worker: a node alone computes what it is
+        // asked.
+        let requester = Requester::new(
+            client.clone(),
+            store.clone(),
+            key.clone(),
+            trust,
+            cfg.scheduler.clone(),
+            worker.clone(),
+        )?;
         let dispatcher = Dispatcher {
             requester: requester.clone(),
             worker: worker.clone(),
             client: client.clone(),
         };
         let events_task = tokio::spawn(handle_events(
-            events,
+            inbox,
             dispatcher,
             key.clone(),
             data_dir.to_path_buf(),
@@ -172,7 +175,12 @@ impl Node {
         &self,
         dir: &Path,
     ) -> Result<oda_protocol::WorkflowId, crate::registry::RegistryError> {
-        let id = crate::registry::add(&self.store, dir)?;
+        // Reading and hashing the bundle is blocking file I/O: keep it off
+        // the async threads, which serve the API and the network.
+        let (store, folder) = (self.store.clone(), dir.to_path_buf());
+        let id = tokio::task::spawn_blocking(move || crate::registry::add(&store, &folder))
+            .await
+            .map_err(|e| crate::registry::RegistryError::Task(e.to_string()))??;
         // Requesters listen too: seeing other requesters' adverts lets them
         // join a computation instead of duplicating it.
         if let Err(e) = self.client.subscribe(oda_protocol::Topic::jobs(&id)).await {
@@ -243,16 +251,23 @@ impl Node {
 }
 
 /// Consume network events: keep `node.json` current, re-announce on
-/// (re)connection, and hand everything else to the scheduler.
+/// (re)connection, and hand everything else to the scheduler. Job RPCs and
+/// connection events come first; gossip only when none waits.
 async fn handle_events(
-    mut events: mpsc::Receiver<NetworkEvent>,
+    mut inbox: Inbox,
     dispatcher: Dispatcher,
     key: NodeKey,
     data_dir: PathBuf,
     store: Store,
 ) {
     let mut connected = 0usize;
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            biased;
+            Some(event) = inbox.control.recv() => event,
+            Some(event) = inbox.gossip.recv() => event,
+            else => break,
+        };
         match event {
             NetworkEvent::Listening(_) => {
                 let addrs = dispatcher.client.listen_addrs().await.unwrap_or_default();
@@ -267,11 +282,16 @@ async fn handle_events(
                 }
             }
             NetworkEvent::PeerDisconnected(_) => connected = connected.saturating_sub(1),
-            other => {
-                // Job messages may wait for a decision window; never block the
-                // event stream on them.
+            NetworkEvent::Gossip { message, .. } => dispatcher.on_gossip(message),
+            NetworkEvent::JobRequest {
+                peer,
+                request,
+                reply,
+            } => {
+                // A job RPC may wait for an offer window or a lease's
+                // channel; never block the inbox on it.
                 let d = dispatcher.clone();
-                tokio::spawn(async move { d.dispatch(other).await });
+                tokio::spawn(async move { d.on_job_request(peer, request, reply).await });
             }
         }
     }

@@ -765,3 +765,74 @@ async fn a_job_goes_to_the_worker_that_holds_its_input() {
         );
     }
 }
+
+/// A node alone, with its worker enabled and no network at all (no listen
+/// address, no peer): its own worker competes for its own adverts, so it
+/// computes what it is asked, including a DAG and a cancellation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_node_with_a_worker_computes_its_own_jobs_without_any_network() {
+    let root = tempfile::tempdir().unwrap();
+    let markers = tempfile::tempdir().unwrap();
+    let double = int_workflow(root.path(), markers.path(), "double", DOUBLE);
+    let sum = blob_workflow(
+        root.path(),
+        markers.path(),
+        "length",
+        "open('out.txt', 'w').write(str(len(open(sys.argv[1]).read())))\n",
+    );
+    let slow = int_workflow(
+        root.path(),
+        markers.path(),
+        "slow",
+        "time.sleep(30)\nopen('out.txt', 'w').write(sys.argv[1])\n",
+    );
+    let net = test_network("alone");
+    let dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::generate();
+    let mut cfg = settings(&net, vec![], true, vec![]);
+    cfg.listen = vec![];
+    let node = Node::start(dir.path(), key.clone(), &cfg)
+        .await
+        .expect("node starts");
+    let wf = node.add_workflow(&double).await.unwrap();
+    let e = expression(&node, &wf, &[("x", Value::Int(21))]);
+
+    let first = run(&node, &e).await;
+    assert_eq!(first.state, JobState::Done, "{first:?}");
+    assert!(!first.from_cache);
+    assert_eq!(output_text(&node, &first).await, "42");
+    let fact = node.store.fact(&first.fact.unwrap()).unwrap().unwrap();
+    assert_eq!(fact.body.worker, key.public(), "signed by the node itself");
+    assert_eq!(node.worker.as_ref().unwrap().executions(), 1);
+
+    // A DAG: the input is computed first, by the same worker.
+    let len_wf = node.add_workflow(&sum).await.unwrap();
+    let e2 = expression(&node, &len_wf, &[("src", out_of(&e))]);
+    let second = run(&node, &e2).await;
+    assert_eq!(second.state, JobState::Done, "{second:?}");
+    assert_eq!(output_text(&node, &second).await, "2");
+    assert_eq!(executions(markers.path(), "double"), 1);
+    assert_eq!(executions(markers.path(), "length"), 1);
+
+    // Cancelling a running job reaches the local worker, which stops the run
+    // and frees its slot.
+    let slow_wf = node.add_workflow(&slow).await.unwrap();
+    let e3 = expression(&node, &slow_wf, &[("x", Value::Int(1))]);
+    let job = node.requester.submit(&e3, false).unwrap();
+    let requester = node.requester.clone();
+    eventually("slow job running", DEADLINE, || {
+        let requester = requester.clone();
+        async move { (requester.status(&job.id).ok()??.state.name() == "running").then_some(()) }
+    })
+    .await;
+    node.requester.cancel(&job.id).unwrap();
+    let worker = node.worker.clone().unwrap();
+    eventually("the slot is free again", Duration::from_secs(20), || {
+        let worker = worker.clone();
+        async move { (worker.free_slots() == 2).then_some(()) }
+    })
+    .await;
+    let cancelled = node.requester.status(&job.id).unwrap().unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    node.shutdown().await.unwrap();
+}

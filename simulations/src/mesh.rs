@@ -72,11 +72,11 @@ pub async fn spawn(
     let mut cfg = NetworkConfig::new(net.clone(), vec![loopback()]);
     cfg.peers = peers;
     cfg.bootstrap = bootstrap;
-    let (client, events, event_loop) =
+    let (client, inbox, event_loop) =
         network::new(&key, cfg, store.clone()).context("cannot start a peer's network")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(event_loop.run(shutdown.clone()));
-    tokio::spawn(drain(events, index, gossip));
+    tokio::spawn(drain(inbox.gossip, index, gossip));
     let addrs = eventually("a peer listens", Duration::from_secs(20), || {
         let client = client.clone();
         async move { client.listen_addrs().await.ok().filter(|a| !a.is_empty()) }

@@ -35,6 +35,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     let node = s.node.clone();
     let (jobs, stats) = blocking(move || Ok((node.requester.list()?, node.store.stats()?))).await?;
     let peers = s.node.client.peers().await.map(|p| p.len()).unwrap_or(0);
+    let queues = s.node.client.queue_stats().await.unwrap_or_default();
     let mut by_state = [0u64; STATES.len()];
     for j in &jobs {
         if let Some(i) = STATES.iter().position(|n| *n == j.state.name()) {
@@ -101,6 +102,20 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
         "gauge",
         "Job adverts this node's worker is waiting for a free slot to offer for.",
         &[("", worker.map_or(0, |w| w.backlog_len()) as f64)],
+    );
+    metric(
+        &mut out,
+        "oda_gossip_shed_total",
+        "counter",
+        "Gossip messages dropped because the node was behind (job RPCs are never dropped).",
+        &[("", queues.gossip_shed as f64)],
+    );
+    metric(
+        &mut out,
+        "oda_rpc_waiting",
+        "gauge",
+        "Job RPCs waiting for the scheduler to take them.",
+        &[("", queues.control_waiting as f64)],
     );
     metric(
         &mut out,

@@ -586,3 +586,47 @@ async fn serve_answers_on_a_socket_and_stops_at_shutdown() {
         .unwrap();
     h.stop().await;
 }
+
+/// A FIFO listed in a workflow's `files` is refused at once with a clear
+/// error, and the node keeps answering: opening it would block forever (and,
+/// on the async threads, freeze the API and the p2p port).
+#[tokio::test]
+async fn a_fifo_in_a_workflow_is_refused_without_blocking_the_node() {
+    let h = Harness::start("fifo").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("oda-workflow.toml"),
+        "name = \"piped\"\nversion = \"1.0.0\"\nfiles = [\"pipe\"]\n\n\
+         [outputs.out]\npath = \"out\"\n\n\
+         [executor]\nkind = \"command\"\nargv = [\"true\"]\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo failed");
+    let body = json!({ "path": dir.path().to_str().unwrap() });
+    let adds = futures::future::join(
+        h.json("POST", "/v1/workflows", Some(body.clone())),
+        h.json("POST", "/v1/workflows", Some(body)),
+    );
+    let ((s1, v1), (s2, v2)) = tokio::time::timeout(std::time::Duration::from_secs(20), adds)
+        .await
+        .expect("adding a workflow with a FIFO must not block");
+    for (status, v) in [(s1, v1), (s2, v2)] {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            error_of(&v).contains("\"pipe\" is not a regular file"),
+            "{v}"
+        );
+    }
+    let (status, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        h.json("GET", "/v1/workflows", None),
+    )
+    .await
+    .expect("the API still answers");
+    assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+}

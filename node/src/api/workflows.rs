@@ -216,9 +216,10 @@ pub async fn add(
         )));
     }
     let id = s.node.add_workflow(&dir).await.map_err(|e| match e {
-        RegistryError::Store(_) | RegistryError::Db { .. } | RegistryError::Corrupt { .. } => {
-            internal(e)
-        }
+        RegistryError::Store(_)
+        | RegistryError::Db { .. }
+        | RegistryError::Corrupt { .. }
+        | RegistryError::Task(_) => internal(e),
         other => ApiError::bad_request(other.to_string()),
     })?;
     let node = s.node.clone();

@@ -68,6 +68,17 @@ pub enum Command {
     Reputation(PeerId, Reply<f64>),
     /// The addresses the node listens on.
     ListenAddrs(Reply<Vec<Multiaddr>>),
+    /// How the queues to the application fare.
+    Queues(Reply<QueueStats>),
+}
+
+/// How the event loop's queues to the application fare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Gossip messages shed since start because the gossip queue was full.
+    pub gossip_shed: u64,
+    /// Job RPCs and connection events waiting for room in the control queue.
+    pub control_waiting: usize,
 }
 
 /// A connected peer.
@@ -202,6 +213,15 @@ impl Client {
 
     async fn provide(&self, key: libp2p::kad::RecordKey) -> Result<(), NetworkError> {
         self.ask(|r| Command::Provide(key, r)).await
+    }
+
+    /// Start announcing that this node holds facts for `expr` (it answers
+    /// `GetFacts` for it), without waiting for the DHT: the event loop runs
+    /// the query and nobody waits for its end.
+    pub async fn announce_facts_held(&self, expr: &ExprId) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        self.tell(Command::Provide(super::keys::expr_providers(expr), reply))
+            .await
     }
 
     /// Every valid signed fact the mesh holds for `expr`: the DHT record, and
@@ -450,6 +470,11 @@ impl Client {
     /// Listen addresses.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetworkError> {
         self.ask(Command::ListenAddrs).await
+    }
+
+    /// How the queues to the application fare (gossip shed, RPCs waiting).
+    pub async fn queue_stats(&self) -> Result<QueueStats, NetworkError> {
+        self.ask(Command::Queues).await
     }
 }
 

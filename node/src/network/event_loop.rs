@@ -3,7 +3,7 @@
 //! message and reply from peers, answers `GetFacts` and blob reads from the
 //! store, and keeps the node connected (re-dialing known peers when it has none).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::client::{Command, PeerInfo, Reply};
+use super::client::{Command, PeerInfo, QueueStats, Reply};
 use super::scoring::{Offence, Reputation};
-use super::{keys, validate, NetworkConfig, NetworkError, NetworkEvent};
+use super::{keys, validate, JobReply, NetworkConfig, NetworkError, NetworkEvent, ReplyTo};
 use crate::store::Store;
 
 /// How often the loop checks that it is connected to somebody.
@@ -43,7 +43,14 @@ pub struct EventLoop {
     commands: mpsc::Receiver<Command>,
     /// For tasks that answer requests off the loop (blob reads).
     loopback: mpsc::Sender<Command>,
-    events: mpsc::Sender<NetworkEvent>,
+    /// Job RPCs and connection events for the application (never shed).
+    control: mpsc::Sender<NetworkEvent>,
+    /// What did not fit in `control` yet, oldest first.
+    overflow: VecDeque<NetworkEvent>,
+    /// Validated gossip for the application (shed when full).
+    gossip: mpsc::Sender<NetworkEvent>,
+    /// Gossip messages shed because the application was behind.
+    shed: u64,
     reputation: Reputation,
     agents: HashMap<PeerId, String>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
@@ -62,9 +69,8 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         cfg: NetworkConfig,
         store: Store,
-        commands: mpsc::Receiver<Command>,
-        loopback: mpsc::Sender<Command>,
-        events: mpsc::Sender<NetworkEvent>,
+        (commands, loopback): (mpsc::Receiver<Command>, mpsc::Sender<Command>),
+        (control, gossip): (mpsc::Sender<NetworkEvent>, mpsc::Sender<NetworkEvent>),
     ) -> Self {
         Self {
             swarm,
@@ -72,7 +78,10 @@ impl EventLoop {
             store,
             commands,
             loopback,
-            events,
+            control,
+            overflow: VecDeque::new(),
+            gossip,
+            shed: 0,
             reputation: Reputation::default(),
             agents: HashMap::new(),
             addrs: HashMap::new(),
@@ -96,6 +105,9 @@ impl EventLoop {
         }
         self.dial_known_peers();
         let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        // Room in the control queue is awaited through this handle, so that
+        // the other branches may borrow the loop mutably.
+        let control = self.control.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -105,6 +117,14 @@ impl EventLoop {
                     None => break,
                 },
                 _ = maintenance.tick() => self.maintain(),
+                permit = control.reserve(), if !self.overflow.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.overflow.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    Err(_) => self.overflow.clear(),
+                },
             }
         }
         tracing::info!("network event loop stopped");
@@ -254,6 +274,15 @@ impl EventLoop {
                     .send_request(&peer, request);
                 self.pending_blobs.insert(id, reply);
             }
+            // A job request to this node itself (its requester offering to
+            // its own worker, and back): delivered without the wire.
+            Command::SendJob(peer, request, reply) if peer == *self.swarm.local_peer_id() => {
+                self.emit(NetworkEvent::JobRequest {
+                    peer,
+                    request: *request,
+                    reply: JobReply(ReplyTo::Local(reply)),
+                });
+            }
             Command::SendJob(peer, request, reply) => {
                 let id = self
                     .swarm
@@ -262,12 +291,15 @@ impl EventLoop {
                     .send_request(&peer, *request);
                 self.pending_jobs.insert(id, reply);
             }
-            Command::RespondJob(reply, response) => {
+            Command::RespondJob(JobReply(ReplyTo::Local(reply)), response) => {
+                let _ = reply.send(Ok(response));
+            }
+            Command::RespondJob(JobReply(ReplyTo::Peer(channel)), response) => {
                 if self
                     .swarm
                     .behaviour_mut()
                     .jobs
-                    .send_response(reply.0, response)
+                    .send_response(channel, response)
                     .is_err()
                 {
                     tracing::debug!("job response dropped: the requester went away");
@@ -304,6 +336,12 @@ impl EventLoop {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(Ok(self.listen_addrs.clone()));
+            }
+            Command::Queues(reply) => {
+                let _ = reply.send(Ok(QueueStats {
+                    gossip_shed: self.shed,
+                    control_waiting: self.overflow.len(),
+                }));
             }
         }
     }
@@ -353,12 +391,27 @@ impl EventLoop {
         }
     }
 
-    fn emit(&self, event: NetworkEvent) {
-        // The application's queue is bounded; if it is full the application is
-        // overloaded and the event is dropped with a warning rather than
-        // stalling the network.
-        if let Err(e) = self.events.try_send(event) {
-            tracing::warn!(error = %e, "application event queue full or closed; event dropped");
+    /// Hand the application a job RPC or connection event. Never dropped:
+    /// what does not fit waits in `overflow`, in order.
+    fn emit(&mut self, event: NetworkEvent) {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(event);
+            return;
+        }
+        match self.control.try_send(event) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => self.overflow.push_back(event),
+        }
+    }
+
+    /// Hand the application a gossip message, or shed it when the
+    /// application is behind (it is repeated; RPCs are never shed).
+    fn emit_gossip(&mut self, event: NetworkEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.gossip.try_send(event) {
+            self.shed += 1;
+            if self.shed.is_power_of_two() {
+                tracing::warn!(shed = self.shed, "gossip queue full: gossip shed");
+            }
         }
     }
 
@@ -555,7 +608,7 @@ impl EventLoop {
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
         if let (Ok(msg), Some(source)) = (verdict, message.source) {
-            self.emit(NetworkEvent::Gossip {
+            self.emit_gossip(NetworkEvent::Gossip {
                 source,
                 message: msg,
             });
@@ -648,7 +701,7 @@ impl EventLoop {
             self.emit(NetworkEvent::JobRequest {
                 peer,
                 request,
-                reply: super::JobReply(channel),
+                reply: JobReply(ReplyTo::Peer(channel)),
             });
         }
     }

@@ -26,7 +26,7 @@ use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
 use oda_protocol::NetworkId;
 use tokio::sync::mpsc;
 
-pub use client::{Client, PeerInfo};
+pub use client::{Client, PeerInfo, QueueStats};
 pub use event_loop::EventLoop;
 
 use crate::identity::NodeKey;
@@ -134,7 +134,15 @@ pub enum NetworkError {
 }
 
 /// An inbound job-protocol request, answered with [`Client::respond_job`].
-pub struct JobReply(pub(crate) libp2p::request_response::ResponseChannel<JobResponse>);
+pub struct JobReply(pub(crate) ReplyTo);
+
+/// Where the answer to a job request goes.
+pub(crate) enum ReplyTo {
+    /// Back over the wire to a peer.
+    Peer(libp2p::request_response::ResponseChannel<JobResponse>),
+    /// To this node's own worker or requester (a job request to itself).
+    Local(client::Reply<JobResponse>),
+}
 
 impl std::fmt::Debug for JobReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,8 +177,22 @@ pub enum NetworkEvent {
     },
 }
 
-/// Capacity of the event channel to the application.
-const EVENT_QUEUE: usize = 1024;
+/// What the network hands the application, in two queues so that gossip
+/// volume can never crowd out job RPCs.
+pub struct Inbox {
+    /// Job-protocol requests and connection events. Never shed: when the
+    /// queue is full the event loop holds the overflow (bounded by
+    /// request-response's per-connection stream limit) until there is room.
+    pub control: mpsc::Receiver<NetworkEvent>,
+    /// Validated gossip. Shed (and counted) when full: gossip is repeated
+    /// (adverts are re-published, facts re-announced), RPCs are not.
+    pub gossip: mpsc::Receiver<NetworkEvent>,
+}
+
+/// Capacity of the control queue to the application.
+const CONTROL_QUEUE: usize = 1024;
+/// Capacity of the gossip queue to the application.
+const GOSSIP_QUEUE: usize = 1024;
 /// Capacity of the command channel from clients.
 const COMMAND_QUEUE: usize = 1024;
 
@@ -179,7 +201,7 @@ pub fn new(
     key: &NodeKey,
     cfg: NetworkConfig,
     store: Store,
-) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), NetworkError> {
+) -> Result<(Client, Inbox, EventLoop), NetworkError> {
     let setup = |e: &dyn std::fmt::Display| NetworkError::Setup(e.to_string());
     let behaviour_cfg = cfg.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.keypair.clone())
@@ -209,8 +231,15 @@ pub fn new(
             .map_err(|e| NetworkError::Setup(format!("cannot listen on {addr}: {e}")))?;
     }
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+    let (gossip_tx, gossip) = mpsc::channel(GOSSIP_QUEUE);
     let client = Client::new(command_tx.clone(), *swarm.local_peer_id());
-    let event_loop = EventLoop::new(swarm, cfg, store, command_rx, command_tx, event_tx);
-    Ok((client, event_rx, event_loop))
+    let event_loop = EventLoop::new(
+        swarm,
+        cfg,
+        store,
+        (command_rx, command_tx),
+        (control_tx, gossip_tx),
+    );
+    Ok((client, Inbox { control, gossip }, event_loop))
 }

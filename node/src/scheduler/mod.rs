@@ -16,7 +16,9 @@ pub use requester::{JobEvent, Requester};
 pub use trust::TrustPolicy;
 pub use worker::{Worker, WorkerConfig};
 
-use crate::network::{Client, NetworkEvent};
+use libp2p::PeerId;
+
+use crate::network::{Client, JobReply};
 
 /// Requester timing and retry settings.
 #[derive(Debug, Clone)]
@@ -62,38 +64,36 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Handle one network event.
-    pub async fn dispatch(&self, event: NetworkEvent) {
-        match event {
-            NetworkEvent::Gossip { message, .. } => match message {
-                Gossip::JobAdvert(advert) => {
-                    self.requester.on_foreign_advert(&advert);
-                    if let Some(w) = &self.worker {
-                        w.on_advert(*advert);
-                    }
+    /// Handle one gossip message. Never waits: gossip is handled in the
+    /// order it comes, without a task per message.
+    pub fn on_gossip(&self, message: Gossip) {
+        match message {
+            Gossip::JobAdvert(advert) => {
+                self.requester.on_foreign_advert(&advert);
+                if let Some(w) = &self.worker {
+                    w.on_advert(*advert);
                 }
-                Gossip::FactAnnounce(a) => {
-                    if let Some(w) = &self.worker {
-                        w.on_fact_announce(&a.expr);
-                    }
-                    self.requester.on_fact_announce(a.expr);
+            }
+            Gossip::FactAnnounce(a) => {
+                if let Some(w) = &self.worker {
+                    w.on_fact_announce(&a.expr);
                 }
-                Gossip::Capacity(_) => {}
+                self.requester.on_fact_announce(a.expr);
+            }
+            Gossip::Capacity(_) => {}
+        }
+    }
+
+    /// Handle one job-protocol request (from a peer or from this node).
+    pub async fn on_job_request(&self, peer: PeerId, request: JobRequest, reply: JobReply) {
+        match request {
+            JobRequest::Offer(offer) => self.requester.on_offer(peer, offer, reply).await,
+            JobRequest::Progress(p) => self.requester.on_progress(p, reply).await,
+            JobRequest::Done(done) => self.requester.on_done(peer, *done, reply).await,
+            JobRequest::Cancel(cancel) => match &self.worker {
+                Some(w) => w.on_cancel(cancel, reply).await,
+                None => self.client.respond_job(reply, JobResponse::Ack).await,
             },
-            NetworkEvent::JobRequest {
-                peer,
-                request,
-                reply,
-            } => match request {
-                JobRequest::Offer(offer) => self.requester.on_offer(peer, offer, reply).await,
-                JobRequest::Progress(p) => self.requester.on_progress(p, reply).await,
-                JobRequest::Done(done) => self.requester.on_done(peer, *done, reply).await,
-                JobRequest::Cancel(cancel) => match &self.worker {
-                    Some(w) => w.on_cancel(cancel, reply).await,
-                    None => self.client.respond_job(reply, JobResponse::Ack).await,
-                },
-            },
-            other => tracing::trace!(?other, "network event"),
         }
     }
 }

@@ -30,10 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
 use super::trust::TrustPolicy;
+use super::worker::Worker;
 use super::SchedulerConfig;
 use crate::identity::{peer_id_of, public_key_of, NodeKey};
 use crate::network::scoring::Offence;
-use crate::network::{Client, JobReply};
+use crate::network::{Client, JobReply, NetworkError};
 use crate::store::{Store, StoreError};
 
 /// A resolved expression.
@@ -175,6 +176,10 @@ struct Inner {
     announced: broadcast::Sender<ExprId>,
     events: broadcast::Sender<JobEvent>,
     lookups: tokio::sync::Semaphore,
+    /// This node's own worker, which hears every advert as gossip would
+    /// bring it (gossip never delivers to its publisher) and competes in
+    /// the same auction.
+    local_worker: Option<Worker>,
 }
 
 /// The requester half of the scheduler. Cheap to clone.
@@ -196,6 +201,7 @@ impl Requester {
         key: NodeKey,
         trust: TrustPolicy,
         cfg: SchedulerConfig,
+        local_worker: Option<Worker>,
     ) -> Result<Self, StoreError> {
         let jobs = JobStore::open(&store)?;
         Ok(Self {
@@ -218,6 +224,7 @@ impl Requester {
                 announced: broadcast::channel(256).0,
                 events: broadcast::channel(1024).0,
                 lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
+                local_worker,
             }),
         })
     }
@@ -566,6 +573,9 @@ impl Requester {
             return Ok(None);
         };
         self.inner.store.put_fact(&fact)?;
+        // Keep it and say so: the next ask from a neighbour is one
+        // request-response away.
+        self.inner.client.announce_facts_held(&expr).await;
         tracing::debug!(%expr, "served from the mesh cache");
         Ok(Some(Resolved {
             fact,
@@ -644,6 +654,7 @@ impl Requester {
             {
                 LeaseEnd::Fact(fact) => {
                     self.inner.store.put_fact(&fact)?;
+                    self.inner.client.announce_facts_held(&expr).await;
                     return Ok(Resolved {
                         fact: *fact,
                         from_cache: false,
@@ -755,8 +766,21 @@ impl Requester {
                     let mut fresh = advert.clone();
                     let left = give_up.saturating_duration_since(tokio::time::Instant::now());
                     fresh.deadline = now_ms() + (every * 2).min(left).as_millis() as u64;
+                    // The local worker hears it as a peer would; for the
+                    // schedule it counts as a subscriber that received it.
+                    let local = match &self.inner.local_worker {
+                        Some(worker) => {
+                            worker.on_advert(fresh.clone());
+                            true
+                        }
+                        None => false,
+                    };
                     let message = Gossip::JobAdvert(Box::new(fresh));
-                    match self.inner.client.publish(topic.clone(), message).await {
+                    let published = match self.inner.client.publish(topic.clone(), message).await {
+                        Err(NetworkError::NoSubscribers(_)) if local => Ok(()),
+                        other => other,
+                    };
+                    match published {
                         Ok(()) => {
                             last_publish = tokio::time::Instant::now();
                             next_publish += every;
@@ -806,15 +830,7 @@ impl Requester {
         // A worker already running the expression is joined; otherwise prefer
         // workers that did not fail this job, hold more input bytes, have more
         // free slots.
-        offers.sort_by_key(|o| {
-            (
-                !o.offer.running,
-                excluded.contains(&o.peer),
-                std::cmp::Reverse(o.offer.local_input_bytes),
-                std::cmp::Reverse(o.offer.free_slots),
-                o.offer.expected_start_ms,
-            )
-        });
+        offers.sort_by_key(|o| offer_rank(&o.offer, excluded.contains(&o.peer)));
         let best = offers.remove(0);
         self.decline_all(offers).await;
         Ok(Choice::Worker(best.peer, best.reply))
@@ -1029,6 +1045,20 @@ impl Requester {
     }
 }
 
+/// How an offer ranks, best first: a worker already running the expression
+/// (joining it costs nothing), then one that did not fail this job before,
+/// then the one holding more input bytes, with more free slots, starting
+/// sooner.
+fn offer_rank(offer: &Offer, failed_before: bool) -> impl Ord {
+    (
+        !offer.running,
+        failed_before,
+        std::cmp::Reverse(offer.local_input_bytes),
+        std::cmp::Reverse(offer.free_slots),
+        offer.expected_start_ms,
+    )
+}
+
 /// The least time an ideal offer waits for a better one.
 const MIN_GRACE: Duration = Duration::from_millis(5);
 
@@ -1073,4 +1103,72 @@ enum LeaseEnd {
     Fact(Box<SignedFact>),
     Cancelled,
     Failed { outcome: String, log_tail: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(running: bool, local_input_bytes: u64, free_slots: u32) -> Offer {
+        Offer {
+            expr: ExprId([1; 32]),
+            local_input_bytes,
+            free_slots,
+            expected_start_ms: 0,
+            running,
+        }
+    }
+
+    fn best(candidates: &[(Offer, bool)]) -> usize {
+        (0..candidates.len())
+            .min_by_key(|i| offer_rank(&candidates[*i].0, candidates[*i].1))
+            .expect("candidates")
+    }
+
+    #[test]
+    fn offers_rank_running_then_not_failed_then_locality_then_free_slots() {
+        // A running worker wins even without inputs or slots, even if it failed before.
+        assert_eq!(
+            best(&[(offer(false, 100, 8), false), (offer(true, 0, 0), true)]),
+            1
+        );
+        // A worker that failed this job loses to one that did not.
+        assert_eq!(
+            best(&[(offer(false, 100, 8), true), (offer(false, 0, 1), false)]),
+            1
+        );
+        // More input bytes held beats more free slots.
+        assert_eq!(
+            best(&[(offer(false, 10, 8), false), (offer(false, 20, 1), false)]),
+            1
+        );
+        // All else equal, more free slots.
+        assert_eq!(
+            best(&[(offer(false, 0, 1), false), (offer(false, 0, 2), false)]),
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_offer_window_closes_early_only_for_an_ideal_offer() {
+        let window = Duration::from_millis(300);
+        let published = tokio::time::Instant::now();
+        // An offer 2 ms after publication: wait the minimum grace of 5 ms.
+        tokio::time::advance(Duration::from_millis(2)).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(window_close(true, published, window), now + MIN_GRACE);
+        // An offer 40 ms after: as long again.
+        tokio::time::advance(Duration::from_millis(38)).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            window_close(true, published, window),
+            now + Duration::from_millis(40)
+        );
+        // Not ideal (locality in question): the whole window.
+        assert_eq!(window_close(false, published, window), now + window);
+        // An ideal offer after the window since publication (from a backlog): close now.
+        tokio::time::advance(window).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(window_close(true, published, window), now);
+    }
 }

@@ -43,10 +43,6 @@ use crate::network::{Client, JobReply};
 use crate::registry;
 use crate::store::{Store, StoreError};
 
-/// How long a worker waits for a fact's publication (DHT record, providers,
-/// announcement) before it reports the result anyway.
-const PUBLISH_BEFORE_REPORT: Duration = Duration::from_secs(3);
-
 /// Most adverts waiting for a free slot (about 1 KiB each).
 const BACKLOG_CAP: usize = 10_000;
 
@@ -510,7 +506,7 @@ impl Worker {
         // published.
         drop(slot);
         if let Ok(fact) = &result {
-            self.publish(fact).await;
+            self.publish(fact);
         }
         heartbeat.abort();
         lock(&self.inner.running).remove(&assign.lease);
@@ -593,20 +589,25 @@ impl Worker {
         // Inputs: upstream outputs and literal blobs, fetched if missing.
         let mut needed: Vec<BlobId> = advert.inputs.iter().map(|i| i.blob).collect();
         needed.extend(advert.expr.args.values().flat_map(literal_blobs));
-        let mut blob_paths = HashMap::new();
+        // Each input is kept from eviction until the run is over.
+        let mut in_use = Vec::new();
         for blob in needed {
             self.inner
                 .client
                 .fetch_blob(blob, None, &self.inner.store)
                 .await
                 .map_err(|e| fail(format!("cannot fetch input {blob}: {e}")))?;
-            let path = self
-                .inner
-                .store
-                .blob_path(&blob)
-                .ok_or_else(|| fail(format!("input {blob} vanished from the store")))?;
-            blob_paths.insert(blob, path);
+            let guard = self.inner.store.use_blob(&blob).ok_or_else(|| {
+                fail(format!(
+                    "input {blob} was evicted from the store right after it was fetched (is the blob cap smaller than the job's inputs?)"
+                ))
+            })?;
+            in_use.push((blob, guard));
         }
+        let blob_paths: HashMap<BlobId, PathBuf> = in_use
+            .iter()
+            .map(|(blob, guard)| (*blob, guard.path().to_path_buf()))
+            .collect();
         let outputs_of: HashMap<(ExprId, String), BlobId> = advert
             .inputs
             .iter()
@@ -615,8 +616,17 @@ impl Worker {
         let job_dir = self.inner.cfg.jobs_dir.join(format!("{lease:016x}"));
         let bundle_dir = job_dir.join("bundle");
         let work_dir = job_dir.join("work");
-        registry::materialise(&self.inner.store, &advert.expr.workflow, &bundle_dir)
-            .map_err(|e| fail(format!("cannot unpack the workflow: {e}")))?;
+        let (store, workflow_id, bundle_at) = (
+            self.inner.store.clone(),
+            advert.expr.workflow,
+            bundle_dir.clone(),
+        );
+        off_async("unpack the workflow", move || {
+            registry::materialise(&store, &workflow_id, &bundle_at)
+                .map_err(|e| format!("cannot unpack the workflow: {e}"))
+        })
+        .await
+        .map_err(fail)?;
         let (log_tx, mut log_rx) = mpsc::channel::<String>(256);
         let forward = tokio::spawn(async move {
             while let Some(line) = log_rx.recv().await {
@@ -638,21 +648,25 @@ impl Worker {
         )
         .await;
         forward.abort();
-        let result = self.sign_outcome(advert, &workflow, report);
-        if let Err(e) = std::fs::remove_dir_all(&job_dir) {
-            tracing::debug!(dir = %job_dir.display(), error = %e, "cannot remove job dir");
-        }
-        let fact = result?;
-        // Make the fact (and its outputs' metadata) durable before anybody
-        // hears of it: a crash must not make this worker forget a fact it
-        // has published and reported.
-        let store = self.inner.store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot flush the store after a fact"),
-            Err(e) => tracing::warn!(error = %e, "the store flush task failed"),
-        }
-        Ok(fact)
+        drop(in_use);
+        // Importing the outputs (hashing, fsync), signing, storing, removing
+        // the job directory and making the fact durable are blocking work.
+        let (this, advert) = (self.clone(), advert.clone());
+        let signed = tokio::task::spawn_blocking(move || {
+            let result = this.sign_outcome(&advert, &workflow, report);
+            if let Err(e) = std::fs::remove_dir_all(&job_dir) {
+                tracing::debug!(dir = %job_dir.display(), error = %e, "cannot remove job dir");
+            }
+            let fact = result?;
+            // Durable before anybody hears of it: a crash must not make this
+            // worker forget a fact it has published and reported.
+            if let Err(e) = this.inner.store.flush() {
+                tracing::warn!(error = %e, "cannot flush the store after a fact");
+            }
+            Ok(fact)
+        })
+        .await;
+        signed.unwrap_or_else(|e| Err(fail(format!("the task storing the result failed: {e}"))))
     }
 
     /// A fact this worker signed earlier for `expr`, if its store still has
@@ -673,25 +687,19 @@ impl Worker {
             })
     }
 
-    /// Publish a fact before reporting it, so that it can be found once the
-    /// requester has it; but in a slow or partitioned mesh the DHT steps wait
-    /// for unreachable peers (tens of seconds), so after a while the result is
-    /// reported and publishing goes on in the background.
-    async fn publish(&self, fact: &oda_protocol::SignedFact) {
+    /// Publish a fact (DHT record, provider records, announcement) while its
+    /// result is reported: the DHT steps are not on the job's critical path.
+    /// The requester that receives the fact announces that it holds it too,
+    /// so the fact stays findable if this worker goes away meanwhile.
+    fn publish(&self, fact: &oda_protocol::SignedFact) {
         lock(&self.inner.backlog).remove(&fact.body.expr);
         let client = self.inner.client.clone();
         let published = fact.clone();
-        let publish = tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Err(e) = client.publish_fact(&published).await {
                 tracing::debug!(error = %e, "publishing the fact partly failed");
             }
         });
-        if tokio::time::timeout(PUBLISH_BEFORE_REPORT, publish)
-            .await
-            .is_err()
-        {
-            tracing::info!(expr = %fact.body.expr, "publishing the fact is slow; reporting the result first");
-        }
     }
 
     fn sign_outcome(
@@ -785,6 +793,16 @@ impl Worker {
         }
         self.inner.client.respond_job(reply, JobResponse::Ack).await;
     }
+}
+
+/// Run blocking file work on the blocking pool.
+async fn off_async<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("the task to {what} failed: {e}")))
 }
 
 fn literal_blobs(value: &Value) -> Vec<BlobId> {

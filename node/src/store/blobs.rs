@@ -1,7 +1,8 @@
 //! Blob bytes: one file per blob under `blobs/`, written through [`BlobWriter`]
 //! (hashed while written, `fsync`, atomic rename, `fsync` of the directory), their
-//! metadata in tree `blob_meta`, ranged reads, pins, and least-recently-used
-//! eviction under the size cap.
+//! metadata in tree `blob_meta`, ranged reads, pins, guards for blobs that
+//! running jobs read ([`BlobInUse`]), and least-recently-used eviction under
+//! the size cap.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -19,6 +20,33 @@ pub const MAX_RANGE_READ: u64 = 64 * 1024 * 1024;
 
 /// Buffer size for streaming file copies and hashing.
 pub(crate) const IO_CHUNK: usize = 1024 * 1024;
+
+/// A blob file a job reads: the blob is not evicted while this lives.
+#[derive(Debug)]
+pub struct BlobInUse {
+    store: Store,
+    id: BlobId,
+    path: PathBuf,
+}
+
+impl BlobInUse {
+    /// The blob's file (read only).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BlobInUse {
+    fn drop(&mut self) {
+        let mut state = self.store.lock_blobs();
+        if let Some(n) = state.in_use.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                state.in_use.remove(&self.id);
+            }
+        }
+    }
+}
 
 /// What the store knows about one blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +247,26 @@ impl Store {
         }
     }
 
-    /// Path of the blob's file, if the store holds it. For reading only (for
-    /// example to materialise a job input); pin the blob while the path is in use,
-    /// or it may be evicted.
+    /// Path of the blob's file, if the store holds it. For reading only; a
+    /// path handed to a job must come from [`Store::use_blob`] instead, or
+    /// the blob may be evicted while the job reads it.
     pub fn blob_path(&self, id: &BlobId) -> Option<PathBuf> {
         self.has_blob(id).then(|| self.blob_file(id))
+    }
+
+    /// The blob's file, kept from eviction (and from `remove_blob`) until the
+    /// returned guard is dropped; `None` if the store does not hold it.
+    pub fn use_blob(&self, id: &BlobId) -> Option<BlobInUse> {
+        let mut state = self.lock_blobs();
+        if !self.has_blob(id) {
+            return None;
+        }
+        *state.in_use.entry(*id).or_default() += 1;
+        Some(BlobInUse {
+            store: self.clone(),
+            id: *id,
+            path: self.blob_file(id),
+        })
     }
 
     /// Read `len` bytes at `offset`. The range must lie within the blob (a range
@@ -306,6 +349,9 @@ impl Store {
         let rec = self.blob_record(id)?.ok_or(StoreError::BlobNotFound(*id))?;
         if rec.pinned {
             return Err(StoreError::Pinned(*id));
+        }
+        if state.in_use.contains_key(id) {
+            return Err(StoreError::InUse(*id));
         }
         self.evict_locked(&mut state, id, rec.size)
     }
@@ -424,7 +470,7 @@ impl Store {
             let (k, v) = item.map_err(StoreError::db("scan blob metadata"))?;
             let id = BlobId(key_id(trees::BLOB_META, &k)?);
             let rec: BlobRecord = decode(trees::BLOB_META, &k, &v)?;
-            if !rec.pinned && Some(id) != protect {
+            if !rec.pinned && Some(id) != protect && !state.in_use.contains_key(&id) {
                 candidates.push((rec.access_seq, id, rec.size));
             }
         }

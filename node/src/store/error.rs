@@ -71,6 +71,9 @@ pub enum StoreError {
     /// The operation would remove a pinned blob.
     #[error("blob {0} is pinned; unpin it first")]
     Pinned(BlobId),
+    /// The operation would remove a blob a running job reads.
+    #[error("blob {0} is in use by a running job; try again when it has finished")]
+    InUse(BlobId),
     /// A ranged read reaches past the end of the blob.
     #[error(
         "cannot read {len} bytes at offset {offset} of blob {id}: the blob has only {size} bytes"

@@ -63,7 +63,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use oda_protocol::FactId;
 
-pub use blobs::{BlobMeta, BlobWriter, GcReport, MAX_RANGE_READ};
+pub use blobs::{BlobInUse, BlobMeta, BlobWriter, GcReport, MAX_RANGE_READ};
 pub use error::StoreError;
 
 use records::{trees, FORMAT_KEY, FORMAT_VERSION};
@@ -182,6 +182,9 @@ struct Trees {
 struct BlobState {
     /// Sum of the sizes in `blob_meta`.
     total_bytes: u64,
+    /// Blobs whose files running jobs read, with how many [`BlobInUse`]
+    /// guards each has: never evicted while listed.
+    in_use: std::collections::HashMap<oda_protocol::BlobId, usize>,
 }
 
 impl Store {
@@ -222,7 +225,10 @@ impl Store {
                 cap: cfg.blob_cap_bytes,
                 db,
                 t,
-                blob_state: Mutex::new(BlobState { total_bytes: 0 }),
+                blob_state: Mutex::new(BlobState {
+                    total_bytes: 0,
+                    in_use: Default::default(),
+                }),
             }),
         };
         let report = store.check_and_repair()?;

@@ -193,6 +193,32 @@ fn reopen_keeps_everything() {
 }
 
 #[test]
+fn a_blob_a_job_reads_is_never_evicted_until_its_guard_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 150);
+    let input = store.put_blob(&[b'i'; 100]).unwrap();
+    assert!(store.use_blob(&BlobId([9; 32])).is_none(), "absent blob");
+    let first = store.use_blob(&input).unwrap();
+    let second = store.use_blob(&input).unwrap();
+    assert_eq!(first.path(), store.blob_path(&input).unwrap());
+    // Over the cap with the input least recently used: the input stays.
+    let other = store.put_blob(&[b'o'; 100]).unwrap();
+    assert!(store.has_blob(&input) && first.path().exists());
+    assert_eq!(store.blob_bytes(), 200, "nothing could be evicted");
+    assert!(matches!(store.remove_blob(&input), Err(StoreError::InUse(id)) if id == input));
+    // One of two guards gone: still in use.
+    drop(first);
+    assert!(matches!(
+        store.remove_blob(&input),
+        Err(StoreError::InUse(_))
+    ));
+    // Both gone: the least recently used blob goes first.
+    drop(second);
+    assert_eq!(store.gc().unwrap().evicted, vec![input]);
+    assert!(!store.has_blob(&input) && store.has_blob(&other));
+}
+
+#[test]
 fn eviction_is_lru_respects_pins_and_the_cap_and_demotes_held_facts() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), 300);

@@ -20,6 +20,7 @@ pub struct Peer {
     pub key: NodeKey,
     pub client: Client,
     pub store: Store,
+    /// Validated gossip (job RPCs are not served by these peers).
     pub events: mpsc::Receiver<NetworkEvent>,
     pub addr: Multiaddr,
     pub shutdown: CancellationToken,
@@ -54,8 +55,9 @@ pub async fn spawn(net: &NetworkId, peers: Vec<Multiaddr>, bootstrap: bool) -> P
     );
     cfg.peers = peers;
     cfg.bootstrap = bootstrap;
-    let (client, events, event_loop) =
+    let (client, inbox, event_loop) =
         network::new(&key, cfg, store.clone()).expect("network starts");
+    let events = inbox.gossip;
     let shutdown = CancellationToken::new();
     tokio::spawn(event_loop.run(shutdown.clone()));
     let addrs = eventually("listening", Duration::from_secs(10), || {

@@ -306,8 +306,10 @@ async fn main() {
                 .unwrap_or_else(|e| fail(&format!("--peer {p}: {e}")))
         })
         .collect();
-    let (client, mut events, event_loop) =
+    let (client, inbox, event_loop) =
         network::new(&key, cfg, store).unwrap_or_else(|e| fail(&format!("network: {e}")));
+    // Job requests (cancels) are left unanswered: the control queue is dropped.
+    let mut events = inbox.gossip;
     tokio::spawn(event_loop.run(Default::default()));
     let jobs_topic = Topic::jobs(&args.workflow);
     client
@@ -339,6 +341,5 @@ async fn main() {
         {
             tokio::spawn(offer(ctx.clone(), advert));
         }
-        // Job requests (cancels) are left unanswered.
     }
 }
