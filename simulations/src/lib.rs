@@ -5,8 +5,8 @@
 //! `127.0.0.1`, real sled stores in temp dirs, real executor processes), takes
 //! a [`Sizes`] so that the CI smoke test can run it in seconds, and returns a
 //! [`report::Outcome`]: the mesh's figures next to the physical limit measured
-//! in the same run and, where one exists, the figure of the tool a user would
-//! pick instead (Dask distributed).
+//! in the same run and, where one exists, the figures of the tools a user would
+//! pick instead (Dask distributed and Ray).
 //!
 //! - [`mesh`]: network-only peers (`oda_node::network::new`), topologies.
 //! - [`cache`]: remote cache hit and cold DHT lookup.
@@ -14,7 +14,9 @@
 //! - [`blob`]: verified blob transfer against raw loopback TCP.
 //! - [`gossip`]: time until every node of a 50/100-node mesh has a message.
 //! - [`process`]: the machine's fork/exec ceiling, idle `oda-node` RSS.
-//! - [`dask`]: the same trivial-task figures from Dask distributed.
+//! - [`python`]: those tools, each run as a Python script under a deadline:
+//!   [`dask`] (Dask distributed) and [`ray`] (Ray), the same trivial-task
+//!   figures.
 //! - [`stats`], [`report`]: percentiles, the Markdown table and the JSON.
 //! - [`suite`]: the whole run, shared by `oda-bench` and the smoke test.
 
@@ -25,6 +27,8 @@ pub mod gossip;
 pub mod jobs;
 pub mod mesh;
 pub mod process;
+pub mod python;
+pub mod ray;
 pub mod report;
 pub mod stats;
 pub mod suite;
@@ -57,10 +61,10 @@ pub struct Sizes {
     pub gossip_messages: usize,
     /// Seconds the idle node sits before its RSS is read.
     pub idle_secs: f64,
-    /// Sequential Dask tasks.
-    pub dask_tasks: usize,
-    /// Dask tasks in the throughput map.
-    pub dask_map: usize,
+    /// Sequential tasks of each Python peer (Dask, Ray).
+    pub peer_tasks: usize,
+    /// Tasks in each Python peer's throughput batch.
+    pub peer_map: usize,
 }
 
 impl Sizes {
@@ -79,8 +83,8 @@ impl Sizes {
             gossip_nodes: vec![50, 100],
             gossip_messages: 20,
             idle_secs: 2.0,
-            dask_tasks: 500,
-            dask_map: 10_000,
+            peer_tasks: 500,
+            peer_map: 10_000,
         }
     }
 
@@ -99,8 +103,8 @@ impl Sizes {
             gossip_nodes: vec![8],
             gossip_messages: 3,
             idle_secs: 0.5,
-            dask_tasks: 20,
-            dask_map: 200,
+            peer_tasks: 20,
+            peer_map: 200,
         }
     }
 }

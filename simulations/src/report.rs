@@ -1,10 +1,13 @@
 //! What a benchmark returns, and how a run is written: a Markdown table (for the
 //! terminal and `docs/benchmarks.md`) and JSON (`target/oda-bench.json`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
+
+use crate::python::PEERS;
 
 /// One number with its unit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,9 +42,10 @@ pub struct Outcome {
     pub mesh: String,
     /// The physical limit measured in the same run, as the table shows it.
     pub limit: String,
-    /// The figure of the tool a user would pick instead, as the table shows it.
-    pub peer: String,
-    /// Mesh figure over limit or peer figure, as the table shows it.
+    /// The figures of the tools a user would pick instead, as the table shows
+    /// them, by [`Peer::name`](crate::python::Peer::name) (one column each).
+    pub peers: BTreeMap<String, String>,
+    /// Mesh figure over limit or peer figures, as the table shows it.
     pub ratio: String,
     /// Anything a reader must know (scaled down, skipped, failures).
     pub notes: Vec<String>,
@@ -177,20 +181,26 @@ impl Run {
             self.load_average.1,
             self.command,
         );
-        out.push_str(
-            "| benchmark | setup | ODA mesh | physical limit (same run) | Dask distributed | ratio |\n",
-        );
-        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        let mut header = vec![
+            "benchmark",
+            "setup",
+            "ODA mesh",
+            "physical limit (same run)",
+        ];
+        header.extend(PEERS.iter().map(|p| p.name));
+        header.push("ratio");
+        out.push_str(&format!("| {} |\n", header.join(" | ")));
+        out.push_str(&format!("|{}\n", " --- |".repeat(header.len())));
         for r in &self.results {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
-                cell(&r.name),
-                cell(&r.setup),
-                cell(&r.mesh),
-                cell(&r.limit),
-                cell(&r.peer),
-                cell(&r.ratio),
-            ));
+            let mut row = vec![r.name.as_str(), &r.setup, &r.mesh, &r.limit];
+            row.extend(
+                PEERS
+                    .iter()
+                    .map(|p| r.peers.get(p.name).map_or("", String::as_str)),
+            );
+            row.push(&r.ratio);
+            let row: Vec<String> = row.into_iter().map(cell).collect();
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
         }
         let notes: Vec<String> = self
             .results

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use crate::python::{Peer, PeerFigures, PEERS};
 use crate::report::{Machine, Outcome, Run};
 use crate::stats::{ms, rate};
-use crate::{blob, cache, dask, gossip, jobs, process, Sizes};
+use crate::{blob, cache, gossip, jobs, process, Sizes};
 
 /// Selectable benchmarks, in run order (`--only NAME`).
 pub const NAMES: &[&str] = &[
@@ -17,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "throughput",
     "idle",
     "dask",
+    "ray",
 ];
 
 /// Whether `name` runs under the selection `only`. The fork/exec ceiling is
@@ -54,31 +56,33 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
     } else {
         None
     };
-    let dask_figures = if selected(only, "dask") {
-        say("Dask distributed");
-        match dask::available() {
-            Ok(version) => {
-                let (n, m) = (sizes.dask_tasks, sizes.dask_map);
-                match tokio::task::spawn_blocking(move || dask::measure(n, m)).await {
-                    Ok(Ok(d)) => Some((version, d)),
-                    Ok(Err(e)) => {
-                        results.push(failed("Dask distributed", &e));
-                        None
-                    }
-                    Err(e) => {
-                        results.push(failed("Dask distributed", &e.into()));
-                        None
-                    }
-                }
-            }
-            Err(why) => {
-                results.push(Outcome::skipped("Dask distributed", why));
-                None
-            }
+    let mut peers = Vec::new();
+    for peer in PEERS {
+        if !selected(only, peer.key) {
+            continue;
         }
-    } else {
-        None
-    };
+        say(peer.name);
+        let version = match peer.available() {
+            Ok(v) => v,
+            Err(why) => {
+                results.push(Outcome::skipped(peer.name, why));
+                continue;
+            }
+        };
+        let (n, m) = (sizes.peer_tasks, sizes.peer_map);
+        match tokio::task::spawn_blocking(move || peer.measure(n, m))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+        {
+            Ok(figures) => peers.push(Measured {
+                peer,
+                version,
+                figures,
+            }),
+            Err(e) => results.push(failed(peer.name, &e)),
+        }
+    }
 
     if selected(only, "cache") {
         say("remote cache hit and cold lookup");
@@ -91,12 +95,7 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
     if selected(only, "jobs") {
         say("trivial job round trip");
         match jobs::round_trip(sizes.workers, sizes.sequential_jobs).await {
-            Ok(rt) => results.push(round_trip_row(
-                sizes,
-                &rt,
-                fork.as_ref(),
-                dask_figures.as_ref(),
-            )),
+            Ok(rt) => results.push(round_trip_row(sizes, &rt, fork.as_ref(), &peers)),
             Err(e) => results.push(failed("trivial job round trip", &e)),
         }
     }
@@ -110,7 +109,7 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
                 &t,
                 sizes.workers,
                 fork.as_ref(),
-                dask_figures.as_ref(),
+                &peers,
             )),
             Err(e) => results.push(failed("throughput, all at once", &e)),
         }
@@ -126,7 +125,7 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
                 &t,
                 sizes.workers,
                 fork.as_ref(),
-                dask_figures.as_ref(),
+                &peers,
             )),
             Err(e) => results.push(failed("throughput, windowed", &e)),
         }
@@ -169,18 +168,20 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
         });
     }
 
-    if let (Some((version, d)), true) = (&dask_figures, only == Some("dask")) {
-        let mut o = Outcome::new(
-            "Dask distributed",
-            format!("{version}, LocalCluster, 2 worker processes"),
+    // A peer run on its own has no mesh row to stand beside: a row of its own.
+    for m in peers.iter().filter(|m| only == Some(m.peer.key)) {
+        let mut o = Outcome::new(m.peer.name, format!("{}, {}", m.version, m.peer.cluster));
+        o.peers.insert(
+            m.peer.name.into(),
+            format!(
+                "{}; {} of {}: {} tasks/s",
+                m.figures.round_trip.brief(),
+                m.peer.batch_call,
+                m.figures.map_tasks,
+                rate(m.figures.map_per_sec)
+            ),
         );
-        o.peer = format!(
-            "{}; map of {}: {} tasks/s",
-            d.round_trip.brief(),
-            d.map_tasks,
-            rate(d.map_per_sec)
-        );
-        dask_figures_into(&mut o, d);
+        m.figures_into(&mut o);
         results.push(o);
     }
 
@@ -194,17 +195,44 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
     }
 }
 
-fn dask_figures_into(o: &mut Outcome, d: &dask::DaskFigures) {
-    o.figure("dask_p50", d.round_trip.p50_ms, "ms")
-        .figure("dask_p99", d.round_trip.p99_ms, "ms")
-        .figure("dask_map_tasks_per_s", d.map_per_sec, "tasks/s");
+/// A peer that ran: which, its version, its figures.
+struct Measured {
+    peer: &'static Peer,
+    version: String,
+    figures: PeerFigures,
+}
+
+impl Measured {
+    /// The peer's figures for the JSON, named after it (`dask_p50`, `ray_p50`, ...).
+    fn figures_into(&self, o: &mut Outcome) {
+        let (key, f) = (self.peer.key, &self.figures);
+        o.figure(&format!("{key}_p50"), f.round_trip.p50_ms, "ms")
+            .figure(&format!("{key}_p99"), f.round_trip.p99_ms, "ms")
+            .figure(&format!("{key}_map_tasks_per_s"), f.map_per_sec, "tasks/s");
+    }
+}
+
+/// Each peer's cell and figures into `o`; the ratios against them, joined
+/// (`None` without peers).
+fn add_peers(
+    o: &mut Outcome,
+    peers: &[Measured],
+    cell: impl Fn(&Measured) -> String,
+    ratio: impl Fn(&Measured) -> String,
+) -> Option<String> {
+    for m in peers {
+        o.peers.insert(m.peer.name.into(), cell(m));
+        m.figures_into(o);
+    }
+    let ratios: Vec<String> = peers.iter().map(ratio).collect();
+    (!ratios.is_empty()).then(|| ratios.join(", "))
 }
 
 fn round_trip_row(
     sizes: &Sizes,
     rt: &jobs::RoundTrip,
     fork: Option<&process::ForkExec>,
-    dask: Option<&(String, dask::DaskFigures)>,
+    peers: &[Measured],
 ) -> Outcome {
     let mut o = Outcome::new(
         "trivial job round trip",
@@ -224,13 +252,28 @@ fn round_trip_row(
         o.limit = format!("fork/exec of `true`: p50 {} ms", ms(f.latency.p50_ms));
         o.figure("fork_exec_p50", f.latency.p50_ms, "ms");
     }
-    if let Some((version, d)) = dask {
-        o.peer = format!(
-            "{} (Dask {version}, `submit(f).result()`)",
-            d.round_trip.brief()
-        );
-        o.ratio = format!("p50 {:.1}× Dask's", rt.latency.p50_ms / d.round_trip.p50_ms);
-        dask_figures_into(&mut o, d);
+    let vs = add_peers(
+        &mut o,
+        peers,
+        |m| {
+            format!(
+                "{} ({} {}, {})",
+                m.figures.round_trip.brief(),
+                m.peer.short,
+                m.version,
+                m.peer.round_trip_call
+            )
+        },
+        |m| {
+            format!(
+                "{:.1}× {}'s",
+                rt.latency.p50_ms / m.figures.round_trip.p50_ms,
+                m.peer.short
+            )
+        },
+    );
+    if let Some(vs) = vs {
+        o.ratio = format!("p50 {vs}");
     }
     o.notes.push(format!(
         "where the time goes (measured on the same mesh): cache check of a new expression \
@@ -253,7 +296,7 @@ fn throughput_row(
     t: &jobs::Throughput,
     workers: usize,
     fork: Option<&process::ForkExec>,
-    dask: Option<&(String, dask::DaskFigures)>,
+    peers: &[Measured],
 ) -> Outcome {
     let mut o = Outcome::new(
         name,
@@ -296,19 +339,27 @@ fn throughput_row(
         let limit = f.parallel_per_sec.max(f.sequential_per_sec);
         o.ratio = format!("{:.3} of fork/exec", jps / limit);
     }
-    if let Some((version, d)) = dask {
-        o.peer = format!(
-            "{} tasks/s (Dask {version}, map of {} no-op tasks)",
-            rate(d.map_per_sec),
-            d.map_tasks
-        );
-        let vs = format!("{:.3}× Dask's", jps / d.map_per_sec);
+    let vs = add_peers(
+        &mut o,
+        peers,
+        |m| {
+            format!(
+                "{} tasks/s ({} {}, {} of {} no-op tasks)",
+                rate(m.figures.map_per_sec),
+                m.peer.short,
+                m.version,
+                m.peer.batch_call,
+                m.figures.map_tasks
+            )
+        },
+        |m| format!("{:.3}× {}'s", jps / m.figures.map_per_sec, m.peer.short),
+    );
+    if let Some(vs) = vs {
         o.ratio = if o.ratio.is_empty() {
             vs
         } else {
             format!("{}; {vs}", o.ratio)
         };
-        dask_figures_into(&mut o, d);
     }
     if let Some(e) = &t.first_error {
         o.notes.push(format!("first failure: {e}"));
@@ -393,4 +444,18 @@ fn idle_row(n: &process::IdleNode, idle: Duration) -> Outcome {
         .figure("peak_rss", n.peak_kib as f64 / 1024.0, "MiB")
         .figure("ready", n.ready.as_secs_f64() * 1e3, "ms");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_is_selectable_and_runs_alone() {
+        for p in PEERS {
+            assert!(NAMES.contains(&p.key), "{} is not in NAMES", p.key);
+            assert!(selected(Some(p.key), p.key));
+            assert!(!selected(Some(p.key), "fork"));
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! `oda-bench`: the ODA mesh measured on this machine, next to the physical
-//! limits measured in the same run and to Dask distributed (when installed).
+//! limits measured in the same run and to Dask distributed and Ray (each when
+//! installed).
 //!
 //! ```text
 //! cargo build --release -p oda-node          # for the idle-node figures
@@ -20,7 +21,7 @@ use oda_simulations::Sizes;
 const USAGE: &str = "usage: oda-bench [--quick] [--only NAME] [--burst N] [--no-docs]
 
   --quick      tiny sizes (seconds; CI smoke), never written to the docs
-  --only NAME  run one benchmark: fork, blob, cache, gossip, jobs, throughput, idle, dask
+  --only NAME  run one benchmark: fork, blob, cache, gossip, jobs, throughput, idle, dask, ray
   --burst N    jobs submitted at once in the throughput benchmark (default 5000)
   --no-docs    do not update docs/benchmarks.md (a full run does otherwise)
 
