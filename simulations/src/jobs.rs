@@ -233,9 +233,9 @@ pub struct RoundTrip {
     pub latency: Latency,
     /// The requester's cache check of a new expression (`lookup_facts`, a miss).
     pub lookup_miss: Latency,
-    /// A worker's `publish_fact` (record, providers, announcement), which
-    /// precedes `Done`.
-    pub publish_fact: Latency,
+    /// A worker's `provide_outputs` (the output blobs' provider records),
+    /// which precedes `Done` (the fact record and announcement follow it).
+    pub provide_outputs: Latency,
     /// The offer window.
     pub offer_window_ms: u64,
     /// CPU the whole process (every node) used during the sequential jobs,
@@ -270,14 +270,14 @@ pub async fn round_trip(workers: usize, jobs: usize) -> anyhow::Result<RoundTrip
         let f = fact(&worker.key, e, out, 4);
         worker.store.put_own_fact(&f)?;
         let t = Instant::now();
-        worker.client.publish_fact(&f).await?;
+        worker.client.provide_outputs(&f).await?;
         publishes.push(t.elapsed());
     }
     let none = || anyhow::anyhow!("no samples");
     Ok(RoundTrip {
         latency: Latency::of(&samples).ok_or_else(none)?,
         lookup_miss: Latency::of(&misses).ok_or_else(none)?,
-        publish_fact: Latency::of(&publishes).ok_or_else(none)?,
+        provide_outputs: Latency::of(&publishes).ok_or_else(none)?,
         offer_window_ms: SchedulerConfig::default().offer_window_ms,
         cpu_percent,
     })

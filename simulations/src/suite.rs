@@ -245,7 +245,7 @@ fn round_trip_row(
     o.figure("p50", rt.latency.p50_ms, "ms")
         .figure("p99", rt.latency.p99_ms, "ms")
         .figure("lookup_miss_p50", rt.lookup_miss.p50_ms, "ms")
-        .figure("publish_fact_p50", rt.publish_fact.p50_ms, "ms")
+        .figure("provide_outputs_p50", rt.provide_outputs.p50_ms, "ms")
         .figure("offer_window", rt.offer_window_ms as f64, "ms")
         .figure("cpu", rt.cpu_percent, "% of a core");
     if let Some(f) = fork {
@@ -279,13 +279,14 @@ fn round_trip_row(
         "where the time goes (measured on the same mesh): cache check of a new expression \
          (`lookup_facts_until`, a miss: both DHT queries run to their end) p50 {} ms; the offer window: \
          a job without inputs waits after the first trusted offer as long again as it took (at \
-         least 5 ms) for a worker already running it; the full {} ms applies only when locality \
-         is in question; the worker's `publish_fact` before `Done` p50 {} ms; the rest is gossip of the advert, \
+         least 2 ms) for a worker already running it; the full {} ms applies only when locality \
+         is in question; the worker's `provide_outputs` before `Done` p50 {} ms (the fact record and its \
+         announcement follow `Done`); the rest is gossip of the advert, \
          offer/assign/done request-responses, the run, fact signing and sled writes; \
          the process (all nodes) used {:.0} % of a core",
         ms(rt.lookup_miss.p50_ms),
         rt.offer_window_ms,
-        ms(rt.publish_fact.p50_ms),
+        ms(rt.provide_outputs.p50_ms),
         rt.cpu_percent
     ));
     o

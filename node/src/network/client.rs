@@ -158,46 +158,61 @@ impl Client {
         self.ask(|r| Command::PublishRaw(topic, bytes, r)).await
     }
 
-    /// Publish a fact to the mesh: DHT record, provider of the expression and of
-    /// each output blob, and then an announcement on the facts topic. The
-    /// caller has stored the fact (and its outputs) already. The DHT steps run
-    /// concurrently: each waits for unreachable peers in a slow or partitioned
-    /// mesh, and a provider record is served by this node as soon as its step
-    /// starts. Steps that fail because the mesh is still small are logged, not
-    /// fatal; the first hard failure is returned after all steps were tried.
+    /// Publish a fact to the mesh: [`Client::provide_outputs`] and
+    /// [`Client::publish_fact_record`] concurrently. The caller has stored
+    /// the fact (and its outputs) already. Each DHT step waits for
+    /// unreachable peers in a slow or partitioned mesh, and a provider record
+    /// is served by this node as soon as its step starts. Steps that fail
+    /// because the mesh is still small are logged, not fatal; the first hard
+    /// failure is returned after all steps were tried.
     pub async fn publish_fact(&self, fact: &SignedFact) -> Result<(), NetworkError> {
+        let (outputs, record) =
+            futures::join!(self.provide_outputs(fact), self.publish_fact_record(fact));
+        outputs.and(record)
+    }
+
+    /// Provide `blob/<BlobId>` for each of the fact's outputs: the bytes can
+    /// be fetched from this node. DHT failures caused by a still-small mesh
+    /// are logged, not returned.
+    pub async fn provide_outputs(&self, fact: &SignedFact) -> Result<(), NetworkError> {
         let expr = fact.body.expr;
-        let mut first_err = None;
-        let mut note = |r: Result<(), NetworkError>, what: &str| {
-            if let Err(e) = r {
-                tracing::debug!(%expr, error = %e, "publish_fact: {what}");
-                if !matches!(e, NetworkError::NoSubscribers(_) | NetworkError::Dht { .. }) {
-                    first_err.get_or_insert(e);
-                }
-            }
-        };
-        let (put, provide_expr, provide_blobs) = futures::join!(
+        let provided = futures::future::join_all(
+            fact.body
+                .output_blobs()
+                .into_iter()
+                .map(|blob| self.provide(super::keys::blob_providers(&blob))),
+        )
+        .await;
+        // Every step is logged; the first hard failure is returned.
+        let checked: Vec<_> = provided
+            .into_iter()
+            .map(|r| tolerate_small_mesh(&expr, r, "provide blob"))
+            .collect();
+        checked.into_iter().collect()
+    }
+
+    /// Put the DHT record `fact/<ExprId>` (quorum 1) and provide
+    /// `expr/<ExprId>` concurrently, then announce `FactAnnounce`. Failures
+    /// caused by a still-small mesh are logged, not returned.
+    pub async fn publish_fact_record(&self, fact: &SignedFact) -> Result<(), NetworkError> {
+        let expr = fact.body.expr;
+        let (put, provide_expr) = futures::join!(
             self.ask(|r| Command::PutFact(Box::new(fact.clone()), r)),
             self.provide(super::keys::expr_providers(&expr)),
-            futures::future::join_all(
-                fact.body
-                    .output_blobs()
-                    .into_iter()
-                    .map(|blob| self.provide(super::keys::blob_providers(&blob)))
-            ),
         );
-        note(put, "put record");
-        note(provide_expr, "provide expression");
-        for r in provide_blobs {
-            note(r, "provide blob");
-        }
         let announce = Gossip::FactAnnounce(FactAnnounce {
             expr,
             fact_id: fact.id(),
             worker: fact.body.worker,
         });
-        note(self.publish(Topic::Facts, announce).await, "announce");
-        first_err.map_or(Ok(()), Err)
+        let announced = self.publish(Topic::Facts, announce).await;
+        tolerate_small_mesh(&expr, put, "put record")
+            .and(tolerate_small_mesh(
+                &expr,
+                provide_expr,
+                "provide expression",
+            ))
+            .and(tolerate_small_mesh(&expr, announced, "announce"))
     }
 
     /// Put an arbitrary DHT record without any validation. Honest code never
@@ -475,6 +490,26 @@ impl Client {
     /// How the queues to the application fare (gossip shed, RPCs waiting).
     pub async fn queue_stats(&self) -> Result<QueueStats, NetworkError> {
         self.ask(Command::Queues).await
+    }
+}
+
+/// A publication step's result, with the failures that only mean the mesh
+/// is small (no subscriber yet, too few DHT peers) logged and dropped.
+fn tolerate_small_mesh(
+    expr: &ExprId,
+    result: Result<(), NetworkError>,
+    what: &str,
+) -> Result<(), NetworkError> {
+    match result {
+        Err(NetworkError::NoSubscribers(_) | NetworkError::Dht { .. }) => {
+            tracing::debug!(%expr, ?result, "publish_fact: {what}");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::debug!(%expr, error = %e, "publish_fact: {what}");
+            Err(e)
+        }
+        Ok(()) => Ok(()),
     }
 }
 

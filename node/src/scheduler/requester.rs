@@ -1060,7 +1060,7 @@ fn offer_rank(offer: &Offer, failed_before: bool) -> impl Ord {
 }
 
 /// The least time an ideal offer waits for a better one.
-const MIN_GRACE: Duration = Duration::from_millis(5);
+const MIN_GRACE: Duration = Duration::from_millis(2);
 
 /// When to stop collecting offers, given one that just arrived.
 ///
@@ -1153,12 +1153,12 @@ mod tests {
     async fn the_offer_window_closes_early_only_for_an_ideal_offer() {
         let window = Duration::from_millis(300);
         let published = tokio::time::Instant::now();
-        // An offer 2 ms after publication: wait the minimum grace of 5 ms.
-        tokio::time::advance(Duration::from_millis(2)).await;
+        // An offer 1 ms after publication: wait the minimum grace.
+        tokio::time::advance(Duration::from_millis(1)).await;
         let now = tokio::time::Instant::now();
         assert_eq!(window_close(true, published, window), now + MIN_GRACE);
         // An offer 40 ms after: as long again.
-        tokio::time::advance(Duration::from_millis(38)).await;
+        tokio::time::advance(Duration::from_millis(39)).await;
         let now = tokio::time::Instant::now();
         assert_eq!(
             window_close(true, published, window),

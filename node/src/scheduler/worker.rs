@@ -43,6 +43,10 @@ use crate::network::{Client, JobReply};
 use crate::registry;
 use crate::store::{Store, StoreError};
 
+/// How long a worker waits for its outputs' provider records before it
+/// reports the result anyway.
+const PROVIDE_BEFORE_REPORT: Duration = Duration::from_secs(3);
+
 /// Most adverts waiting for a free slot (about 1 KiB each).
 const BACKLOG_CAP: usize = 10_000;
 
@@ -505,8 +509,9 @@ impl Worker {
         // The run is over: the slot takes the next job while the fact is
         // published.
         drop(slot);
-        if let Ok(fact) = &result {
-            self.publish(fact);
+        let publish = result.as_ref().ok().cloned();
+        if let Some(fact) = &publish {
+            self.provide_outputs(fact).await;
         }
         heartbeat.abort();
         lock(&self.inner.running).remove(&assign.lease);
@@ -541,7 +546,13 @@ impl Worker {
                 delivered: false,
             },
         );
-        if self.deliver(requester, done).await {
+        // The result first, then the fact's record and announcement: queued
+        // behind them in the event loop, `Done` took milliseconds longer.
+        let delivered = self.deliver(requester, done).await;
+        if let Some(fact) = publish {
+            self.publish_record(&fact);
+        }
+        if delivered {
             self.journal_put(
                 assign.lease,
                 &JournalEntry::Finished {
@@ -687,16 +698,37 @@ impl Worker {
             })
     }
 
-    /// Publish a fact (DHT record, provider records, announcement) while its
-    /// result is reported: the DHT steps are not on the job's critical path.
-    /// The requester that receives the fact announces that it holds it too,
-    /// so the fact stays findable if this worker goes away meanwhile.
-    fn publish(&self, fact: &oda_protocol::SignedFact) {
+    /// Provide the fact's outputs before its result is reported, so the
+    /// requester can fetch them as soon as it has the fact; in a slow or
+    /// partitioned mesh the DHT step waits for unreachable peers (tens of
+    /// seconds), so after a while the result is reported and providing goes
+    /// on in the background.
+    async fn provide_outputs(&self, fact: &oda_protocol::SignedFact) {
+        let client = self.inner.client.clone();
+        let published = fact.clone();
+        let provide = tokio::spawn(async move {
+            if let Err(e) = client.provide_outputs(&published).await {
+                tracing::debug!(error = %e, "providing the outputs partly failed");
+            }
+        });
+        if tokio::time::timeout(PROVIDE_BEFORE_REPORT, provide)
+            .await
+            .is_err()
+        {
+            tracing::info!(expr = %fact.body.expr, "providing the outputs is slow; reporting the result first");
+        }
+    }
+
+    /// Put the fact's DHT record and announce it, in the background once its
+    /// result is reported: those steps are not on the job's critical path.
+    /// The requester that receives the fact provides it too, so the fact
+    /// stays findable if this worker goes away meanwhile.
+    fn publish_record(&self, fact: &oda_protocol::SignedFact) {
         lock(&self.inner.backlog).remove(&fact.body.expr);
         let client = self.inner.client.clone();
         let published = fact.clone();
         tokio::spawn(async move {
-            if let Err(e) = client.publish_fact(&published).await {
+            if let Err(e) = client.publish_fact_record(&published).await {
                 tracing::debug!(error = %e, "publishing the fact partly failed");
             }
         });
