@@ -100,7 +100,7 @@ pub struct GcView {
     pub total_bytes_after: u64,
     /// The cap, bytes.
     pub cap_bytes: u64,
-    /// Still above the cap (everything left is pinned).
+    /// Still above the cap (everything left is pinned or read by a running job).
     pub over_cap: bool,
     /// Held facts demoted because an output was evicted.
     pub facts_demoted: Vec<String>,

@@ -8,18 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
 use super::{blocking, ApiError, ApiState};
-
-/// Every job state, in the order the metrics list them.
-const STATES: [&str; 8] = [
-    "queued",
-    "resolving-inputs",
-    "advertised",
-    "assigned",
-    "running",
-    "done",
-    "failed",
-    "cancelled",
-];
+use crate::scheduler::JobState;
 
 /// Append one metric with its help and type lines.
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
@@ -33,22 +22,17 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
 /// `GET /metrics`.
 pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let node = s.node.clone();
-    let (jobs, stats) = blocking(move || Ok((node.requester.list()?, node.store.stats()?))).await?;
+    let jobs = s.node.requester.tally();
+    let stats = blocking(move || Ok(node.store.stats()?)).await?;
     let peers = s.node.client.peers().await.map(|p| p.len()).unwrap_or(0);
     let queues = s.node.client.queue_stats().await.unwrap_or_default();
-    let mut by_state = [0u64; STATES.len()];
-    for j in &jobs {
-        if let Some(i) = STATES.iter().position(|n| *n == j.state.name()) {
-            by_state[i] += 1;
-        }
-    }
-    let labels: Vec<String> = STATES
+    let labels: Vec<String> = JobState::NAMES
         .iter()
         .map(|n| format!("{{state=\"{n}\"}}"))
         .collect();
     let job_samples: Vec<(&str, f64)> = labels
         .iter()
-        .zip(by_state)
+        .zip(jobs.by_state)
         .map(|(l, n)| (l.as_str(), n as f64))
         .collect();
     let mut out = String::new();
@@ -59,13 +43,12 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
         "Jobs submitted to this node, by state.",
         &job_samples,
     );
-    let jobs_from_cache = jobs.iter().filter(|j| j.from_cache).count();
     metric(
         &mut out,
         "oda_jobs_from_cache",
         "gauge",
         "Jobs whose result came from a cache without computing.",
-        &[("", jobs_from_cache as f64)],
+        &[("", jobs.from_cache as f64)],
     );
     let worker = s.node.worker.as_ref();
     metric(

@@ -85,18 +85,35 @@ impl JobState {
         )
     }
 
+    /// Every state's name, in the order of [`JobState::index`].
+    pub const NAMES: [&'static str; 8] = [
+        "queued",
+        "resolving-inputs",
+        "advertised",
+        "assigned",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+    ];
+
+    /// Position of this state's name in [`JobState::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            JobState::Queued => 0,
+            JobState::ResolvingInputs => 1,
+            JobState::Advertised => 2,
+            JobState::Assigned { .. } => 3,
+            JobState::Running { .. } => 4,
+            JobState::Done => 5,
+            JobState::Failed => 6,
+            JobState::Cancelled => 7,
+        }
+    }
+
     /// Short lowercase name.
     pub fn name(&self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::ResolvingInputs => "resolving-inputs",
-            JobState::Advertised => "advertised",
-            JobState::Assigned { .. } => "assigned",
-            JobState::Running { .. } => "running",
-            JobState::Done => "done",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
+        Self::NAMES[self.index()]
     }
 }
 
@@ -153,18 +170,59 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How many jobs are in each state, kept in step with the `jobs` tree so
+/// that `/metrics` does not read every record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobTally {
+    /// Jobs by state, in the order of [`JobState::NAMES`].
+    pub by_state: [u64; 8],
+    /// Jobs whose result came from a cache.
+    pub from_cache: u64,
+}
+
+impl JobTally {
+    fn add(&mut self, record: &JobRecord) {
+        self.by_state[record.state.index()] += 1;
+        self.from_cache += u64::from(record.from_cache);
+    }
+
+    fn remove(&mut self, record: &JobRecord) {
+        let n = &mut self.by_state[record.state.index()];
+        *n = n.saturating_sub(1);
+        self.from_cache = self.from_cache.saturating_sub(u64::from(record.from_cache));
+    }
+}
+
 /// The `jobs` tree.
 #[derive(Clone, Debug)]
 pub struct JobStore {
     tree: sled::Tree,
+    tally: std::sync::Arc<std::sync::Mutex<JobTally>>,
 }
 
 impl JobStore {
-    /// Open the tree in `store`.
+    /// Open the tree in `store` (counting its records once).
     pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(Self {
+        let jobs = Self {
             tree: store.tree("jobs")?,
-        })
+            tally: Default::default(),
+        };
+        let mut tally = JobTally::default();
+        for record in jobs.all()? {
+            tally.add(&record);
+        }
+        *jobs.lock_tally() = tally;
+        Ok(jobs)
+    }
+
+    fn lock_tally(&self) -> std::sync::MutexGuard<'_, JobTally> {
+        // The tally is plain counters: a panic elsewhere cannot break it.
+        self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Jobs by state, without reading the records.
+    pub fn tally(&self) -> JobTally {
+        *self.lock_tally()
     }
 
     /// Insert or replace a record.
@@ -172,12 +230,18 @@ impl JobStore {
         let bytes = record
             .encode()
             .map_err(|e| StoreError::corrupt("jobs", &record.id.0, e.to_string()))?;
-        self.tree
+        let old = self
+            .tree
             .insert(record.id.0, bytes)
             .map_err(|source| StoreError::Db {
                 op: "put job",
                 source,
             })?;
+        let mut tally = self.lock_tally();
+        if let Some(old) = old.and_then(|b| JobRecord::decode(&b).ok()) {
+            tally.remove(&old);
+        }
+        tally.add(record);
         Ok(())
     }
 
@@ -227,5 +291,77 @@ impl JobStore {
         record.updated_at = now_ms();
         self.put(&record)?;
         Ok(Some(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn record(state: JobState, from_cache: bool) -> JobRecord {
+        JobRecord {
+            id: JobId::random(),
+            expr: ExprId([3; 32]),
+            state,
+            attempts: Vec::new(),
+            created_at: 1,
+            updated_at: 1,
+            fact: None,
+            from_cache,
+            error: None,
+            no_cache: false,
+        }
+    }
+
+    fn recount(jobs: &JobStore) -> JobTally {
+        let mut tally = JobTally::default();
+        for r in jobs.all().unwrap() {
+            tally.add(&r);
+        }
+        tally
+    }
+
+    #[test]
+    fn the_tally_follows_every_change_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Store::open(StoreConfig {
+                dir: dir.path().to_path_buf(),
+                blob_cap_bytes: 1 << 20,
+            })
+            .unwrap()
+            .0
+        };
+        let store = open();
+        let jobs = JobStore::open(&store).unwrap();
+        let a = record(JobState::Queued, false);
+        let b = record(JobState::Queued, false);
+        jobs.put(&a).unwrap();
+        jobs.put(&b).unwrap();
+        jobs.update(&a.id, |r| {
+            r.state = JobState::Running { worker: "w".into() }
+        })
+        .unwrap();
+        jobs.update(&b.id, |r| {
+            r.state = JobState::Done;
+            r.from_cache = true;
+        })
+        .unwrap();
+        jobs.put(&record(JobState::Failed, false)).unwrap();
+        let tally = jobs.tally();
+        assert_eq!(tally, recount(&jobs));
+        let at =
+            |name: &str| tally.by_state[JobState::NAMES.iter().position(|n| *n == name).unwrap()];
+        assert_eq!(
+            (at("queued"), at("running"), at("done"), at("failed")),
+            (0, 1, 1, 1)
+        );
+        assert_eq!(tally.from_cache, 1);
+        store.flush().unwrap();
+        drop((jobs, store));
+        let store = open();
+        let reopened = JobStore::open(&store).unwrap();
+        assert_eq!(reopened.tally(), tally);
     }
 }

@@ -328,6 +328,11 @@ impl Requester {
         self.inner.jobs.get(id)
     }
 
+    /// How many jobs are in each state (kept as records change; no scan).
+    pub fn tally(&self) -> super::jobs::JobTally {
+        self.inner.jobs.tally()
+    }
+
     /// All job records, oldest first.
     pub fn list(&self) -> Result<Vec<JobRecord>, StoreError> {
         self.inner.jobs.all()

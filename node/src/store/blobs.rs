@@ -77,8 +77,9 @@ pub struct GcReport {
 }
 
 impl GcReport {
-    /// Whether the store is still above its cap: everything left is pinned (or was
-    /// just written). Not an error: pins win over the cap.
+    /// Whether the store is still above its cap: everything left is pinned,
+    /// read by a running job, or was just written. Not an error: pins and
+    /// running jobs win over the cap.
     pub fn over_cap(&self) -> bool {
         self.total_bytes_after > self.cap_bytes
     }
