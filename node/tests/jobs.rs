@@ -774,7 +774,7 @@ async fn a_lone_node_with_a_worker_computes_its_own_jobs_without_any_network() {
     let root = tempfile::tempdir().unwrap();
     let markers = tempfile::tempdir().unwrap();
     let double = int_workflow(root.path(), markers.path(), "double", DOUBLE);
-    let sum = blob_workflow(
+    let length = blob_workflow(
         root.path(),
         markers.path(),
         "length",
@@ -806,7 +806,7 @@ async fn a_lone_node_with_a_worker_computes_its_own_jobs_without_any_network() {
     assert_eq!(node.worker.as_ref().unwrap().executions(), 1);
 
     // A DAG: the input is computed first, by the same worker.
-    let len_wf = node.add_workflow(&sum).await.unwrap();
+    let len_wf = node.add_workflow(&length).await.unwrap();
     let e2 = expression(&node, &len_wf, &[("src", out_of(&e))]);
     let second = run(&node, &e2).await;
     assert_eq!(second.state, JobState::Done, "{second:?}");
