@@ -282,7 +282,9 @@ impl Requester {
             .or_default()
             .insert(record.id);
         let this = self.clone();
-        tokio::spawn(async move { this.drive(record).await });
+        // Every log line of the job carries its id and expression.
+        let span = tracing::info_span!("job", job = %record.id, expr = %record.expr);
+        tokio::spawn(tracing::Instrument::instrument(this.drive(record), span));
     }
 
     async fn drive(self, record: JobRecord) {

@@ -347,7 +347,12 @@ impl Worker {
         }
         let slot = Slot(self.inner.clone(), expr);
         let this = self.clone();
-        tokio::spawn(async move { this.offer_and_run(advert, slot).await });
+        // Every log line of the run carries its expression.
+        let span = tracing::info_span!("run", %expr);
+        tokio::spawn(tracing::Instrument::instrument(
+            this.offer_and_run(advert, slot),
+            span,
+        ));
         None
     }
 
