@@ -183,12 +183,12 @@ impl Client {
                 .map(|blob| self.provide(super::keys::blob_providers(&blob))),
         )
         .await;
-        // Every step is logged; the first hard failure is returned.
-        let checked: Vec<_> = provided
-            .into_iter()
-            .map(|r| tolerate_small_mesh(&expr, r, "provide blob"))
-            .collect();
-        checked.into_iter().collect()
+        // Every step is checked (and logged); the first hard failure is returned.
+        let mut first = Ok(());
+        for r in provided {
+            first = first.and(tolerate_small_mesh(&expr, r, "provide blob"));
+        }
+        first
     }
 
     /// Put the DHT record `fact/<ExprId>` (quorum 1) and provide

@@ -637,12 +637,11 @@ impl Worker {
             advert.expr.workflow,
             bundle_dir.clone(),
         );
-        off_async("unpack the workflow", move || {
+        off_async(move || {
             registry::materialise(&store, &workflow_id, &bundle_at)
-                .map_err(|e| format!("cannot unpack the workflow: {e}"))
+                .map_err(|e| fail(format!("cannot unpack the workflow: {e}")))
         })
-        .await
-        .map_err(fail)?;
+        .await?;
         let (log_tx, mut log_rx) = mpsc::channel::<String>(256);
         let forward = tokio::spawn(async move {
             while let Some(line) = log_rx.recv().await {
@@ -668,7 +667,7 @@ impl Worker {
         // Importing the outputs (hashing, fsync), signing, storing, removing
         // the job directory and making the fact durable are blocking work.
         let (this, advert) = (self.clone(), advert.clone());
-        let signed = tokio::task::spawn_blocking(move || {
+        off_async(move || {
             let result = this.sign_outcome(&advert, &workflow, report);
             if let Err(e) = std::fs::remove_dir_all(&job_dir) {
                 tracing::debug!(dir = %job_dir.display(), error = %e, "cannot remove job dir");
@@ -681,8 +680,7 @@ impl Worker {
             }
             Ok(fact)
         })
-        .await;
-        signed.unwrap_or_else(|e| Err(fail(format!("the task storing the result failed: {e}"))))
+        .await
     }
 
     /// A fact this worker signed earlier for `expr`, if its store still has
@@ -832,14 +830,17 @@ impl Worker {
     }
 }
 
-/// Run blocking file work on the blocking pool.
+/// Run a step of a job's blocking file work (unpacking, importing outputs,
+/// signing, flushing) on the blocking pool.
 async fn off_async<T: Send + 'static>(
-    what: &str,
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(format!("the task to {what} failed: {e}")))
+    work: impl FnOnce() -> Result<T, RunFailure> + Send + 'static,
+) -> Result<T, RunFailure> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(RunFailure {
+            message: format!("a blocking step of the run failed: {e}"),
+            log_tail: String::new(),
+        })
+    })
 }
 
 fn literal_blobs(value: &Value) -> Vec<BlobId> {
