@@ -717,6 +717,7 @@ async fn run_dag(
         let job = node
             .requester
             .submit(&step.expression, false)
+            .await
             .with_context(|| format!("cannot submit {} {}", step.workflow, step.label))?;
         let requester = node.requester.clone();
         waits.spawn(async move { (i, requester.wait(&job.id, STEP_TIMEOUT).await) });

@@ -1,7 +1,9 @@
 //! Assembles a running node from its parts: opens the store (reporting any
 //! repair), builds the network, re-announces what the node holds, writes the
 //! runtime file (peer id and listen addresses) for scripts and tests, and shuts
-//! everything down in order (network first, then a store flush).
+//! everything down in order: the requester (its resolutions stop; unfinished
+//! jobs resume at the next start), the dispatch of network events, the
+//! network, then a store flush. The API is stopped before, by its server.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
-use crate::scheduler::{Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig};
+use crate::scheduler::{requester, Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig};
 use crate::store::{Store, StoreConfig};
 
 /// The JSON written to `node.json` in the data dir.
@@ -44,8 +46,18 @@ pub struct Node {
     /// Computes jobs, if enabled.
     pub worker: Option<Worker>,
     data_dir: PathBuf,
-    shutdown: CancellationToken,
-    tasks: std::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// Stops the requester.
+    stop_scheduler: CancellationToken,
+    /// Stops the network (after the scheduler).
+    stop_network: CancellationToken,
+    tasks: std::sync::Mutex<Option<Tasks>>,
+}
+
+/// The node's long-lived tasks, stopped in this order.
+struct Tasks {
+    requester: JoinHandle<()>,
+    events: JoinHandle<()>,
+    network: JoinHandle<()>,
 }
 
 /// Why a node could not start.
@@ -81,8 +93,8 @@ impl Node {
         net.kad_server = cfg.dht_server;
         net.max_connections = cfg.max_connections;
         let (client, inbox, event_loop) = network::new(&key, net, store.clone())?;
-        let shutdown = CancellationToken::new();
-        let network_task = tokio::spawn(event_loop.run(shutdown.clone()));
+        let (stop_scheduler, stop_network) = (CancellationToken::new(), CancellationToken::new());
+        let network_task = tokio::spawn(event_loop.run(stop_network.clone()));
         let trust = TrustPolicy::new(
             key.public(),
             cfg.trusted_keys.iter().copied(),
@@ -117,14 +129,18 @@ impl Node {
         // The node's own worker hears its requester's adverts and competes
         // for them like any other worker: a node alone computes what it is
         // asked.
-        let requester = Requester::new(
-            client.clone(),
-            store.clone(),
-            key.clone(),
+        let parts = requester::Parts {
+            client: client.clone(),
+            store: store.clone(),
+            key: key.clone(),
             trust,
-            cfg.scheduler.clone(),
-            worker.clone(),
-        )?;
+            cfg: cfg.scheduler.clone(),
+            local_worker: worker.clone(),
+        };
+        let (requester, resumed, requester_task) = Requester::start(parts, stop_scheduler.clone())?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished jobs");
+        }
         let dispatcher = Dispatcher {
             requester: requester.clone(),
             worker: worker.clone(),
@@ -142,10 +158,6 @@ impl Node {
                 tracing::warn!(error = %e, "cannot subscribe to a jobs topic");
             }
         }
-        let resumed = requester.resume()?;
-        if resumed > 0 {
-            tracing::info!(resumed, "resumed unfinished jobs");
-        }
         let node = Self {
             client,
             store,
@@ -153,8 +165,13 @@ impl Node {
             requester,
             worker,
             data_dir: data_dir.to_path_buf(),
-            shutdown,
-            tasks: std::sync::Mutex::new(Some((network_task, events_task))),
+            stop_scheduler,
+            stop_network,
+            tasks: std::sync::Mutex::new(Some(Tasks {
+                requester: requester_task,
+                events: events_task,
+                network: network_task,
+            })),
         };
         Ok(node)
     }
@@ -238,13 +255,17 @@ impl Node {
         }
     }
 
-    /// Stop the network, then flush the store. Later calls only flush.
+    /// Stop the requester, the dispatch of network events and the network,
+    /// in that order, then flush the store. Later calls only flush.
     pub async fn shutdown(&self) -> Result<(), crate::store::StoreError> {
-        self.shutdown.cancel();
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((network, events)) = tasks {
-            let _ = network.await;
-            events.abort();
+        if let Some(tasks) = tasks {
+            self.stop_scheduler.cancel();
+            let _ = tasks.requester.await;
+            tasks.events.abort();
+            let _ = tasks.events.await;
+            self.stop_network.cancel();
+            let _ = tasks.network.await;
         }
         self.store.flush()
     }
@@ -287,12 +308,7 @@ async fn handle_events(
                 peer,
                 request,
                 reply,
-            } => {
-                // A job RPC may wait for an offer window or a lease's
-                // channel; never block the inbox on it.
-                let d = dispatcher.clone();
-                tokio::spawn(async move { d.on_job_request(peer, request, reply).await });
-            }
+            } => dispatcher.on_job_request(peer, request, reply).await,
         }
     }
 }

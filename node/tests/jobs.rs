@@ -222,7 +222,7 @@ fn expression(node: &Node, workflow: &WorkflowId, args: &[(&str, Value)]) -> Exp
 }
 
 async fn run(node: &Node, e: &Expression) -> JobRecord {
-    let job = node.requester.submit(e, false).expect("submitted");
+    let job = node.requester.submit(e, false).await.expect("submitted");
     let done = node
         .requester
         .wait(&job.id, DEADLINE)
@@ -423,9 +423,10 @@ async fn a_dag_with_fan_out_and_reduce_computes_each_node_once_and_concurrent_re
     let total = expression(r, &sum_id, &[("parts", Value::List(parts))]);
 
     // 20 concurrent identical submissions share one resolution.
-    let jobs: Vec<_> = (0..20)
-        .map(|_| r.requester.submit(&total, false).unwrap())
-        .collect();
+    let mut jobs = Vec::new();
+    for _ in 0..20 {
+        jobs.push(r.requester.submit(&total, false).await.unwrap());
+    }
     let mut results = Vec::new();
     for job in &jobs {
         results.push(r.requester.wait(&job.id, DEADLINE).await.unwrap().unwrap());
@@ -465,7 +466,7 @@ async fn a_lost_worker_is_replaced_and_untrusted_workflows_are_refused() {
     let stranger = Node::start(dir.path(), stranger_key, &cfg).await.unwrap();
 
     let e = expression(&m.requester, &wf, &[("x", Value::Int(7))]);
-    let job = m.requester.requester.submit(&e, false).unwrap();
+    let job = m.requester.requester.submit(&e, false).await.unwrap();
     // Wait until a worker is running it, then take that worker away.
     let requester = m.requester.requester.clone();
     let running_on = eventually("assigned", DEADLINE, || {
@@ -556,10 +557,12 @@ async fn cancel_works_while_advertised_and_while_running() {
     let waiting = r
         .requester
         .submit(&expression(r, &nobody_id, &[("x", Value::Int(1))]), false)
+        .await
         .unwrap();
     let running = r
         .requester
         .submit(&expression(r, &slow_id, &[("x", Value::Int(1))]), false)
+        .await
         .unwrap();
     for (job, want) in [(waiting.id, "advertised"), (running.id, "running")] {
         let requester = r.requester.clone();
@@ -568,7 +571,7 @@ async fn cancel_works_while_advertised_and_while_running() {
             async move { (requester.status(&job).ok()??.state.name() == want).then_some(()) }
         })
         .await;
-        let cancelled = r.requester.cancel(&job).unwrap().unwrap();
+        let cancelled = r.requester.cancel(&job).await.unwrap().unwrap();
         assert_eq!(cancelled.state, JobState::Cancelled);
         let after = r.requester.wait(&job, DEADLINE).await.unwrap().unwrap();
         assert_eq!(after.state, JobState::Cancelled, "{after:?}");
@@ -611,7 +614,7 @@ async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_i
     second.add_workflow(&slow).await.unwrap();
     let e = expression(&m.requester, &wf, &[("x", Value::Int(5))]);
 
-    let first = m.requester.requester.submit(&e, false).unwrap();
+    let first = m.requester.requester.submit(&e, false).await.unwrap();
     let requester = m.requester.requester.clone();
     eventually("first job running", DEADLINE, || {
         let requester = requester.clone();
@@ -672,12 +675,11 @@ async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() 
     let probe = expression(&requester, &wf, &[("x", Value::Int(-1))]);
     run(&requester, &probe).await;
 
-    let jobs: Vec<JobRecord> = (0..10)
-        .map(|x| {
-            let e = expression(&requester, &wf, &[("x", Value::Int(x))]);
-            requester.requester.submit(&e, false).unwrap()
-        })
-        .collect();
+    let mut jobs: Vec<JobRecord> = Vec::new();
+    for x in 0..10 {
+        let e = expression(&requester, &wf, &[("x", Value::Int(x))]);
+        jobs.push(requester.requester.submit(&e, false).await.unwrap());
+    }
     for job in &jobs {
         let done = requester
             .requester
@@ -818,14 +820,14 @@ async fn a_lone_node_with_a_worker_computes_its_own_jobs_without_any_network() {
     // and frees its slot.
     let slow_wf = node.add_workflow(&slow).await.unwrap();
     let e3 = expression(&node, &slow_wf, &[("x", Value::Int(1))]);
-    let job = node.requester.submit(&e3, false).unwrap();
+    let job = node.requester.submit(&e3, false).await.unwrap();
     let requester = node.requester.clone();
     eventually("slow job running", DEADLINE, || {
         let requester = requester.clone();
         async move { (requester.status(&job.id).ok()??.state.name() == "running").then_some(()) }
     })
     .await;
-    node.requester.cancel(&job.id).unwrap();
+    node.requester.cancel(&job.id).await.unwrap();
     let worker = node.worker.clone().unwrap();
     eventually("the slot is free again", Duration::from_secs(20), || {
         let worker = worker.clone();

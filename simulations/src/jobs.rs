@@ -178,7 +178,7 @@ impl JobMesh {
     pub async fn submit_and_wait(&self, n: i64, deadline: Duration) -> anyhow::Result<JobEnd> {
         let e = self.expression(n)?;
         let t = Instant::now();
-        let job = self.requester.requester.submit(&e, false)?;
+        let job = self.requester.requester.submit(&e, false).await?;
         let record = self
             .requester
             .requester
@@ -343,7 +343,7 @@ async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Resul
     let start_ms = oda_node::scheduler::jobs::now_ms();
     let mut ids = std::collections::HashSet::new();
     for e in &expressions {
-        ids.insert(r.submit(e, false)?.id);
+        ids.insert(r.submit(e, false).await?.id);
     }
     let end = t + deadline;
     let mut ended = std::collections::HashSet::new();

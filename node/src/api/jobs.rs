@@ -251,16 +251,17 @@ pub async fn submit(
     ApiJson(req): ApiJson<SubmitRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let node = s.node.clone();
-    let view = blocking(move || {
+    let expression = blocking(move || {
         let (wf_id, workflow) = super::workflows::find(&node, &req.workflow)?;
         let args = parse_args(&workflow.manifest, &req.args)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let expression = Expression::new(wf_id, &workflow.manifest, args)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let record = node.requester.submit(&expression, req.no_cache)?;
-        Ok(job_view(&node, &record))
+        Expression::new(wf_id, &workflow.manifest, args)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await?;
+    let record = s.node.requester.submit(&expression, req.no_cache).await?;
+    let node = s.node.clone();
+    let view = blocking(move || Ok(job_view(&node, &record))).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -336,7 +337,7 @@ pub async fn logs(
     record(&s.node, &id)?;
     Ok(Json(LogsView {
         job: id.to_string(),
-        lines: s.node.requester.logs(&id)?,
+        lines: s.node.requester.logs(&id).await?,
     }))
 }
 
@@ -346,7 +347,7 @@ pub async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = job_id(&id)?;
-    let r = s.node.requester.cancel(&id)?.ok_or_else(|| {
+    let r = s.node.requester.cancel(&id).await?.ok_or_else(|| {
         ApiError::not_found(format!("no job {id} on this node; `oda jobs` lists them"))
     })?;
     Ok(Json(job_view(&s.node, &r)))
@@ -395,7 +396,14 @@ pub async fn events(
     let current = record(&s.node, &id)?;
     let mut first: Vec<Event> = Vec::new();
     if q.backlog.unwrap_or(true) {
-        first.extend(s.node.requester.logs(&id)?.iter().map(|l| log_event(l)));
+        first.extend(
+            s.node
+                .requester
+                .logs(&id)
+                .await?
+                .iter()
+                .map(|l| log_event(l)),
+        );
     }
     first.push(state_event(&s.node, &current));
     let phase = if current.state.is_terminal() {

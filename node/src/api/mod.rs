@@ -207,6 +207,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::scheduler::RequesterError> for ApiError {
+    fn from(e: crate::scheduler::RequesterError) -> Self {
+        use crate::scheduler::RequesterError;
+        match e {
+            RequesterError::Store(e) => e.into(),
+            RequesterError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            RequesterError::Task(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
 /// Parse an id from a path segment, or answer 400 naming what was expected.
 pub fn parse_id<T>(what: &str, text: &str) -> Result<T, ApiError>
 where

@@ -12,7 +12,7 @@ pub mod worker;
 use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
 
 pub use jobs::{JobId, JobRecord, JobState};
-pub use requester::{JobEvent, Requester};
+pub use requester::{JobEvent, Requester, RequesterError};
 pub use trust::TrustPolicy;
 pub use worker::{Worker, WorkerConfig};
 
@@ -84,7 +84,9 @@ impl Dispatcher {
         }
     }
 
-    /// Handle one job-protocol request (from a peer or from this node).
+    /// Handle one job-protocol request (from a peer or from this node):
+    /// hand it to the requester's actor or the worker, which answer it;
+    /// waits only while the requester's command queue is full.
     pub async fn on_job_request(&self, peer: PeerId, request: JobRequest, reply: JobReply) {
         match request {
             JobRequest::Offer(offer) => self.requester.on_offer(peer, offer, reply).await,

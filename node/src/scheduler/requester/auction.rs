@@ -1,0 +1,388 @@
+//! One auction: publish a job advert (again and again, less often each
+//! time, until offers come), collect the offers the actor admits, and choose
+//! the best. The decisions are pure functions: which offers are admitted
+//! ([`admit_offer`]), how offers rank ([`offer_rank`]), when the offer window
+//! closes ([`window_close`]) and when the advert is published next
+//! ([`Republish`]).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use oda_protocol::messages::{DeclineReason, Gossip, JobAdvert, JobResponse, Offer};
+use oda_protocol::names::Topic;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::actor::Cmd;
+use super::{Ctx, ResolveError, Resolved};
+use crate::network::{JobReply, NetworkError};
+use crate::scheduler::jobs::now_ms;
+
+/// An offer waiting for the auction's decision.
+pub(super) struct OfferIn {
+    pub peer: PeerId,
+    pub offer: Offer,
+    pub reply: JobReply,
+}
+
+/// What an auction gave.
+pub(super) enum Choice {
+    /// This worker's offer won.
+    Worker(PeerId, JobReply),
+    /// A trusted fact appeared meanwhile.
+    Found(Box<Resolved>),
+    /// Nobody trusted offered in time.
+    Nobody,
+}
+
+/// Offers an auction holds at most; more are declined.
+const OFFERS_HELD: usize = 64;
+/// Re-publication of an unanswered advert slows down to this interval.
+const READVERTISE_MAX: Duration = Duration::from_secs(30);
+/// An advert that could not be published at all is retried this soon.
+const UNPUBLISHED_RETRY: Duration = Duration::from_millis(500);
+/// The least time an ideal offer waits for a better one.
+const MIN_GRACE: Duration = Duration::from_millis(2);
+
+/// Whether an offer goes to the `auction` for its expression: only while
+/// one is open, from a worker the trust policy accepts, and not while a
+/// worker still computes the expression under a lease from before a restart
+/// (`adopted`: its result is awaited instead of a second run).
+pub(super) fn admit_offer<A>(
+    auction: Option<A>,
+    trusted: bool,
+    adopted: bool,
+) -> Result<A, DeclineReason> {
+    let auction = auction.ok_or(DeclineReason::NotNeeded)?;
+    if !trusted {
+        return Err(DeclineReason::NotAllowed);
+    }
+    if adopted {
+        return Err(DeclineReason::NotNeeded);
+    }
+    Ok(auction)
+}
+
+/// How an offer ranks, best first: a worker already running the expression
+/// (joining it costs nothing), then one that did not fail this job before,
+/// then the one holding more input bytes, with more free slots, starting
+/// sooner.
+pub(super) fn offer_rank(offer: &Offer, failed_before: bool) -> impl Ord {
+    (
+        !offer.running,
+        failed_before,
+        std::cmp::Reverse(offer.local_input_bytes),
+        std::cmp::Reverse(offer.free_slots),
+        offer.expected_start_ms,
+    )
+}
+
+/// When to stop collecting offers, given one that just arrived.
+///
+/// An offer from a worker already running the expression is taken at once
+/// (not here). An *ideal* offer — from a worker that did not fail this job
+/// and holds every input byte, e.g. any such worker for a job without inputs
+/// — can only be beaten by a worker already running the expression, which
+/// answers each publication about as fast as this one did: so wait as long
+/// again as this offer took since the last publication (at least
+/// [`MIN_GRACE`]), within the window; if the window since that publication
+/// has already passed, such an offer would have come, so close now. Any
+/// other offer opens the full window for better ones (locality).
+fn window_close(ideal: bool, last_publish: Instant, window: Duration) -> Instant {
+    let now = Instant::now();
+    if !ideal {
+        return now + window;
+    }
+    let since = now.saturating_duration_since(last_publish);
+    match window.checked_sub(since) {
+        Some(left) => now + since.max(MIN_GRACE).min(left),
+        None => now,
+    }
+}
+
+/// When an advert is published next: the first interval after a
+/// publication, then twice as long each time up to [`READVERTISE_MAX`]; an
+/// advert nobody received is tried again soon without backing off.
+struct Republish {
+    every: Duration,
+    next: Instant,
+    last: Instant,
+}
+
+impl Republish {
+    fn new(first: Duration, now: Instant) -> Self {
+        Self {
+            every: first,
+            next: now,
+            last: now,
+        }
+    }
+
+    fn published(&mut self, now: Instant) {
+        self.last = now;
+        self.next += self.every;
+        self.every = (self.every * 2).min(READVERTISE_MAX);
+    }
+
+    fn unpublished(&mut self, now: Instant) {
+        self.next = now + self.every.min(UNPUBLISHED_RETRY);
+    }
+}
+
+/// Publish the advert (repeatedly, less often each time, until offers come),
+/// collect offers for the window after the first, and pick the best one not
+/// excluded (falling back to excluded workers when nobody else offers).
+pub(super) async fn advertise_and_choose(
+    ctx: &Ctx,
+    topic: &Topic,
+    (advert, input_bytes): (&JobAdvert, u64),
+    excluded: &HashSet<PeerId>,
+    cancel: &CancellationToken,
+) -> Result<Choice, ResolveError> {
+    let expr = advert.expr.id();
+    let (tx, mut rx) = mpsc::channel(OFFERS_HELD);
+    // Subscribe before opening, so no announcement falls between the two.
+    let mut announced = ctx.0.announced.subscribe();
+    ctx.tell(Cmd::OpenAuction { expr, offers: tx }).await;
+    let mut offers = Vec::new();
+    let outcome = collect(
+        ctx,
+        (topic, advert, input_bytes),
+        excluded,
+        cancel,
+        (&mut rx, &mut announced),
+        &mut offers,
+    )
+    .await;
+    ctx.tell(Cmd::CloseAuction { expr }).await;
+    // Offers the actor routed before the auction closed get an answer too.
+    rx.close();
+    while let Some(o) = rx.recv().await {
+        offers.push(o);
+    }
+    let choice = match outcome {
+        Ok(None) if !offers.is_empty() => {
+            offers.sort_by_key(|o| offer_rank(&o.offer, excluded.contains(&o.peer)));
+            let best = offers.remove(0);
+            Ok(Choice::Worker(best.peer, best.reply))
+        }
+        Ok(None) => Ok(Choice::Nobody),
+        Ok(Some(found)) => Ok(Choice::Found(Box::new(found))),
+        Err(e) => Err(e),
+    };
+    for o in offers {
+        ctx.parts()
+            .client
+            .respond_job(o.reply, JobResponse::Decline(DeclineReason::NotNeeded))
+            .await;
+    }
+    choice
+}
+
+/// The auction's loop: until the window closes (`Ok(None)`: choose among
+/// `offers`), a fact appears (`Ok(Some)`), or the job is cancelled.
+async fn collect(
+    ctx: &Ctx,
+    (topic, advert, input_bytes): (&Topic, &JobAdvert, u64),
+    excluded: &HashSet<PeerId>,
+    cancel: &CancellationToken,
+    (rx, announced): (
+        &mut mpsc::Receiver<OfferIn>,
+        &mut tokio::sync::broadcast::Receiver<oda_protocol::ExprId>,
+    ),
+    offers: &mut Vec<OfferIn>,
+) -> Result<Option<Resolved>, ResolveError> {
+    let expr = advert.expr.id();
+    let cfg = &ctx.parts().cfg;
+    let give_up = Instant::now() + Duration::from_millis(cfg.offer_timeout_ms);
+    let mut window_end: Option<Instant> = None;
+    let mut schedule = Republish::new(Duration::from_millis(cfg.readvertise_ms), Instant::now());
+    loop {
+        let deadline = window_end.unwrap_or(give_up);
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            // Somebody computed it meanwhile (for example a worker that
+            // finished a lease this node lost in a restart): use that fact.
+            Ok(e) = announced.recv() => {
+                if e != expr {
+                    continue;
+                }
+                let local = ctx.pick_trusted(&ctx.parts().store.facts_for(&expr)?);
+                let found = match local {
+                    Some(fact) => Some(Resolved { fact, from_cache: true }),
+                    None => super::resolve::mesh_lookup(ctx, expr).await?,
+                };
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            _ = tokio::time::sleep_until(schedule.next), if window_end.is_none() => {
+                publish(ctx, topic, advert, give_up, &mut schedule).await;
+            }
+            Some(offer) = rx.recv() => {
+                if offer.offer.running {
+                    offers.push(offer);
+                    return Ok(None);
+                }
+                let ideal = !excluded.contains(&offer.peer) && offer.offer.local_input_bytes >= input_bytes;
+                offers.push(offer);
+                let end = window_close(ideal, schedule.last, Duration::from_millis(cfg.offer_window_ms));
+                window_end = Some(window_end.map_or(end, |e| e.min(end)));
+            }
+        }
+    }
+}
+
+/// Publish the advert once. Busy workers keep it in their backlog until its
+/// deadline; each re-publication extends it, and the fresh deadline makes it
+/// a new gossip message (ids are content hashes) for workers that missed it
+/// or just subscribed.
+async fn publish(
+    ctx: &Ctx,
+    topic: &Topic,
+    advert: &JobAdvert,
+    give_up: Instant,
+    schedule: &mut Republish,
+) {
+    let mut fresh = advert.clone();
+    let left = give_up.saturating_duration_since(Instant::now());
+    fresh.deadline = now_ms() + (schedule.every * 2).min(left).as_millis() as u64;
+    // The local worker hears it as a peer would; for the schedule it
+    // counts as a subscriber that received it.
+    let local = match &ctx.parts().local_worker {
+        Some(worker) => {
+            worker.on_advert(fresh.clone());
+            true
+        }
+        None => false,
+    };
+    let message = Gossip::JobAdvert(Box::new(fresh));
+    let published = match ctx.parts().client.publish(topic.clone(), message).await {
+        Err(NetworkError::NoSubscribers(_)) if local => Ok(()),
+        other => other,
+    };
+    match published {
+        Ok(()) => schedule.published(Instant::now()),
+        // Nobody received it (no subscriber known yet): try again soon.
+        Err(e) => {
+            tracing::debug!(expr = %advert.expr.id(), error = %e, "advert not published yet");
+            schedule.unpublished(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oda_protocol::ExprId;
+
+    fn offer(running: bool, local_input_bytes: u64, free_slots: u32) -> Offer {
+        Offer {
+            expr: ExprId([1; 32]),
+            local_input_bytes,
+            free_slots,
+            expected_start_ms: 0,
+            running,
+        }
+    }
+
+    fn best(candidates: &[(Offer, bool)]) -> usize {
+        (0..candidates.len())
+            .min_by_key(|i| offer_rank(&candidates[*i].0, candidates[*i].1))
+            .expect("candidates")
+    }
+
+    #[test]
+    fn offers_rank_running_then_not_failed_then_locality_then_free_slots() {
+        // A running worker wins even without inputs or slots, even if it failed before.
+        assert_eq!(
+            best(&[(offer(false, 100, 8), false), (offer(true, 0, 0), true)]),
+            1
+        );
+        // A worker that failed this job loses to one that did not.
+        assert_eq!(
+            best(&[(offer(false, 100, 8), true), (offer(false, 0, 1), false)]),
+            1
+        );
+        // More input bytes held beats more free slots.
+        assert_eq!(
+            best(&[(offer(false, 10, 8), false), (offer(false, 20, 1), false)]),
+            1
+        );
+        // All else equal, more free slots.
+        assert_eq!(
+            best(&[(offer(false, 0, 1), false), (offer(false, 0, 2), false)]),
+            1
+        );
+    }
+
+    #[test]
+    fn offers_are_admitted_only_to_an_open_auction_from_trusted_workers_without_an_adopted_run() {
+        assert_eq!(admit_offer(Some(()), true, false), Ok(()));
+        // No auction: not needed, whoever offers.
+        assert_eq!(
+            admit_offer(None::<()>, true, false),
+            Err(DeclineReason::NotNeeded)
+        );
+        assert_eq!(
+            admit_offer(None::<()>, false, false),
+            Err(DeclineReason::NotNeeded)
+        );
+        // An untrusted worker is told it is not allowed.
+        assert_eq!(
+            admit_offer(Some(()), false, false),
+            Err(DeclineReason::NotAllowed)
+        );
+        // A run from before a restart is awaited instead.
+        assert_eq!(
+            admit_offer(Some(()), true, true),
+            Err(DeclineReason::NotNeeded)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_offer_window_closes_early_only_for_an_ideal_offer() {
+        let window = Duration::from_millis(300);
+        let published = Instant::now();
+        // An offer 1 ms after publication: wait the minimum grace.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let now = Instant::now();
+        assert_eq!(window_close(true, published, window), now + MIN_GRACE);
+        // An offer 40 ms after: as long again.
+        tokio::time::advance(Duration::from_millis(39)).await;
+        let now = Instant::now();
+        assert_eq!(
+            window_close(true, published, window),
+            now + Duration::from_millis(40)
+        );
+        // Not ideal (locality in question): the whole window.
+        assert_eq!(window_close(false, published, window), now + window);
+        // An ideal offer after the window since publication (from a backlog): close now.
+        tokio::time::advance(window).await;
+        let now = Instant::now();
+        assert_eq!(window_close(true, published, window), now);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adverts_are_republished_less_and_less_often_and_retried_soon_when_unheard() {
+        let start = Instant::now();
+        let mut s = Republish::new(Duration::from_secs(1), start);
+        assert_eq!(s.next, start, "the first publication is immediate");
+        s.published(start);
+        assert_eq!(s.next, start + Duration::from_secs(1));
+        s.published(s.next);
+        assert_eq!(s.next, start + Duration::from_secs(3));
+        // Nobody heard it: again within half a second, with no back-off.
+        let now = Instant::now();
+        s.unpublished(now);
+        assert_eq!(s.next, now + UNPUBLISHED_RETRY);
+        assert_eq!(s.every, Duration::from_secs(4));
+        for _ in 0..10 {
+            s.published(s.next);
+        }
+        assert_eq!(s.every, READVERTISE_MAX, "the interval is capped");
+    }
+}

@@ -1,0 +1,272 @@
+//! One resolution, run as a task the actor owns: the local store, then the
+//! mesh, then the inputs (each its own resolution, asked of the actor, so
+//! one expression is resolved once however many ask), then compute it with
+//! up to `max_attempts` auctions and leases.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use oda_protocol::messages::JobAdvert;
+use oda_protocol::names::Topic;
+use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, Subject};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::actor::Cmd;
+use super::auction::{advertise_and_choose, Choice};
+use super::lease::{run_lease, LeaseEnd};
+use super::{Ctx, ResolveError, Resolved};
+use crate::scheduler::jobs::{now_ms, Attempt, JobState};
+
+/// Resolve `expr`: from a cache unless `no_cache`, else by computing it.
+pub(super) async fn resolve(
+    ctx: Ctx,
+    expr: ExprId,
+    no_cache: bool,
+    cancel: CancellationToken,
+) -> Result<Resolved, ResolveError> {
+    let store = &ctx.parts().store;
+    let expression = store
+        .expr(&expr)?
+        .ok_or(ResolveError::UnknownExpression(expr))?;
+    if !no_cache {
+        if let Some(fact) = ctx.pick_trusted(&store.facts_for(&expr)?) {
+            tracing::debug!(%expr, "served from the local store");
+            return Ok(Resolved {
+                fact,
+                from_cache: true,
+            });
+        }
+        if let Some(found) = mesh_lookup(&ctx, expr).await? {
+            return Ok(found);
+        }
+    }
+    let inputs = tokio::select! {
+        _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
+        inputs = resolve_inputs(&ctx, &expression) => inputs?,
+    };
+    if cancel.is_cancelled() {
+        return Err(ResolveError::Cancelled);
+    }
+    compute(&ctx, expression, inputs, &cancel).await
+}
+
+/// Resolve the expressions `expression` takes outputs of, in parallel;
+/// which blob each `Output` argument names, sorted, and their total size.
+async fn resolve_inputs(
+    ctx: &Ctx,
+    expression: &Expression,
+) -> Result<(Vec<ResolvedInput>, u64), ResolveError> {
+    let deps = expression.dependencies();
+    if deps.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let expr = expression.id();
+    ctx.set_state(expr, JobState::ResolvingInputs).await;
+    let results = futures::future::join_all(deps.iter().map(|dep| {
+        let dep = *dep;
+        async move {
+            let asked = ctx.ask(|reply| Cmd::Resolve { expr: dep, reply }).await;
+            asked.unwrap_or(Err(ResolveError::Cancelled))
+        }
+    }))
+    .await;
+    let mut by_expr = HashMap::new();
+    for (dep, result) in deps.iter().zip(results) {
+        let resolved = result.map_err(|e| ResolveError::Input {
+            expr: *dep,
+            reason: e.to_string(),
+        })?;
+        by_expr.insert(*dep, resolved.fact);
+    }
+    let mut inputs = Vec::new();
+    let mut input_bytes = 0;
+    for (dep, name) in expression.output_refs() {
+        let fact = &by_expr[&dep];
+        let output = match &fact.body.outcome {
+            Outcome::Success { outputs } => {
+                outputs.get(&name).ok_or_else(|| ResolveError::Input {
+                    expr: dep,
+                    reason: format!("it has no output named {name:?}"),
+                })?
+            }
+            Outcome::AnalysisError { kind, message } => {
+                return Err(ResolveError::Input {
+                    expr: dep,
+                    reason: format!("analysis error {kind}: {message}"),
+                })
+            }
+        };
+        input_bytes += output.size;
+        inputs.push(ResolvedInput {
+            expr: dep,
+            name,
+            blob: output.blob,
+        });
+    }
+    inputs.sort();
+    Ok((inputs, input_bytes))
+}
+
+/// Facts for `expr` in the mesh: the best trusted one, kept and provided.
+pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolved>, ResolveError> {
+    let Ok(_permit) = ctx.0.lookups.acquire().await else {
+        return Ok(None);
+    };
+    let parts = ctx.parts();
+    // A trusted success ends the lookup at once; otherwise every fact
+    // found is considered (an analysis error, untrusted signers).
+    let trust = &parts.trust;
+    let facts = parts
+        .client
+        .lookup_facts_until(expr, |f| {
+            trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
+        })
+        .await;
+    let Some(fact) = ctx.pick_trusted(&facts) else {
+        if !facts.is_empty() {
+            tracing::info!(%expr, n = facts.len(), "mesh has facts, none by a trusted signer");
+        }
+        return Ok(None);
+    };
+    parts.store.put_fact(&fact)?;
+    // Keep it and say so: the next ask from a neighbour is one
+    // request-response away.
+    parts.client.announce_facts_held(&expr).await;
+    tracing::debug!(%expr, "served from the mesh cache");
+    Ok(Some(Resolved {
+        fact,
+        from_cache: true,
+    }))
+}
+
+/// Schedule `expression` on a worker; `inputs` are its resolved `Output`
+/// arguments and their total size in bytes.
+async fn compute(
+    ctx: &Ctx,
+    expression: Expression,
+    (inputs, input_bytes): (Vec<ResolvedInput>, u64),
+    cancel: &CancellationToken,
+) -> Result<Resolved, ResolveError> {
+    let parts = ctx.parts();
+    let expr = expression.id();
+    let (workflow, bundle) = parts
+        .store
+        .workflow(&expression.workflow)?
+        .ok_or_else(|| ResolveError::UnknownWorkflow(expression.workflow.to_string()))?;
+    let topic = Topic::jobs(&expression.workflow);
+    if let Err(e) = parts.client.subscribe(topic.clone()).await {
+        tracing::debug!(error = %e, "cannot subscribe to the jobs topic");
+    }
+    let endorsements = parts
+        .store
+        .endorsements_of(&Subject::Workflow(expression.workflow))?
+        .into_iter()
+        .take(JobAdvert::MAX_ENDORSEMENTS)
+        .collect();
+    let advert = JobAdvert {
+        expr: expression.clone(),
+        inputs,
+        requester: parts.key.public(),
+        requirements: workflow.manifest.resources.clone(),
+        deadline: 0,
+        priority: 0,
+        token: None,
+        bundle,
+        endorsements,
+    };
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut excluded: HashSet<PeerId> = HashSet::new();
+    let cfg = &parts.cfg;
+    while attempts.len() < cfg.max_attempts as usize {
+        if !attempts.is_empty() {
+            let backoff = Duration::from_millis(cfg.backoff_ms << (attempts.len() - 1).min(6));
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+        if let Some(found) = join_foreign(ctx, expr, cancel).await? {
+            return Ok(found);
+        }
+        ctx.set_state(expr, JobState::Advertised).await;
+        let chosen =
+            advertise_and_choose(ctx, &topic, (&advert, input_bytes), &excluded, cancel).await?;
+        let (worker, reply) = match chosen {
+            Choice::Worker(worker, reply) => (worker, reply),
+            Choice::Found(found) => return Ok(*found),
+            Choice::Nobody => {
+                return Err(ResolveError::NoOffer {
+                    waited_s: cfg.offer_timeout_ms / 1000,
+                    attempts,
+                })
+            }
+        };
+        let started_at = now_ms();
+        match run_lease(ctx, (expr, worker, reply), cancel, (&topic, &advert)).await {
+            LeaseEnd::Fact(fact) => {
+                parts.store.put_fact(&fact)?;
+                parts.client.announce_facts_held(&expr).await;
+                return Ok(Resolved {
+                    fact: *fact,
+                    from_cache: false,
+                });
+            }
+            LeaseEnd::Cancelled => return Err(ResolveError::Cancelled),
+            LeaseEnd::Failed { outcome, log_tail } => {
+                tracing::warn!(%expr, %worker, %outcome, "attempt failed");
+                excluded.insert(worker);
+                let attempt = Attempt {
+                    worker: worker.to_string(),
+                    started_at,
+                    ended_at: now_ms(),
+                    outcome,
+                    log_tail,
+                };
+                ctx.tell(Cmd::Attempt {
+                    expr,
+                    attempt: attempt.clone(),
+                })
+                .await;
+                attempts.push(attempt);
+            }
+        }
+    }
+    Err(ResolveError::Exhausted { attempts })
+}
+
+/// If another requester is advertising `expr`, wait for its fact (up to the
+/// lease TTL) instead of advertising a duplicate.
+async fn join_foreign(
+    ctx: &Ctx,
+    expr: ExprId,
+    cancel: &CancellationToken,
+) -> Result<Option<Resolved>, ResolveError> {
+    let mut announced = ctx.0.announced.subscribe();
+    let Some(until) = ctx
+        .ask(|reply| Cmd::ForeignUntil { expr, reply })
+        .await
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    tracing::info!(%expr, "another requester is computing this; waiting for its fact");
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(until.saturating_sub(now_ms()));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => return mesh_lookup(ctx, expr).await,
+            got = announced.recv() => match got {
+                Ok(e) if e == expr => {
+                    if let Some(found) = mesh_lookup(ctx, expr).await? {
+                        return Ok(Some(found));
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            },
+        }
+    }
+}
