@@ -261,6 +261,25 @@ async fn a_large_blob_is_fetched_verified_and_a_lying_provider_is_skipped() {
     corrupted[30 * 1024 * 1024] ^= 0x01;
     std::fs::write(&path, &corrupted).unwrap();
     drop(bytes);
+    // Both providers reachable first: a fetch that cannot dial the liar
+    // would skip it without a lie to catch.
+    for p in [liar, honest] {
+        fetcher.client.dial(p.addr.clone()).await.expect("dial");
+    }
+    let (liar_id, honest_id) = (liar.key.peer_id(), honest.key.peer_id());
+    eventually(
+        "the fetcher connected to both providers",
+        Duration::from_secs(10),
+        || {
+            let c = fetcher.client.clone();
+            async move {
+                let peers = c.peers().await.ok()?;
+                let has = |id| peers.iter().any(|p| p.peer == id);
+                (has(liar_id) && has(honest_id)).then_some(())
+            }
+        },
+    )
+    .await;
 
     // Liar first: its bytes are caught, it is penalised, the honest peer is used.
     let size = fetcher
