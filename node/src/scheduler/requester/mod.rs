@@ -175,6 +175,17 @@ pub struct Parts {
     pub local_worker: Option<Worker>,
 }
 
+/// Send the actor a command carrying a reply sender and wait for the reply;
+/// `None` if the actor has stopped.
+async fn ask<T>(
+    commands: &mpsc::Sender<Cmd>,
+    cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(cmd(tx)).await.ok()?;
+    rx.await.ok()
+}
+
 /// What every resolution task shares: the immutable parts and a way to
 /// reach the actor.
 #[derive(Clone)]
@@ -201,9 +212,7 @@ impl Ctx {
 
     /// Ask the actor something; `None` if it has stopped.
     async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.0.commands.send(cmd(tx)).await.ok()?;
-        rx.await.ok()
+        ask(&self.0.commands, cmd).await
     }
 
     /// Change the state of every job waiting for `expr`.
@@ -352,39 +361,28 @@ impl Requester {
         id: &JobId,
         timeout: Duration,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Cmd::Wait { id: *id, reply: tx })
-            .await
-            .is_ok()
-        {
-            if let Ok(Ok(record)) = tokio::time::timeout(timeout, rx).await {
-                return Ok(record);
-            }
+        let id = *id;
+        let asked = ask(&self.commands, |reply| Cmd::Wait { id, reply });
+        match tokio::time::timeout(timeout, asked).await {
+            Ok(Some(record)) => Ok(record),
+            _ => self.status(&id),
         }
-        self.status(id)
     }
 
     /// Recent log lines of a job's expression.
     pub async fn logs(&self, id: &JobId) -> Result<Vec<String>, RequesterError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Cmd::Logs { id: *id, reply: tx })
+        let id = *id;
+        ask(&self.commands, |reply| Cmd::Logs { id, reply })
             .await
-            .map_err(|_| RequesterError::Stopped)?;
-        rx.await.map_err(|_| RequesterError::Stopped)
+            .ok_or(RequesterError::Stopped)
     }
 
     /// Cancel a job; `None` for an unknown job. The resolution it waited for
     /// stops when nothing else waits for it.
     pub async fn cancel(&self, id: &JobId) -> Result<Option<JobRecord>, RequesterError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Cmd::Cancel { id: *id, reply: tx })
-            .await
-            .map_err(|_| RequesterError::Stopped)?;
-        Ok(rx.await.map_err(|_| RequesterError::Stopped)??)
+        let id = *id;
+        let cancelled = ask(&self.commands, |reply| Cmd::Cancel { id, reply }).await;
+        Ok(cancelled.ok_or(RequesterError::Stopped)??)
     }
 
     /// An offer from a worker (network event).
