@@ -56,6 +56,10 @@ pub struct Config {
     pub dht_server: bool,
     /// Most established connections. Default 256 (bootstrap: at least 2048).
     pub max_connections: u32,
+    /// Connections idle for 10 s beyond this many peers are closed (except
+    /// configured peers and gossip-mesh peers; never on a bootstrap node).
+    /// Default 32.
+    pub target_peers: u32,
     /// Store settings.
     pub store: StoreSection,
     /// Worker settings.
@@ -175,6 +179,7 @@ impl Default for Config {
             bootstrap: false,
             dht_server: true,
             max_connections: 256,
+            target_peers: 32,
             store: StoreSection::default(),
             worker: WorkerSection::default(),
             trust: TrustSection::default(),
@@ -205,6 +210,8 @@ pub struct Validated {
     pub dht_server: bool,
     /// Connection cap.
     pub max_connections: u32,
+    /// Idle connections beyond this many peers are closed.
+    pub target_peers: u32,
     /// Blob cache cap in bytes.
     pub blob_cap_bytes: u64,
     /// Worker settings, if this node computes (jobs_dir filled by the runtime).
@@ -314,6 +321,12 @@ impl Config {
         if self.max_connections < 8 {
             return Err(field("max_connections", "must be at least 8"));
         }
+        if self.target_peers < 4 || self.target_peers > self.max_connections {
+            return Err(field(
+                "target_peers",
+                "must be at least 4 and at most max_connections",
+            ));
+        }
         if self.store.blob_cap_mb == 0 {
             return Err(field("store.blob_cap_mb", "must be at least 1"));
         }
@@ -392,6 +405,7 @@ impl Config {
             bootstrap: self.bootstrap,
             dht_server: self.dht_server || self.bootstrap,
             max_connections,
+            target_peers: self.target_peers,
             blob_cap_bytes: self.store.blob_cap_mb.saturating_mul(1024 * 1024),
             worker,
             trusted_keys: keys("trust.keys", &self.trust.keys)?,
@@ -450,6 +464,10 @@ dht_server = true
 
 # Most established connections.
 max_connections = 256
+
+# Keep about this many peers: connections idle for 10 s beyond it are closed
+# (configured peers and gossip-mesh peers stay; a bootstrap node keeps all).
+target_peers = 32
 
 [store]
 # Cap on cached blob bytes, in MiB. Above it, the least recently used blobs

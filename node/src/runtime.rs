@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
-use crate::scheduler::{requester, Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig};
+use crate::scheduler::{
+    requester, worker, Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig,
+};
 use crate::store::{Store, StoreConfig};
 
 /// The JSON written to `node.json` in the data dir.
@@ -56,6 +58,7 @@ pub struct Node {
 /// The node's long-lived tasks, stopped in this order.
 struct Tasks {
     requester: JoinHandle<()>,
+    worker: Option<JoinHandle<()>>,
     events: JoinHandle<()>,
     network: JoinHandle<()>,
 }
@@ -92,6 +95,7 @@ impl Node {
         net.bootstrap = cfg.bootstrap;
         net.kad_server = cfg.dht_server;
         net.max_connections = cfg.max_connections;
+        net.target_peers = cfg.target_peers;
         let (client, inbox, event_loop) = network::new(&key, net, store.clone())?;
         let (stop_scheduler, stop_network) = (CancellationToken::new(), CancellationToken::new());
         let network_task = tokio::spawn(event_loop.run(stop_network.clone()));
@@ -100,6 +104,7 @@ impl Node {
             cfg.trusted_keys.iter().copied(),
             cfg.trusted_experts.iter().copied(),
         );
+        let mut worker_task = None;
         let worker = match &cfg.worker {
             Some(w) => {
                 let jobs_dir = data_dir.join("jobs");
@@ -107,21 +112,21 @@ impl Node {
                     path: jobs_dir.clone(),
                     source,
                 })?;
-                let worker = Worker::new(
-                    client.clone(),
-                    store.clone(),
-                    key.clone(),
-                    trust.clone(),
-                    WorkerConfig {
+                let parts = worker::Parts {
+                    client: client.clone(),
+                    store: store.clone(),
+                    key: key.clone(),
+                    trust: trust.clone(),
+                    cfg: WorkerConfig {
                         slots: w.slots,
                         runner_class: w.runner_class,
                         owners: w.owners.iter().copied().collect(),
                         extra_workflows: w.workflows.clone(),
                         jobs_dir,
                     },
-                )?;
-                worker.recover().await?;
-                worker.subscribe_extra().await;
+                };
+                let (worker, task) = Worker::start(parts, stop_scheduler.clone()).await?;
+                worker_task = Some(task);
                 Some(worker)
             }
             None => None,
@@ -169,6 +174,7 @@ impl Node {
             stop_network,
             tasks: std::sync::Mutex::new(Some(Tasks {
                 requester: requester_task,
+                worker: worker_task,
                 events: events_task,
                 network: network_task,
             })),
@@ -255,13 +261,16 @@ impl Node {
         }
     }
 
-    /// Stop the requester, the dispatch of network events and the network,
-    /// in that order, then flush the store. Later calls only flush.
+    /// Stop the requester and the worker, the dispatch of network events
+    /// and the network, in that order, then flush the store. Later calls only flush.
     pub async fn shutdown(&self) -> Result<(), crate::store::StoreError> {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tasks) = tasks {
             self.stop_scheduler.cancel();
             let _ = tasks.requester.await;
+            if let Some(worker) = tasks.worker {
+                let _ = worker.await;
+            }
             tasks.events.abort();
             let _ = tasks.events.await;
             self.stop_network.cancel();

@@ -42,6 +42,7 @@ fn settings(
         bootstrap: false,
         dht_server: true,
         max_connections: 256,
+        target_peers: 32,
         blob_cap_bytes: 1 << 32,
         worker: worker.then(|| WorkerSettings {
             slots: 2,

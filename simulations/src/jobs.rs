@@ -35,6 +35,7 @@ fn settings(
         bootstrap: false,
         dht_server: true,
         max_connections: 256,
+        target_peers: 32,
         blob_cap_bytes: 1 << 32,
         worker: worker.then(|| WorkerSettings {
             slots: SLOTS,

@@ -88,6 +88,13 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     );
     metric(
         &mut out,
+        "oda_worker_shed_total",
+        "counter",
+        "Job adverts and fact announcements this node's worker shed because its queue was full.",
+        &[("", worker.map_or(0, |w| w.shed()) as f64)],
+    );
+    metric(
+        &mut out,
         "oda_gossip_shed_total",
         "counter",
         "Gossip messages dropped because the node was behind (job RPCs are never dropped).",

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::client::{Command, PeerInfo, QueueStats, Reply};
+use super::peers::{to_trim, Activity, Connected};
 use super::scoring::{Offence, Reputation};
 use super::{keys, validate, JobReply, NetworkConfig, NetworkError, NetworkEvent, ReplyTo};
 use crate::store::Store;
@@ -52,6 +53,8 @@ pub struct EventLoop {
     /// Gossip messages shed because the application was behind.
     shed: u64,
     reputation: Reputation,
+    /// When each peer last exchanged a request with this node (trimming).
+    activity: Activity,
     agents: HashMap<PeerId, String>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     listen_addrs: Vec<Multiaddr>,
@@ -83,6 +86,7 @@ impl EventLoop {
             gossip,
             shed: 0,
             reputation: Reputation::default(),
+            activity: Activity::default(),
             agents: HashMap::new(),
             addrs: HashMap::new(),
             listen_addrs: Vec::new(),
@@ -151,6 +155,7 @@ impl EventLoop {
                 .gossipsub
                 .set_application_score(&peer, score);
         }
+        self.trim();
         let isolated = self.swarm.connected_peers().next().is_none();
         let missing: Vec<Multiaddr> = self
             .cfg
@@ -172,6 +177,45 @@ impl EventLoop {
                     tracing::debug!(%addr, error = %e, "cannot re-dial configured peer");
                 }
             }
+        }
+    }
+
+    /// Close idle connections beyond the target (see [`super::peers`]).
+    /// A bootstrap node, everybody's way in, keeps what it has.
+    fn trim(&mut self) {
+        if self.cfg.bootstrap {
+            return;
+        }
+        let configured: HashSet<PeerId> = self
+            .cfg
+            .peers
+            .iter()
+            .filter_map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let meshed: HashSet<PeerId> = gossipsub.all_mesh_peers().copied().collect();
+        let now = std::time::Instant::now();
+        let connected: Vec<Connected> = self
+            .swarm
+            .connected_peers()
+            .map(|peer| Connected {
+                peer: *peer,
+                protected: configured.contains(peer) || meshed.contains(peer),
+                idle: self.activity.idle(peer, now),
+            })
+            .collect();
+        let trimmed = to_trim(connected, self.cfg.target_peers as usize);
+        if !trimmed.is_empty() {
+            tracing::debug!(
+                n = trimmed.len(),
+                "closing idle connections beyond the target"
+            );
+        }
+        for peer in trimmed {
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -259,6 +303,7 @@ impl EventLoop {
                 self.pending_providers.insert(id, (HashSet::new(), reply));
             }
             Command::RequestFacts(peer, expr, reply) => {
+                self.activity.touch(peer);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -267,6 +312,7 @@ impl EventLoop {
                 self.pending_facts.insert(id, (expr, reply));
             }
             Command::RequestBlob(peer, request, reply) => {
+                self.activity.touch(peer);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -284,6 +330,7 @@ impl EventLoop {
                 });
             }
             Command::SendJob(peer, request, reply) => {
+                self.activity.touch(peer);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -432,6 +479,7 @@ impl EventLoop {
                 ..
             } => {
                 if num_established.get() == 1 {
+                    self.activity.touch(peer_id);
                     tracing::info!(peer = %peer_id, remote = %endpoint.get_remote_address(), "peer connected");
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
@@ -442,6 +490,7 @@ impl EventLoop {
                 ..
             } => {
                 if num_established == 0 {
+                    self.activity.forget(&peer_id);
                     tracing::info!(peer = %peer_id, "peer disconnected");
                     self.emit(NetworkEvent::PeerDisconnected(peer_id));
                 }
@@ -452,9 +501,18 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Facts(e)) => self.on_facts(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Blobs(e)) => self.on_blobs(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Jobs(e)) => self.on_jobs(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Facts(e)) => {
+                self.activity.touch(rr_peer(&e));
+                self.on_facts(e)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(e)) => {
+                self.activity.touch(rr_peer(&e));
+                self.on_blobs(e)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Jobs(e)) => {
+                self.activity.touch(rr_peer(&e));
+                self.on_jobs(e)
+            }
             other => tracing::trace!(?other, "swarm event"),
         }
     }
@@ -784,5 +842,15 @@ fn request_failed(peer: PeerId, error: request_response::OutboundFailure) -> Net
     NetworkError::Request {
         peer,
         reason: error.to_string(),
+    }
+}
+
+/// The peer a request-response event is about.
+fn rr_peer<Req, Resp>(event: &request_response::Event<Req, Resp>) -> PeerId {
+    match event {
+        request_response::Event::Message { peer, .. }
+        | request_response::Event::OutboundFailure { peer, .. }
+        | request_response::Event::InboundFailure { peer, .. }
+        | request_response::Event::ResponseSent { peer, .. } => *peer,
     }
 }

@@ -16,6 +16,7 @@ mod client;
 pub mod codec;
 mod event_loop;
 pub mod keys;
+mod peers;
 pub mod scoring;
 mod validate;
 
@@ -48,6 +49,9 @@ pub struct NetworkConfig {
     pub kad_server: bool,
     /// Most established connections.
     pub max_connections: u32,
+    /// Idle connections beyond this many peers are closed (not on a
+    /// bootstrap node).
+    pub target_peers: u32,
     /// DHT query timeout, seconds.
     pub query_timeout_secs: u64,
     /// DHT replication factor.
@@ -66,6 +70,7 @@ impl NetworkConfig {
             bootstrap: false,
             kad_server: true,
             max_connections: 256,
+            target_peers: 32,
             query_timeout_secs: 20,
             replication: 20,
             idle_timeout_secs: 120,

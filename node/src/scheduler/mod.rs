@@ -17,8 +17,20 @@ pub use trust::TrustPolicy;
 pub use worker::{Worker, WorkerConfig};
 
 use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::network::{Client, JobReply};
+
+/// Send an actor a command carrying a reply sender and wait for the reply;
+/// `None` if the actor has stopped.
+async fn ask<C, T>(
+    commands: &mpsc::Sender<C>,
+    cmd: impl FnOnce(oneshot::Sender<T>) -> C,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(cmd(tx)).await.ok()?;
+    rx.await.ok()
+}
 
 /// Requester timing and retry settings.
 #[derive(Debug, Clone)]

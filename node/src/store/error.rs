@@ -125,6 +125,10 @@ pub enum StoreError {
     /// A caller asked [`super::Store::tree`] for one of the store's own trees.
     #[error("tree name `{0}` is reserved by the store; choose another name")]
     ReservedTree(String),
+    /// A task doing blocking store work on the blocking pool failed (it
+    /// panicked, or the runtime is shutting down).
+    #[error("a blocking store task failed: {0}")]
+    Task(String),
     /// The data dir was written by an incompatible version of the store.
     #[error("the store at `{}` has format version {found}, but this oda-node supports version {supported}", .path.display())]
     UnsupportedFormat {

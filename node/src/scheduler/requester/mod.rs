@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
 use super::trust::TrustPolicy;
 use super::worker::Worker;
-use super::SchedulerConfig;
+use super::{ask, SchedulerConfig};
 use crate::identity::{peer_id_of, NodeKey};
 use crate::network::{Client, JobReply};
 use crate::store::{Store, StoreError};
@@ -173,17 +173,6 @@ pub struct Parts {
     /// bring it (gossip never delivers to its publisher) and competes in the
     /// same auction.
     pub local_worker: Option<Worker>,
-}
-
-/// Send the actor a command carrying a reply sender and wait for the reply;
-/// `None` if the actor has stopped.
-async fn ask<T>(
-    commands: &mpsc::Sender<Cmd>,
-    cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd,
-) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    commands.send(cmd(tx)).await.ok()?;
-    rx.await.ok()
 }
 
 /// What every resolution task shares: the immutable parts and a way to
