@@ -384,11 +384,14 @@ impl Store {
 
     pub(super) fn put_blob_record(&self, id: &BlobId, rec: &BlobRecord) -> Result<(), StoreError> {
         let bytes = encode(trees::BLOB_META, rec)?;
-        self.inner
+        let old = self
+            .inner
             .t
             .blob_meta
             .insert(id.as_bytes(), bytes)
             .map_err(StoreError::db("write blob metadata"))?;
+        let old = old.and_then(|v| decode::<BlobRecord>(trees::BLOB_META, id.as_bytes(), &v).ok());
+        self.inner.counts.blob_changed(old.as_ref(), Some(rec));
         Ok(())
     }
 
@@ -511,11 +514,14 @@ impl Store {
         size: u64,
     ) -> Result<Vec<FactId>, StoreError> {
         let demoted = self.demote_holders_locked(id)?;
-        self.inner
+        let old = self
+            .inner
             .t
             .blob_meta
             .remove(id.as_bytes())
             .map_err(StoreError::db("remove blob metadata"))?;
+        let old = old.and_then(|v| decode::<BlobRecord>(trees::BLOB_META, id.as_bytes(), &v).ok());
+        self.inner.counts.blob_changed(old.as_ref(), None);
         state.total_bytes = state.total_bytes.saturating_sub(size);
         let path = self.blob_file(id);
         match fs::remove_file(&path) {

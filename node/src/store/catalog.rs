@@ -3,6 +3,7 @@
 
 use oda_protocol::{BlobId, ExprId, Expression, SignedEndorsement, Subject, Workflow, WorkflowId};
 
+use super::counts;
 use super::error::StoreError;
 use super::records::{decode, encode, id_at, key_id, subject_prefix, trees, WorkflowRecord};
 use super::Store;
@@ -17,11 +18,13 @@ impl Store {
             bundle,
         };
         let bytes = encode(trees::WORKFLOWS, &rec)?;
-        self.inner
+        let old = self
+            .inner
             .t
             .workflows
             .insert(id.as_bytes(), bytes)
             .map_err(StoreError::db("write workflow"))?;
+        counts::added(&self.inner.counts.workflows, old.is_none());
         Ok(id)
     }
 
@@ -59,11 +62,13 @@ impl Store {
     pub fn put_expr(&self, e: &Expression) -> Result<ExprId, StoreError> {
         let id = e.id();
         let bytes = encode(trees::EXPRS, e)?;
-        self.inner
+        let old = self
+            .inner
             .t
             .exprs
             .insert(id.as_bytes(), bytes)
             .map_err(StoreError::db("write expression"))?;
+        counts::added(&self.inner.counts.exprs, old.is_none());
         Ok(id)
     }
 
@@ -104,6 +109,7 @@ impl Store {
             .endorsements
             .compare_and_swap(key, None::<&[u8]>, Some(bytes))
             .map_err(StoreError::db("write endorsement"))?;
+        counts::added(&self.inner.counts.endorsements, swapped.is_ok());
         Ok(swapped.is_ok())
     }
 

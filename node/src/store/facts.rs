@@ -7,6 +7,7 @@ use sled::Transactional;
 
 use oda_protocol::{BlobId, ExprId, FactId, Outcome, SignedFact};
 
+use super::counts;
 use super::error::StoreError;
 use super::records::{decode, encode, id_at, key_id, pair_key, trees, tx_error, HeldRecord};
 use super::Store;
@@ -36,7 +37,9 @@ impl Store {
                 index.insert(&index_key[..], &[][..])?;
                 Ok(new)
             });
-        result.map_err(tx_error("store fact"))
+        let new = result.map_err(tx_error("store fact"))?;
+        counts::added(&self.inner.counts.facts, new);
+        Ok(new)
     }
 
     /// Store a fact whose output bytes this node holds (typically one it computed),
@@ -77,7 +80,7 @@ impl Store {
             }
         }
         let t = &self.inner.t;
-        let result: TransactionResult<bool, StoreError> =
+        let result: TransactionResult<(bool, bool), StoreError> =
             (&t.facts, &t.facts_by_expr, &t.held, &t.held_by_blob).transaction(
                 |(facts, index, held_tree, by_blob)| {
                     let new = facts.get(id.as_bytes())?.is_none();
@@ -85,14 +88,19 @@ impl Store {
                         facts.insert(&id.as_bytes()[..], bytes.as_slice())?;
                     }
                     index.insert(&index_key[..], &[][..])?;
-                    held_tree.insert(&id.as_bytes()[..], held.as_slice())?;
+                    let newly_held = held_tree
+                        .insert(&id.as_bytes()[..], held.as_slice())?
+                        .is_none();
                     for blob in &outputs {
                         by_blob.insert(&pair_key(blob.as_bytes(), id.as_bytes())[..], &[][..])?;
                     }
-                    Ok(new)
+                    Ok((new, newly_held))
                 },
             );
-        result.map_err(tx_error("store own fact"))
+        let (new, newly_held) = result.map_err(tx_error("store own fact"))?;
+        counts::added(&self.inner.counts.facts, new);
+        counts::added(&self.inner.counts.held, newly_held);
+        Ok(new)
     }
 
     /// The fact with this id.
@@ -151,7 +159,11 @@ impl Store {
 
     /// Number of facts stored.
     pub fn fact_count(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.t.facts.len() as u64)
+        Ok(self
+            .inner
+            .counts
+            .facts
+            .load(std::sync::atomic::Ordering::Relaxed))
     }
 
     // ---- internals ----
@@ -197,14 +209,16 @@ impl Store {
                 Err(e) => tracing::warn!(error = %e, "removing an unreadable held-fact record"),
             }
         }
-        let result: TransactionResult<(), StoreError> =
+        let result: TransactionResult<bool, StoreError> =
             (&t.held, &t.held_by_blob).transaction(|(held, by_blob)| {
-                held.remove(&key[..])?;
+                let was_held = held.remove(&key[..])?.is_some();
                 for blob in &outputs {
                     by_blob.remove(&pair_key(blob.as_bytes(), key)[..])?;
                 }
-                Ok(())
+                Ok(was_held)
             });
-        result.map_err(tx_error("demote held fact"))
+        let was_held = result.map_err(tx_error("demote held fact"))?;
+        counts::removed(&self.inner.counts.held, was_held);
+        Ok(())
     }
 }

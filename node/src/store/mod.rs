@@ -50,6 +50,7 @@
 
 mod blobs;
 mod catalog;
+mod counts;
 mod error;
 mod facts;
 mod records;
@@ -59,7 +60,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oda_protocol::FactId;
 
@@ -166,6 +167,8 @@ struct Inner {
     /// Serialises every change to blob metadata and held facts, and guards the
     /// running total of blob bytes.
     blob_state: Mutex<BlobState>,
+    /// Records of each kind (see [`counts`]).
+    counts: counts::Counts,
 }
 
 struct Trees {
@@ -198,13 +201,10 @@ impl Store {
             std::fs::create_dir_all(d).map_err(StoreError::io("create directory", d))?;
         }
         let db_path = dir.join("db");
-        let db = sled::Config::new()
-            .path(&db_path)
-            .open()
-            .map_err(|source| StoreError::OpenDb {
-                path: db_path.clone(),
-                source,
-            })?;
+        let db = open_db(&db_path).map_err(|source| StoreError::OpenDb {
+            path: db_path.clone(),
+            source,
+        })?;
         check_format(&db, &dir)?;
         let open = |name: &'static str| db.open_tree(name).map_err(StoreError::db("open tree"));
         let t = Trees {
@@ -229,9 +229,11 @@ impl Store {
                     total_bytes: 0,
                     in_use: Default::default(),
                 }),
+                counts: counts::Counts::default(),
             }),
         };
         let report = store.check_and_repair()?;
+        store.recount()?;
         if report.is_clean() {
             tracing::debug!(dir = %store.inner.dir.display(), "store opened");
         } else {
@@ -268,25 +270,43 @@ impl Store {
 
     /// Counts and sizes of everything stored.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let t = &self.inner.t;
-        let mut stats = StoreStats {
+        let c = &self.inner.counts;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(StoreStats {
             cap_bytes: self.inner.cap,
-            facts: t.facts.len() as u64,
-            held_facts: t.held.len() as u64,
-            workflows: t.workflows.len() as u64,
-            exprs: t.exprs.len() as u64,
-            endorsements: t.endorsements.len() as u64,
-            ..StoreStats::default()
-        };
+            facts: n(&c.facts),
+            held_facts: n(&c.held),
+            workflows: n(&c.workflows),
+            exprs: n(&c.exprs),
+            endorsements: n(&c.endorsements),
+            blobs: n(&c.blobs),
+            blob_bytes: self.lock_blobs().total_bytes,
+            pinned_blobs: n(&c.pinned_blobs),
+            pinned_bytes: n(&c.pinned_bytes),
+        })
+    }
+
+    /// Count every kind of record with one scan (at open, after repair).
+    fn recount(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (t, c) = (&self.inner.t, &self.inner.counts);
+        c.facts.store(t.facts.len() as u64, Relaxed);
+        c.held.store(t.held.len() as u64, Relaxed);
+        c.workflows.store(t.workflows.len() as u64, Relaxed);
+        c.exprs.store(t.exprs.len() as u64, Relaxed);
+        c.endorsements.store(t.endorsements.len() as u64, Relaxed);
+        let (mut blobs, mut pinned, mut pinned_bytes) = (0, 0, 0);
         for meta in self.list_blobs()? {
-            stats.blobs += 1;
-            stats.blob_bytes += meta.size;
+            blobs += 1;
             if meta.pinned {
-                stats.pinned_blobs += 1;
-                stats.pinned_bytes += meta.size;
+                pinned += 1;
+                pinned_bytes += meta.size;
             }
         }
-        Ok(stats)
+        c.blobs.store(blobs, Relaxed);
+        c.pinned_blobs.store(pinned, Relaxed);
+        c.pinned_bytes.store(pinned_bytes, Relaxed);
+        Ok(())
     }
 
     /// Lock the blob state. A panic while it was held cannot leave the counter
@@ -296,6 +316,28 @@ impl Store {
             .blob_state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How long an open waits for another handle on the database to let go of
+/// its lock. sled releases the lock only when its last background I/O job
+/// has finished, a few milliseconds after the `Db` is dropped, so a store
+/// reopened in the same process (a node restarted in place) may find it
+/// still held; a second process holding it fails after this long.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

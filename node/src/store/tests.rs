@@ -591,3 +591,57 @@ fn lowering_the_cap_evicts_at_open() {
     assert_eq!(gc.evicted, vec![a]);
     assert!(store.has_blob(&b) && !store.has_blob(&a));
 }
+
+/// The running counts equal a fresh scan of the store.
+fn assert_counts_match_a_scan(store: &Store, step: &str) {
+    let kept = store.stats().unwrap();
+    store.recount().unwrap();
+    assert_eq!(kept, store.stats().unwrap(), "after {step}");
+}
+
+#[test]
+fn stats_are_kept_by_every_write_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 300);
+    let a = store.put_blob(&[b'a'; 100]).unwrap();
+    let c = store.put_blob(&[b'c'; 100]).unwrap();
+    store.put_blob(&[b'a'; 100]).unwrap();
+    store.pin(&a).unwrap();
+    store.pin(&a).unwrap();
+    assert_counts_match_a_scan(&store, "blobs written twice and pinned twice");
+    let held = fact(1, &[("out", c, 100)]);
+    assert!(store.put_own_fact(&held).unwrap());
+    assert!(!store.put_own_fact(&held).unwrap());
+    assert!(store.put_fact(&fact(2, &[])).unwrap());
+    assert!(!store.put_fact(&fact(2, &[])).unwrap());
+    let wf = workflow();
+    store.put_workflow(&wf, a).unwrap();
+    store.put_workflow(&wf, a).unwrap();
+    let e = Expression {
+        workflow: wf.id(),
+        args: BTreeMap::new(),
+    };
+    store.put_expr(&e).unwrap();
+    store.put_expr(&e).unwrap();
+    assert_counts_match_a_scan(&store, "facts, workflows and expressions written twice");
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.facts, stats.held_facts, stats.workflows, stats.exprs),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(
+        (stats.blobs, stats.pinned_blobs, stats.pinned_bytes),
+        (2, 1, 100)
+    );
+    // Evicting c demotes the fact that held it.
+    store.put_blob(&[b'd'; 150]).unwrap();
+    assert!(!store.has_blob(&c));
+    assert_counts_match_a_scan(&store, "an eviction that demoted a held fact");
+    store.unpin(&a).unwrap();
+    store.remove_blob(&a).unwrap();
+    assert_counts_match_a_scan(&store, "an unpin and a removal");
+    drop(store);
+    let (store, _) = open(dir.path(), 300);
+    assert_counts_match_a_scan(&store, "a reopen");
+    assert_eq!(store.stats().unwrap().facts, 2);
+}
