@@ -24,18 +24,22 @@ pub(super) struct Counts {
 
 /// Add one to `counter` if `added`.
 pub(super) fn added(counter: &AtomicU64, added: bool) {
-    if added {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+    add(counter, u64::from(added));
 }
 
 /// Take one from `counter` if `removed`.
 pub(super) fn removed(counter: &AtomicU64, removed: bool) {
-    if removed {
-        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            Some(n.saturating_sub(1))
-        });
-    }
+    sub(counter, u64::from(removed));
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn sub(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(n))
+    });
 }
 
 impl Counts {
@@ -44,27 +48,10 @@ impl Counts {
         added(&self.blobs, old.is_none() && new.is_some());
         removed(&self.blobs, old.is_some() && new.is_none());
         let pinned = |r: Option<&BlobRecord>| r.filter(|r| r.pinned).map(|r| r.size);
-        match (pinned(old), pinned(new)) {
-            (None, Some(size)) => {
-                added(&self.pinned_blobs, true);
-                self.pinned_bytes.fetch_add(size, Ordering::Relaxed);
-            }
-            (Some(size), None) => {
-                removed(&self.pinned_blobs, true);
-                let _ = self
-                    .pinned_bytes
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(size))
-                    });
-            }
-            (Some(before), Some(after)) if before != after => {
-                let _ = self
-                    .pinned_bytes
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(before).saturating_add(after))
-                    });
-            }
-            _ => {}
-        }
+        let (before, after) = (pinned(old), pinned(new));
+        added(&self.pinned_blobs, before.is_none() && after.is_some());
+        removed(&self.pinned_blobs, before.is_some() && after.is_none());
+        sub(&self.pinned_bytes, before.unwrap_or(0));
+        add(&self.pinned_bytes, after.unwrap_or(0));
     }
 }
