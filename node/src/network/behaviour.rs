@@ -8,7 +8,9 @@ use std::time::Duration;
 use libp2p::allow_block_list::{self, BlockedPeers};
 use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig, StoreInserts};
+use libp2p::kad::{
+    self, store::MemoryStore, store::MemoryStoreConfig, BucketInserts, StoreInserts,
+};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
 use libp2p::{connection_limits, dcutr, identify, ping, relay, StreamProtocol};
@@ -114,6 +116,10 @@ fn kademlia(
     // Every incoming record and provider record is validated by the event loop
     // before it is stored; nothing enters the store unchecked.
     kcfg.set_record_filtering(StoreInserts::FilterBoth)
+        // Peers enter the routing table from the event loop, on identify, and
+        // only while their k-bucket has room: inserting on every connection
+        // would make Kademlia dial a disconnected entry to test it each time.
+        .set_kbucket_inserts(BucketInserts::Manual)
         // Fact records are up to a few KiB; the default 16 KiB packet is too tight.
         .set_max_packet_size(KAD_MAX_PACKET)
         .set_query_timeout(Duration::from_secs(cfg.query_timeout_secs))

@@ -523,7 +523,7 @@ impl EventLoop {
         };
         let kad_protocol = self.cfg.network.kad_protocol();
         let serves_kad = info.protocols.iter().any(|p| p.as_ref() == kad_protocol);
-        if serves_kad {
+        if serves_kad && self.routing_has_room_for(&peer_id) {
             for addr in &info.listen_addrs {
                 self.swarm
                     .behaviour_mut()
@@ -533,6 +533,22 @@ impl EventLoop {
         }
         self.agents.insert(peer_id, info.agent_version);
         self.addrs.insert(peer_id, info.listen_addrs);
+    }
+
+    /// Whether a peer may enter (or is already in) the routing table. A peer
+    /// whose k-bucket is full stays out: asked to insert it, Kademlia would
+    /// dial the bucket's oldest disconnected entry to test it, and with
+    /// idle connections trimmed (see [`Self::trim`]) such an entry is
+    /// always at hand, so every new connection would open another one, to
+    /// be trimmed again (a 100-node mesh churned ~300 connections a second).
+    /// Dead entries still leave the table: a query that fails to dial one
+    /// removes its address.
+    fn routing_has_room_for(&mut self, peer: &PeerId) -> bool {
+        let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(*peer) else {
+            return false;
+        };
+        bucket.num_entries() < kad::K_VALUE.get()
+            || bucket.iter().any(|e| e.node.key.preimage() == peer)
     }
 
     fn on_kad(&mut self, event: kad::Event) {
