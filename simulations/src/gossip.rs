@@ -1,7 +1,10 @@
 //! Gossip propagation: `n` peers in this process (a bootstrap and `n - 1`
 //! peers, each dialing the bootstrap and 3 random earlier peers), one
 //! publishes fact announcements; the time until every other peer's
-//! application has received each one.
+//! application has received each one. The mesh is measured once it has
+//! settled: joining peers' Kademlia walks dial most of the mesh, and each
+//! node then closes the idle connections beyond its target, which for a
+//! while makes others dial again; how long that takes is reported too.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use oda_protocol::names::Topic;
 use oda_protocol::{ExprId, FactId, PublicKey};
 use tokio::sync::mpsc;
 
-use crate::mesh::{mesh, Received};
+use crate::mesh::{mesh, Peer, Received};
 use crate::network_id;
 use crate::stats::Latency;
 
@@ -25,11 +28,57 @@ pub struct Propagation {
     pub all: Latency,
     /// Publish → a peer has it, over every (message, peer).
     pub each: Latency,
-    /// CPU the whole process used while the mesh sat idle for 2 s after the
-    /// measurements, in % of one core.
+    /// From the last peer joining until the mesh settled (no more than
+    /// `n / 10` connections opened in each 2 s window for
+    /// [`Sizes::gossip_quiet`](crate::Sizes::gossip_quiet)); `None` if it
+    /// had not settled after [`SETTLE_DEADLINE`] (measured anyway).
+    pub settled_after: Option<Duration>,
+    /// CPU the whole process used while the mesh sat idle for
+    /// [`IDLE_WINDOW`] after the measurements, in % of one core.
     pub idle_cpu_percent: f64,
+    /// Connections opened in the whole mesh during that idle window.
+    pub idle_connections_opened: u64,
     /// Mean connections per peer at the end.
     pub mean_connections: f64,
+}
+
+/// Longest wait for a mesh to settle.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+/// How long the idle mesh's CPU is measured.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(5);
+/// One observation window while settling.
+const WINDOW: Duration = Duration::from_secs(2);
+
+fn connections_opened(peers: &[Peer]) -> u64 {
+    peers.iter().map(Peer::connections_opened).sum()
+}
+
+/// Wait until the mesh has opened at most `peers.len() / 10` connections in
+/// every 2 s window for `quiet`; how long that took, or `None` after
+/// [`SETTLE_DEADLINE`].
+async fn settle(peers: &[Peer], quiet: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let trace = std::env::var_os("ODA_BENCH_TRACE").is_some();
+    let mut quiet_since = Instant::now();
+    while start.elapsed() < SETTLE_DEADLINE {
+        let (meter, before) = (crate::process::CpuMeter::start(), connections_opened(peers));
+        tokio::time::sleep(WINDOW).await;
+        let opened = connections_opened(peers) - before;
+        if trace {
+            eprintln!(
+                "gossip {} nodes, settling, {:.0} s: {:.0} % CPU, {opened} connections opened",
+                peers.len(),
+                start.elapsed().as_secs_f64(),
+                meter.percent()
+            );
+        }
+        if opened > peers.len() as u64 / 10 {
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= quiet {
+            return Some(start.elapsed());
+        }
+    }
+    None
 }
 
 fn announce(n: u64, worker: PublicKey) -> Gossip {
@@ -78,11 +127,13 @@ async fn one(
     Ok(Some(arrivals))
 }
 
-/// Build an `n`-node mesh and time `messages` announcements.
-pub async fn measure(n: usize, messages: usize) -> anyhow::Result<Propagation> {
+/// Build an `n`-node mesh, let it settle for `quiet` and time `messages`
+/// announcements.
+pub async fn measure(n: usize, messages: usize, quiet: Duration) -> anyhow::Result<Propagation> {
     let net = network_id(&format!("gossip{n}"));
     let (tx, mut rx) = mpsc::channel(64 * 1024);
     let peers = mesh(&net, n.saturating_sub(1), 3, 0x9055 + n as u64, Some(tx)).await?;
+    let settled_after = settle(&peers, quiet).await;
     if std::env::var_os("ODA_BENCH_TRACE").is_some() {
         for (i, p) in peers.iter().enumerate().take(4) {
             let connected = p.client.peers().await.map(|v| v.len()).unwrap_or(0);
@@ -142,9 +193,13 @@ pub async fn measure(n: usize, messages: usize) -> anyhow::Result<Propagation> {
         all.push(arrivals.iter().copied().max().unwrap_or_default());
         each.extend(arrivals);
     }
-    let meter = crate::process::CpuMeter::start();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (meter, before) = (
+        crate::process::CpuMeter::start(),
+        connections_opened(&peers),
+    );
+    tokio::time::sleep(IDLE_WINDOW).await;
     let idle_cpu_percent = meter.percent();
+    let idle_connections_opened = connections_opened(&peers) - before;
     let mut connections = 0usize;
     for p in &peers {
         connections += p.client.peers().await.map(|v| v.len()).unwrap_or(0);
@@ -154,7 +209,9 @@ pub async fn measure(n: usize, messages: usize) -> anyhow::Result<Propagation> {
         nodes: peers.len(),
         all: Latency::of(&all).ok_or_else(none)?,
         each: Latency::of(&each).ok_or_else(none)?,
+        settled_after,
         idle_cpu_percent,
+        idle_connections_opened,
         mean_connections: connections as f64 / peers.len() as f64,
     })
 }

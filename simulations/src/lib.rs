@@ -59,6 +59,10 @@ pub struct Sizes {
     pub gossip_nodes: Vec<usize>,
     /// Messages timed per gossip mesh.
     pub gossip_messages: usize,
+    /// How long a gossip mesh must go without re-arranging its connections
+    /// before it counts as settled (longer than a connection's idle grace
+    /// before it may be trimmed, 10 s, plus the 5 s maintenance tick).
+    pub gossip_quiet: std::time::Duration,
     /// Seconds the idle node sits before its RSS is read.
     pub idle_secs: f64,
     /// Sequential tasks of each Python peer (Dask, Ray).
@@ -82,6 +86,7 @@ impl Sizes {
             blob_bytes: 1 << 30,
             gossip_nodes: vec![50, 100],
             gossip_messages: 20,
+            gossip_quiet: std::time::Duration::from_secs(16),
             idle_secs: 2.0,
             peer_tasks: 500,
             peer_map: 10_000,
@@ -102,6 +107,7 @@ impl Sizes {
             blob_bytes: 8 << 20,
             gossip_nodes: vec![8],
             gossip_messages: 3,
+            gossip_quiet: std::time::Duration::from_secs(2),
             idle_secs: 0.5,
             peer_tasks: 20,
             peer_map: 200,

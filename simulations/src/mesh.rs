@@ -2,6 +2,8 @@
 //! store in a temp dir, listening on `127.0.0.1` (port 0), and simple topologies.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -36,6 +38,7 @@ pub struct Peer {
     pub store: Store,
     /// Its first listen address, with `/p2p/<id>`.
     pub addr: Multiaddr,
+    connections_opened: Arc<AtomicU64>,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -51,10 +54,17 @@ impl Peer {
     pub fn peer_id(&self) -> PeerId {
         self.key.peer_id()
     }
+
+    /// How many times a connection to some peer was established (a peer
+    /// connected again after a disconnection counts again).
+    pub fn connections_opened(&self) -> u64 {
+        self.connections_opened.load(Ordering::Relaxed)
+    }
 }
 
-/// Start a peer that dials `peers`. Its events are drained by a task; gossip
-/// messages are forwarded to `gossip` (tagged with `index`) when given.
+/// Start a peer that dials `peers`. Its events are drained by two tasks: one
+/// counts connections, the other forwards gossip messages to `gossip` (tagged
+/// with `index`) when given.
 pub async fn spawn(
     net: &NetworkId,
     peers: Vec<Multiaddr>,
@@ -76,6 +86,8 @@ pub async fn spawn(
         network::new(&key, cfg, store.clone()).context("cannot start a peer's network")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(event_loop.run(shutdown.clone()));
+    let connections_opened = Arc::new(AtomicU64::new(0));
+    tokio::spawn(count_connections(inbox.control, connections_opened.clone()));
     tokio::spawn(drain(inbox.gossip, index, gossip));
     let addrs = eventually("a peer listens", Duration::from_secs(20), || {
         let client = client.clone();
@@ -88,6 +100,7 @@ pub async fn spawn(
         client,
         store,
         addr,
+        connections_opened,
         shutdown,
         _dir: dir,
     })
@@ -112,6 +125,14 @@ async fn drain(
             {
                 return;
             }
+        }
+    }
+}
+
+async fn count_connections(mut events: mpsc::Receiver<NetworkEvent>, opened: Arc<AtomicU64>) {
+    while let Some(event) = events.recv().await {
+        if let NetworkEvent::PeerConnected(_) = event {
+            opened.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

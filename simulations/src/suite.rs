@@ -143,7 +143,7 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
         for &n in &sizes.gossip_nodes {
             say(&format!("gossip propagation, {n} nodes"));
             let name = format!("gossip propagation, {n} nodes");
-            match gossip::measure(n, sizes.gossip_messages).await {
+            match gossip::measure(n, sizes.gossip_messages, sizes.gossip_quiet).await {
                 Ok(p) => results.push(gossip_row(&name, &p)),
                 Err(e) => results.push(failed(&name, &e)),
             }
@@ -408,12 +408,34 @@ fn gossip_row(name: &str, p: &gossip::Propagation) -> Outcome {
         p.all.brief(),
         ms(p.each.p50_ms)
     );
+    let settled = match p.settled_after {
+        Some(d) => format!(
+            "settled {:.0} s after the last peer joined",
+            d.as_secs_f64()
+        ),
+        None => format!(
+            "not settled {:.0} s after the last peer joined (measured anyway)",
+            gossip::SETTLE_DEADLINE.as_secs_f64()
+        ),
+    };
     o.limit = format!(
-        "process CPU with the mesh idle: {:.0} % of a core ({:.1} connections per peer)",
-        p.idle_cpu_percent, p.mean_connections
+        "process CPU with the mesh idle: {:.0} % of a core ({:.1} connections per peer, \
+         {} opened in {:.0} s); {settled}",
+        p.idle_cpu_percent,
+        p.mean_connections,
+        p.idle_connections_opened,
+        gossip::IDLE_WINDOW.as_secs_f64()
     );
+    if let Some(d) = p.settled_after {
+        o.figure("settled_after", d.as_secs_f64(), "s");
+    }
     o.figure("all_p50", p.all.p50_ms, "ms")
         .figure("idle_cpu", p.idle_cpu_percent, "% of a core")
+        .figure(
+            "idle_connections_opened",
+            p.idle_connections_opened as f64,
+            "connections",
+        )
         .figure("connections_per_peer", p.mean_connections, "connections")
         .figure("all_p99", p.all.p99_ms, "ms")
         .figure("each_p50", p.each.p50_ms, "ms")
