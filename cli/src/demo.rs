@@ -603,6 +603,7 @@ fn settings(
             offer_timeout_ms: 10_000,
             lease_ttl_ms: 5_000,
             max_attempts: 3,
+            ..SchedulerSection::default()
         },
         ..Config::default()
     };

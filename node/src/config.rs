@@ -132,6 +132,9 @@ pub struct SchedulerSection {
     pub lease_ttl_ms: u64,
     /// Most attempts per expression. Default 3.
     pub max_attempts: u32,
+    /// Most jobs of one workflow advertised at a time; the others stay
+    /// queued until one is assigned. Default 256.
+    pub max_open_adverts: usize,
 }
 
 impl Default for WorkerSection {
@@ -154,6 +157,7 @@ impl Default for SchedulerSection {
             offer_timeout_ms: d.offer_timeout_ms,
             lease_ttl_ms: d.lease_ttl_ms,
             max_attempts: d.max_attempts,
+            max_open_adverts: d.max_open_adverts,
         }
     }
 }
@@ -165,6 +169,8 @@ pub struct StoreSection {
     /// Cap on cached blob bytes, MiB; least recently used unpinned blobs are
     /// evicted above it. Default 10240 (10 GiB).
     pub blob_cap_mb: u64,
+    /// Memory for the database's cache of records, MiB. Default 32.
+    pub cache_mb: u64,
 }
 
 impl Default for Config {
@@ -191,7 +197,10 @@ impl Default for Config {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { blob_cap_mb: 10240 }
+        Self {
+            blob_cap_mb: 10240,
+            cache_mb: crate::store::StoreConfig::DEFAULT_CACHE_BYTES >> 20,
+        }
     }
 }
 
@@ -214,6 +223,8 @@ pub struct Validated {
     pub target_peers: u32,
     /// Blob cache cap in bytes.
     pub blob_cap_bytes: u64,
+    /// The database's record cache in bytes.
+    pub store_cache_bytes: u64,
     /// Worker settings, if this node computes (jobs_dir filled by the runtime).
     pub worker: Option<WorkerSettings>,
     /// Keys whose facts are accepted.
@@ -330,6 +341,9 @@ impl Config {
         if self.store.blob_cap_mb == 0 {
             return Err(field("store.blob_cap_mb", "must be at least 1"));
         }
+        if self.store.cache_mb == 0 || self.store.cache_mb > 64 * 1024 {
+            return Err(field("store.cache_mb", "must be between 1 and 65536"));
+        }
         let keys = |name: &str, list: &[String]| -> Result<Vec<PublicKey>, ConfigError> {
             list.iter()
                 .enumerate()
@@ -376,6 +390,12 @@ impl Config {
         if sc.max_attempts == 0 || sc.max_attempts > 100 {
             return Err(field("scheduler.max_attempts", "must be between 1 and 100"));
         }
+        if sc.max_open_adverts == 0 || sc.max_open_adverts > 100_000 {
+            return Err(field(
+                "scheduler.max_open_adverts",
+                "must be between 1 and 100000",
+            ));
+        }
         if sc.lease_ttl_ms < 200 {
             return Err(field("scheduler.lease_ttl_ms", "must be at least 200"));
         }
@@ -390,6 +410,7 @@ impl Config {
             offer_timeout_ms: sc.offer_timeout_ms,
             lease_ttl_ms: sc.lease_ttl_ms,
             max_attempts: sc.max_attempts,
+            max_open_adverts: sc.max_open_adverts,
             ..Default::default()
         };
         self.api_listen()?;
@@ -407,6 +428,7 @@ impl Config {
             max_connections,
             target_peers: self.target_peers,
             blob_cap_bytes: self.store.blob_cap_mb.saturating_mul(1024 * 1024),
+            store_cache_bytes: self.store.cache_mb.saturating_mul(1024 * 1024),
             worker,
             trusted_keys: keys("trust.keys", &self.trust.keys)?,
             trusted_experts: keys("trust.experts", &self.trust.experts)?,
@@ -473,6 +495,10 @@ target_peers = 32
 # Cap on cached blob bytes, in MiB. Above it, the least recently used blobs
 # that are not pinned are evicted.
 blob_cap_mb = 10240
+# Memory for the database's cache of records (facts, expressions, job
+# records), in MiB. More keeps a large store's records in memory; reads
+# beyond it go to the file and the OS page cache.
+cache_mb = 32
 
 [worker]
 # Offer compute to the mesh.
@@ -504,6 +530,10 @@ offer_timeout_ms = 600000
 lease_ttl_ms = 10000
 # Most attempts (assignments to workers) per expression.
 max_attempts = 3
+# Most jobs of one workflow advertised at a time (waiting for offers); the
+# others stay queued and are advertised as these are assigned. Each open
+# advert is re-published until a worker takes it.
+max_open_adverts = 256
 
 [api]
 # The local HTTP API (used by the `oda` command line), on a loopback address
@@ -551,6 +581,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`store.blob_cap_mb`"));
+        let mut c = Config::default();
+        c.store.cache_mb = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`store.cache_mb`"));
     }
 
     #[test]

@@ -502,11 +502,7 @@ argv = ["python3", "{bundle}/run.py", "{emin}"]
 
     fn open_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(StoreConfig {
-            dir: dir.path().join("store"),
-            blob_cap_bytes: 1 << 30,
-        })
-        .unwrap();
+        let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"), 1 << 30)).unwrap();
         (dir, store)
     }
 

@@ -86,8 +86,8 @@ impl Node {
     /// Open the store in `data_dir`, start the network and return the running node.
     pub async fn start(data_dir: &Path, key: NodeKey, cfg: &Validated) -> Result<Self, StartError> {
         let (store, report) = Store::open(StoreConfig {
-            dir: data_dir.join(files::STORE),
-            blob_cap_bytes: cfg.blob_cap_bytes,
+            cache_bytes: cfg.store_cache_bytes,
+            ..StoreConfig::new(data_dir.join(files::STORE), cfg.blob_cap_bytes)
         })?;
         tracing::info!(?report, "store opened");
         let mut net = NetworkConfig::new(cfg.network.clone(), cfg.listen.clone());

@@ -44,6 +44,7 @@ fn settings(
         max_connections: 256,
         target_peers: 32,
         blob_cap_bytes: 1 << 32,
+        store_cache_bytes: oda_node::store::StoreConfig::DEFAULT_CACHE_BYTES,
         worker: worker.then(|| WorkerSettings {
             slots: 2,
             runner_class: RunnerClass::Public,
@@ -59,6 +60,7 @@ fn settings(
             lease_ttl_ms: 1_500,
             max_attempts: 3,
             backoff_ms: 100,
+            max_open_adverts: 256,
         },
     }
 }
@@ -638,33 +640,48 @@ async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_i
     assert_eq!(executions(markers.path(), "slow"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() {
-    let root = tempfile::tempdir().unwrap();
-    let markers = tempfile::tempdir().unwrap();
+/// A bootstrap, one worker (2 slots) and a requester that trusts it, with
+/// the requester's scheduler settings adjusted by `tune`, and a workflow
+/// `name` (0.2 s a job) added on both; returns once both have joined and a
+/// probe job has gone through.
+struct OneWorker {
+    _boot: Node,
+    worker: Node,
+    requester: Node,
+    wf: WorkflowId,
+    markers: tempfile::TempDir,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn one_worker(name: &str, tune: impl FnOnce(&mut SchedulerConfig)) -> OneWorker {
+    let root = tempfile::tempdir().expect("temp dir");
+    let markers = tempfile::tempdir().expect("temp dir");
     let short = int_workflow(
         root.path(),
         markers.path(),
-        "short",
+        name,
         "time.sleep(0.2)\nopen('out.txt', 'w').write(sys.argv[1])\n",
     );
-    let net = test_network("backlog");
-    let (boot, _bd) = start(&net, vec![], false, vec![], NodeKey::generate()).await;
+    let net = test_network(name);
+    let (boot, bd) = start(&net, vec![], false, vec![], NodeKey::generate()).await;
     let boot_addr = addr_of(&boot).await;
     let worker_key = NodeKey::generate();
     let trusted = vec![worker_key.public()];
-    let (worker, _wd) = start(&net, vec![boot_addr.clone()], true, vec![], worker_key).await;
-    worker.add_workflow(&short).await.unwrap();
-    // The requester publishes each advert once and not again for minutes:
-    // only the worker's backlog can get the jobs beyond its two slots done.
+    let (worker, wd) = start(&net, vec![boot_addr.clone()], true, vec![], worker_key).await;
+    worker
+        .add_workflow(&short)
+        .await
+        .expect("workflow added on worker");
     let mut cfg = settings(&net, vec![boot_addr], false, trusted);
-    cfg.scheduler.readvertise_ms = 300_000;
-    cfg.scheduler.offer_timeout_ms = 300_000;
-    let dir = tempfile::tempdir().unwrap();
+    tune(&mut cfg.scheduler);
+    let dir = tempfile::tempdir().expect("temp dir");
     let requester = Node::start(dir.path(), NodeKey::generate(), &cfg)
         .await
-        .unwrap();
-    let wf = requester.add_workflow(&short).await.unwrap();
+        .expect("requester starts");
+    let wf = requester
+        .add_workflow(&short)
+        .await
+        .expect("workflow added on requester");
     let client = boot.client.clone();
     eventually("everyone joined", DEADLINE, || {
         let c = client.clone();
@@ -675,14 +692,33 @@ async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() 
     // an advert published before the worker's subscription is known is lost.
     let probe = expression(&requester, &wf, &[("x", Value::Int(-1))]);
     run(&requester, &probe).await;
+    OneWorker {
+        _boot: boot,
+        worker,
+        requester,
+        wf,
+        markers,
+        _dirs: vec![root, bd, wd, dir],
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() {
+    // The requester publishes each advert once and not again for minutes:
+    // only the worker's backlog can get the jobs beyond its two slots done.
+    let m = one_worker("backlog", |s| {
+        s.readvertise_ms = 300_000;
+        s.offer_timeout_ms = 300_000;
+    })
+    .await;
     let mut jobs: Vec<JobRecord> = Vec::new();
     for x in 0..10 {
-        let e = expression(&requester, &wf, &[("x", Value::Int(x))]);
-        jobs.push(requester.requester.submit(&e, false).await.unwrap());
+        let e = expression(&m.requester, &m.wf, &[("x", Value::Int(x))]);
+        jobs.push(m.requester.requester.submit(&e, false).await.unwrap());
     }
     for job in &jobs {
-        let done = requester
+        let done = m
+            .requester
             .requester
             .wait(&job.id, DEADLINE)
             .await
@@ -691,8 +727,59 @@ async fn jobs_beyond_the_free_slots_wait_in_the_worker_backlog_and_all_finish() 
         assert_eq!(done.state, JobState::Done, "{done:?}");
         assert!(done.attempts.is_empty(), "no failed attempt: {done:?}");
     }
-    assert_eq!(executions(markers.path(), "short"), 11, "each job ran once");
-    assert_eq!(worker.worker.as_ref().unwrap().backlog_len(), 0);
+    assert_eq!(
+        executions(m.markers.path(), "backlog"),
+        11,
+        "each job ran once"
+    );
+    assert_eq!(m.worker.worker.as_ref().unwrap().backlog_len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_is_advertised_a_window_at_a_time_and_all_of_it_finishes() {
+    const WINDOW: usize = 3;
+    let m = one_worker("window", |s| s.max_open_adverts = WINDOW).await;
+    let mut ids = Vec::new();
+    for x in 0..12 {
+        let e = expression(&m.requester, &m.wf, &[("x", Value::Int(x))]);
+        ids.push(m.requester.requester.submit(&e, false).await.unwrap().id);
+    }
+    // Sample the job table until every job has ended. An auction that
+    // closes lets the next one open before its own job is marked assigned,
+    // so up to one per worker slot (2) may show `advertised` beside the
+    // window's; without the window all twelve would.
+    let mut most_advertised = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let records = m.requester.requester.list().unwrap();
+        let ours: Vec<&JobRecord> = records.iter().filter(|r| ids.contains(&r.id)).collect();
+        let advertised = ours
+            .iter()
+            .filter(|r| r.state == JobState::Advertised)
+            .count();
+        most_advertised = most_advertised.max(advertised);
+        if ours.iter().all(|r| r.state.is_terminal()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the burst did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        most_advertised <= WINDOW + 2,
+        "{most_advertised} jobs were advertised at once with a window of {WINDOW}"
+    );
+    for id in &ids {
+        let r = m.requester.requester.status(id).unwrap().unwrap();
+        assert_eq!(r.state, JobState::Done, "{r:?}");
+    }
+    assert_eq!(
+        executions(m.markers.path(), "window"),
+        13,
+        "each job ran once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -37,6 +37,7 @@ fn settings(
         max_connections: 256,
         target_peers: 32,
         blob_cap_bytes: 1 << 32,
+        store_cache_bytes: oda_node::store::StoreConfig::DEFAULT_CACHE_BYTES,
         worker: worker.then(|| WorkerSettings {
             slots: SLOTS,
             runner_class: RunnerClass::Public,

@@ -25,6 +25,7 @@ pub mod cache;
 pub mod dask;
 pub mod gossip;
 pub mod jobs;
+pub mod loaded;
 pub mod mesh;
 pub mod process;
 pub mod python;
@@ -65,6 +66,10 @@ pub struct Sizes {
     pub gossip_quiet: std::time::Duration,
     /// Seconds the idle node sits before its RSS is read.
     pub idle_secs: f64,
+    /// Facts in the loaded node's store.
+    pub loaded_facts: usize,
+    /// Job records in the loaded node's store.
+    pub loaded_jobs: usize,
     /// Sequential tasks of each Python peer (Dask, Ray).
     pub peer_tasks: usize,
     /// Tasks in each Python peer's throughput batch.
@@ -88,6 +93,8 @@ impl Sizes {
             gossip_messages: 20,
             gossip_quiet: std::time::Duration::from_secs(16),
             idle_secs: 2.0,
+            loaded_facts: 100_000,
+            loaded_jobs: 10_000,
             peer_tasks: 500,
             peer_map: 10_000,
         }
@@ -109,6 +116,8 @@ impl Sizes {
             gossip_messages: 3,
             gossip_quiet: std::time::Duration::from_secs(2),
             idle_secs: 0.5,
+            loaded_facts: 500,
+            loaded_jobs: 50,
             peer_tasks: 20,
             peer_map: 200,
         }

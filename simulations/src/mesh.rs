@@ -74,11 +74,8 @@ pub async fn spawn(
 ) -> anyhow::Result<Peer> {
     let dir = tempfile::tempdir().context("cannot create a temp dir for a peer")?;
     let key = NodeKey::generate();
-    let (store, _) = Store::open(StoreConfig {
-        dir: dir.path().join("store"),
-        blob_cap_bytes: 1 << 40,
-    })
-    .context("cannot open a peer's store")?;
+    let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"), 1 << 40))
+        .context("cannot open a peer's store")?;
     let mut cfg = NetworkConfig::new(net.clone(), vec![loopback()]);
     cfg.peers = peers;
     cfg.bootstrap = bootstrap;

@@ -99,8 +99,6 @@ pub fn fork_exec(secs: f64, parallel: usize) -> anyhow::Result<ForkExec> {
 /// An idle `oda-node`: resident memory after `idle` and time to ready.
 #[derive(Debug, Clone)]
 pub struct IdleNode {
-    /// The binary measured.
-    pub binary: PathBuf,
     /// Spawn of `oda-node run` → `node.json` lists a listen address.
     pub ready: Duration,
     /// VmRSS after sitting idle, KiB.
@@ -139,7 +137,14 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Kills the child when dropped, so a failed measurement leaves nothing behind.
-struct Reaper(std::process::Child);
+pub(crate) struct Reaper(std::process::Child);
+
+impl Reaper {
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Reaper {
     fn drop(&mut self) {
@@ -148,12 +153,10 @@ impl Drop for Reaper {
     }
 }
 
-/// `oda-node init` then `run` in a temp dir with network id `bench`, listening
-/// on loopback only (port 0, API on port 0); time until `node.json` lists an
-/// address, then RSS after `idle`.
-pub fn idle_node(binary: &Path, idle: Duration) -> anyhow::Result<IdleNode> {
-    let dir = tempfile::tempdir().context("temp dir")?;
-    let data = dir.path().join("node");
+/// `oda-node init --network bench` in `dir/node`, with the API on a free
+/// loopback port; the data dir.
+pub(crate) fn init_node(binary: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let data = dir.join("node");
     let out = Command::new(binary)
         .arg("--data-dir")
         .arg(&data)
@@ -171,10 +174,16 @@ pub fn idle_node(binary: &Path, idle: Duration) -> anyhow::Result<IdleNode> {
     let text = std::fs::read_to_string(&config).context("read config.toml")?;
     std::fs::write(&config, text.replace("127.0.0.1:5801", "127.0.0.1:0"))
         .context("write config.toml")?;
+    Ok(data)
+}
+
+/// `oda-node run` on `data`, listening on loopback (port 0); returns once
+/// `node.json` lists an address, with the time that took.
+pub(crate) fn run_node(binary: &Path, data: &Path) -> anyhow::Result<(Reaper, Duration)> {
     let t = Instant::now();
     let child = Command::new(binary)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .env("ODA_LOG", "warn")
         .stdin(Stdio::null())
@@ -184,31 +193,43 @@ pub fn idle_node(binary: &Path, idle: Duration) -> anyhow::Result<IdleNode> {
         .context("cannot start `oda-node run`")?;
     let mut child = Reaper(child);
     let runtime_file = data.join("node.json");
-    let ready = loop {
+    loop {
         if let Ok(text) = std::fs::read_to_string(&runtime_file) {
             let listening = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v.get("listen")?.as_array().map(|a| !a.is_empty()))
                 .unwrap_or(false);
             if listening {
-                break t.elapsed();
+                return Ok((child, t.elapsed()));
             }
         }
         if let Some(status) = child.0.try_wait()? {
             bail!("`oda-node run` exited early with {status}");
         }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("`oda-node run` wrote no node.json with an address within 30 s");
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("`oda-node run` wrote no node.json with an address within 60 s");
         }
         std::thread::sleep(Duration::from_millis(2));
-    };
+    }
+}
+
+/// Resident and peak memory of a process, KiB.
+pub(crate) fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let rss = status_kib(pid, "VmRSS:").context("cannot read VmRSS")?;
+    Ok((rss, status_kib(pid, "VmHWM:").unwrap_or(rss)))
+}
+
+/// `oda-node init` then `run` in a temp dir with network id `bench`, listening
+/// on loopback only (port 0, API on port 0); time until `node.json` lists an
+/// address, then RSS after `idle`.
+pub fn idle_node(binary: &Path, idle: Duration) -> anyhow::Result<IdleNode> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let data = init_node(binary, dir.path())?;
+    let (child, ready) = run_node(binary, &data)?;
     std::thread::sleep(idle);
-    let pid = child.0.id();
-    let rss_kib = status_kib(pid, "VmRSS:").context("cannot read VmRSS")?;
-    let peak_kib = status_kib(pid, "VmHWM:").unwrap_or(rss_kib);
+    let (rss_kib, peak_kib) = memory_kib(child.pid())?;
     drop(child);
     Ok(IdleNode {
-        binary: binary.to_path_buf(),
         ready,
         rss_kib,
         peak_kib,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::python::{Peer, PeerFigures, PEERS};
 use crate::report::{Machine, Outcome, Run};
 use crate::stats::{ms, rate};
-use crate::{blob, cache, gossip, jobs, process, Sizes};
+use crate::{blob, cache, gossip, jobs, loaded, process, Sizes};
 
 /// Selectable benchmarks, in run order (`--only NAME`).
 pub const NAMES: &[&str] = &[
@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "jobs",
     "throughput",
     "idle",
+    "loaded",
     "dask",
     "ray",
 ];
@@ -152,20 +153,24 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
 
     if selected(only, "idle") {
         say("idle node");
-        results.push(match process::find_node_binary() {
-            None => Outcome::skipped(
-                "idle node",
-                "no oda-node binary next to this one: `cargo build --release -p oda-node` first",
-            ),
-            Some(bin) => {
-                let idle = Duration::from_secs_f64(sizes.idle_secs);
-                match tokio::task::spawn_blocking(move || process::idle_node(&bin, idle)).await {
-                    Ok(Ok(n)) => idle_row(&n, idle),
-                    Ok(Err(e)) => failed("idle node", &e),
-                    Err(e) => failed("idle node", &e.into()),
-                }
-            }
-        });
+        let idle = Duration::from_secs_f64(sizes.idle_secs);
+        results.push(
+            with_node_binary("idle node", move |bin| {
+                process::idle_node(bin, idle).map(|n| idle_row(&n, bin, idle))
+            })
+            .await,
+        );
+    }
+
+    if selected(only, "loaded") {
+        say("loaded node");
+        let (facts, jobs) = (sizes.loaded_facts, sizes.loaded_jobs);
+        results.push(
+            with_node_binary("loaded node", move |bin| {
+                loaded::loaded_node(bin, facts, jobs, METRICS_ASKS).map(|n| loaded_row(&n, bin))
+            })
+            .await,
+        );
     }
 
     // A peer run on its own has no mesh row to stand beside: a row of its own.
@@ -443,13 +448,72 @@ fn gossip_row(name: &str, p: &gossip::Propagation) -> Outcome {
     o
 }
 
-fn idle_row(n: &process::IdleNode, idle: Duration) -> Outcome {
-    let profile = n
-        .binary
+/// `/metrics` asks of the loaded-node benchmark.
+const METRICS_ASKS: usize = 200;
+
+/// Run `measure` on the `oda-node` binary (on the blocking pool), or say
+/// why it cannot run.
+async fn with_node_binary(
+    name: &str,
+    measure: impl FnOnce(&std::path::Path) -> anyhow::Result<Outcome> + Send + 'static,
+) -> Outcome {
+    let Some(bin) = process::find_node_binary() else {
+        return Outcome::skipped(
+            name,
+            "no oda-node binary next to this one: `cargo build --release -p oda-node` first",
+        );
+    };
+    match tokio::task::spawn_blocking(move || measure(&bin)).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => failed(name, &e),
+        Err(e) => failed(name, &e.into()),
+    }
+}
+
+/// The cargo profile a binary was built with (its directory's name).
+fn profile_of(binary: &std::path::Path) -> String {
+    binary
         .parent()
         .and_then(|p| p.file_name())
         .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn loaded_row(n: &loaded::LoadedNode, binary: &std::path::Path) -> Outcome {
+    let mut o = Outcome::new(
+        "loaded node",
+        format!(
+            "`oda-node run` ({} build) on a store holding {} facts (other workers' results, \
+             each with its expression) and {} finished job records; {} `GET /metrics`, \
+             a new loopback connection each",
+            profile_of(binary),
+            n.facts,
+            n.jobs,
+            n.metrics.n
+        ),
+    );
+    o.mesh = format!(
+        "RSS {:.1} MiB (peak {:.1} MiB); `/metrics` {}; ready in {} ms",
+        n.rss_kib as f64 / 1024.0,
+        n.peak_kib as f64 / 1024.0,
+        n.metrics.brief(),
+        ms(n.ready.as_secs_f64() * 1e3)
+    );
+    o.notes.push(format!(
+        "filling the store through the library took {:.1} s; one `/metrics` answer is {} bytes",
+        n.fill.as_secs_f64(),
+        n.metrics_bytes
+    ));
+    o.figure("rss", n.rss_kib as f64 / 1024.0, "MiB")
+        .figure("peak_rss", n.peak_kib as f64 / 1024.0, "MiB")
+        .figure("metrics_p50", n.metrics.p50_ms, "ms")
+        .figure("metrics_p99", n.metrics.p99_ms, "ms")
+        .figure("ready", n.ready.as_secs_f64() * 1e3, "ms");
+    o
+}
+
+fn idle_row(n: &process::IdleNode, binary: &std::path::Path, idle: Duration) -> Outcome {
+    let profile = profile_of(binary);
     let mut o = Outcome::new(
         "idle node",
         format!(

@@ -326,12 +326,9 @@ mod tests {
     fn the_tally_follows_every_change_and_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let open = || {
-            Store::open(StoreConfig {
-                dir: dir.path().to_path_buf(),
-                blob_cap_bytes: 1 << 20,
-            })
-            .unwrap()
-            .0
+            Store::open(StoreConfig::new(dir.path().to_path_buf(), 1 << 20))
+                .unwrap()
+                .0
         };
         let store = open();
         let jobs = JobStore::open(&store).unwrap();

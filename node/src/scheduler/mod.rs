@@ -49,6 +49,9 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Back-off before the second attempt, doubled each time, ms.
     pub backoff_ms: u64,
+    /// Most jobs of one workflow advertised at a time (collecting offers,
+    /// not yet assigned); the others stay queued until one is assigned.
+    pub max_open_adverts: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -60,6 +63,7 @@ impl Default for SchedulerConfig {
             lease_ttl_ms: 10_000,
             max_attempts: 3,
             backoff_ms: 500,
+            max_open_adverts: 256,
         }
     }
 }

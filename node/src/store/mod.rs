@@ -69,7 +69,8 @@ pub use error::StoreError;
 
 use records::{trees, FORMAT_KEY, FORMAT_VERSION};
 
-/// Where the store lives and how much blob data it may keep.
+/// Where the store lives, how much blob data it may keep and how much
+/// memory its database may use as a cache.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// The data dir; created if missing.
@@ -77,6 +78,26 @@ pub struct StoreConfig {
     /// Size cap for blob bytes, in bytes. Least-recently-used unpinned blobs are
     /// evicted when a write pushes the total above it.
     pub blob_cap_bytes: u64,
+    /// Bytes of records the database keeps in memory (sled's page cache);
+    /// reads beyond it go to the file (and the OS page cache).
+    pub cache_bytes: u64,
+}
+
+impl StoreConfig {
+    /// The database cache unless configured: sled's own default (1 GiB)
+    /// suits a database server, not a daemon beside other work; a node
+    /// holding 100,000 facts and 10,000 job records stays under 100 MiB
+    /// resident with this (docs/benchmarks.md, "loaded node").
+    pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
+
+    /// A store in `dir` with a blob cap and the default database cache.
+    pub fn new(dir: PathBuf, blob_cap_bytes: u64) -> Self {
+        Self {
+            dir,
+            blob_cap_bytes,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+        }
+    }
 }
 
 /// What [`Store::open`] found and repaired.
@@ -201,7 +222,7 @@ impl Store {
             std::fs::create_dir_all(d).map_err(StoreError::io("create directory", d))?;
         }
         let db_path = dir.join("db");
-        let db = open_db(&db_path).map_err(|source| StoreError::OpenDb {
+        let db = open_db(&db_path, cfg.cache_bytes).map_err(|source| StoreError::OpenDb {
             path: db_path.clone(),
             source,
         })?;
@@ -326,10 +347,14 @@ impl Store {
 /// still held; a second process holding it fails after this long.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
                     && Instant::now() < deadline =>

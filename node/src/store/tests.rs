@@ -13,11 +13,7 @@ use oda_protocol::{
 use super::*;
 
 fn open(dir: &Path, cap: u64) -> (Store, OpenReport) {
-    Store::open(StoreConfig {
-        dir: dir.to_path_buf(),
-        blob_cap_bytes: cap,
-    })
-    .expect("open store")
+    Store::open(StoreConfig::new(dir.to_path_buf(), cap)).expect("open store")
 }
 
 fn key() -> SecretKey {
@@ -568,11 +564,7 @@ fn named_trees_for_other_modules() {
 fn a_second_open_of_the_same_dir_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, _) = open(dir.path(), 1);
-    let err = Store::open(StoreConfig {
-        dir: dir.path().to_path_buf(),
-        blob_cap_bytes: 1,
-    })
-    .unwrap_err();
+    let err = Store::open(StoreConfig::new(dir.path().to_path_buf(), 1)).unwrap_err();
     assert!(matches!(err, StoreError::OpenDb { .. }), "{err}");
 }
 

@@ -44,11 +44,8 @@ pub fn test_network(name: &str) -> NetworkId {
 pub async fn spawn(net: &NetworkId, peers: Vec<Multiaddr>, bootstrap: bool) -> Peer {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = NodeKey::generate();
-    let (store, _) = Store::open(StoreConfig {
-        dir: dir.path().join("store"),
-        blob_cap_bytes: 1 << 34,
-    })
-    .expect("store opens");
+    let (store, _) =
+        Store::open(StoreConfig::new(dir.path().join("store"), 1 << 34)).expect("store opens");
     let mut cfg = NetworkConfig::new(
         net.clone(),
         vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],

@@ -285,11 +285,8 @@ async fn main() {
         k.save(&key_path, false).map(|()| k)
     }
     .unwrap_or_else(|e| fail(&format!("key: {e}")));
-    let (store, _) = Store::open(StoreConfig {
-        dir: args.dir.join("store"),
-        blob_cap_bytes: 1 << 30,
-    })
-    .unwrap_or_else(|e| fail(&format!("store: {e}")));
+    let (store, _) = Store::open(StoreConfig::new(args.dir.join("store"), 1 << 30))
+        .unwrap_or_else(|e| fail(&format!("store: {e}")));
     let net = args
         .network
         .parse()

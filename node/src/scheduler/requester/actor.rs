@@ -4,7 +4,8 @@
 //! which jobs wait for which expression, the resolutions in flight (each a
 //! task in its `JoinSet`, with its cancellation token and the resolutions
 //! waiting for it), the open auctions and leases that job RPCs are routed
-//! to, the leases issued by this process, leases adopted from before a
+//! to, the auctions waiting for room in their workflow's window (at most
+//! `max_open_adverts` open per workflow), the leases issued by this process, leases adopted from before a
 //! restart, per-expression log lines, and the adverts heard from other
 //! requesters. It selects over its command channel, its finished
 //! resolutions and a pruning timer; it never waits on a resolution.
@@ -15,13 +16,13 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use oda_protocol::messages::{DeclineReason, Done, JobResponse, LeaseId, Offer, Progress};
-use oda_protocol::{ExprId, Outcome};
+use oda_protocol::{ExprId, Outcome, WorkflowId};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::auction::{admit_offer, OfferIn};
+use super::auction::{admit_offer, OfferIn, Windows};
 use super::{Ctx, JobEvent, ResolveError, Resolved};
 use crate::identity::public_key_of;
 use crate::network::JobReply;
@@ -68,10 +69,13 @@ pub(super) enum Cmd {
         expr: ExprId,
         attempt: Attempt,
     },
-    /// Route offers for `expr` to this auction.
+    /// Route offers for `expr` to this auction once its workflow has room
+    /// for another open auction; `admitted` says when.
     OpenAuction {
         expr: ExprId,
+        workflow: WorkflowId,
         offers: mpsc::Sender<OfferIn>,
+        admitted: oneshot::Sender<()>,
     },
     /// The auction for `expr` is over.
     CloseAuction {
@@ -142,6 +146,13 @@ const LOG_EXPRESSIONS: usize = 1024;
 /// How often expired hints and abandoned waiters are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
+/// An auction waiting for room in its workflow's window.
+pub(super) struct WaitingAuction {
+    expr: ExprId,
+    offers: mpsc::Sender<OfferIn>,
+    admitted: oneshot::Sender<()>,
+}
+
 pub(super) struct Actor {
     ctx: Ctx,
     inbox: mpsc::Receiver<Cmd>,
@@ -156,7 +167,10 @@ pub(super) struct Actor {
     /// Jobs waiting for each expression, with their `no_cache` flag.
     attached: HashMap<ExprId, BTreeMap<JobId, bool>>,
     job_waiters: HashMap<JobId, Vec<oneshot::Sender<Option<JobRecord>>>>,
-    auctions: HashMap<ExprId, mpsc::Sender<OfferIn>>,
+    /// Open auctions: the workflow (for its window) and where offers go.
+    auctions: HashMap<ExprId, (WorkflowId, mpsc::Sender<OfferIn>)>,
+    /// Auctions waiting for room in their workflow's window.
+    windows: Windows<WaitingAuction>,
     leases: HashMap<(ExprId, LeaseId), LeaseRoute>,
     /// Every lease this process issued; a lease not in here was issued
     /// before a restart.
@@ -178,6 +192,7 @@ impl Actor {
         events: broadcast::Sender<JobEvent>,
         shutdown: CancellationToken,
     ) -> Self {
+        let windows = Windows::new(ctx.parts().cfg.max_open_adverts);
         Self {
             ctx,
             inbox,
@@ -191,6 +206,7 @@ impl Actor {
             attached: HashMap::new(),
             job_waiters: HashMap::new(),
             auctions: HashMap::new(),
+            windows,
             leases: HashMap::new(),
             issued: HashSet::new(),
             adopted: HashMap::new(),
@@ -250,11 +266,25 @@ impl Actor {
                     self.update_job(&id, |r| r.attempts.push(attempt.clone()));
                 }
             }
-            Cmd::OpenAuction { expr, offers } => {
-                self.auctions.insert(expr, offers);
+            Cmd::OpenAuction {
+                expr,
+                workflow,
+                offers,
+                admitted,
+            } => {
+                let waiting = WaitingAuction {
+                    expr,
+                    offers,
+                    admitted,
+                };
+                self.windows.enqueue(workflow, waiting);
+                self.open_auctions(workflow);
             }
             Cmd::CloseAuction { expr } => {
-                self.auctions.remove(&expr);
+                if let Some((workflow, _)) = self.auctions.remove(&expr) {
+                    self.windows.closed(&workflow);
+                    self.open_auctions(workflow);
+                }
             }
             Cmd::OpenLease { expr, lease, route } => {
                 self.issued.insert(lease);
@@ -506,10 +536,22 @@ impl Actor {
             || self.resolutions.contains_key(&(*expr, true))
     }
 
+    /// Open the auctions of `workflow` its window has room for. One whose
+    /// resolution has gone meanwhile (cancelled) gives its turn away.
+    fn open_auctions(&mut self, workflow: WorkflowId) {
+        while let Some(w) = self.windows.next(&workflow) {
+            if w.admitted.send(()).is_ok() {
+                self.auctions.insert(w.expr, (workflow, w.offers));
+            } else {
+                self.windows.closed(&workflow);
+            }
+        }
+    }
+
     /// Route an offer to its auction, or decline it.
     async fn offer(&mut self, peer: PeerId, offer: Offer, reply: JobReply) {
         let parts = self.ctx.parts();
-        let auction = self.auctions.get(&offer.expr);
+        let auction = self.auctions.get(&offer.expr).map(|(_, offers)| offers);
         let trusted = public_key_of(&peer).is_some_and(|k| parts.trust.trusts_worker(&k));
         let adopted = self
             .adopted

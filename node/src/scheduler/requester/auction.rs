@@ -2,16 +2,17 @@
 //! time, until offers come), collect the offers the actor admits, and choose
 //! the best. The decisions are pure functions: which offers are admitted
 //! ([`admit_offer`]), how offers rank ([`offer_rank`]), when the offer window
-//! closes ([`window_close`]) and when the advert is published next
-//! ([`Republish`]).
+//! closes ([`window_close`]), when the advert is published next
+//! ([`Republish`]) and which auctions may be open at once ([`Windows`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use libp2p::PeerId;
 use oda_protocol::messages::{DeclineReason, Gossip, JobAdvert, JobResponse, Offer};
 use oda_protocol::names::Topic;
-use tokio::sync::mpsc;
+use oda_protocol::WorkflowId;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -131,9 +132,70 @@ impl Republish {
     }
 }
 
+/// Which auctions may be open: at most `limit` per workflow, the others
+/// waiting first come, first served. An open auction keeps its advert
+/// published (again and again until offers come) and sits in the backlog
+/// of every busy worker; a burst of thousands of jobs for a handful of
+/// slots would otherwise keep thousands of adverts re-published for
+/// nothing. Per workflow, so that jobs of a workflow nobody runs (which
+/// wait out `offer_timeout_ms`) never hold back the others.
+pub(super) struct Windows<T> {
+    limit: usize,
+    by_workflow: HashMap<WorkflowId, Window<T>>,
+}
+
+struct Window<T> {
+    open: usize,
+    waiting: VecDeque<T>,
+}
+
+impl<T> Windows<T> {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            by_workflow: HashMap::new(),
+        }
+    }
+
+    /// An auction of `workflow` wants to open: it waits its turn.
+    pub(super) fn enqueue(&mut self, workflow: WorkflowId, waiting: T) {
+        self.by_workflow
+            .entry(workflow)
+            .or_insert_with(|| Window {
+                open: 0,
+                waiting: VecDeque::new(),
+            })
+            .waiting
+            .push_back(waiting);
+    }
+
+    /// The next auction of `workflow` that may open now (counted open).
+    pub(super) fn next(&mut self, workflow: &WorkflowId) -> Option<T> {
+        let w = self.by_workflow.get_mut(workflow)?;
+        if w.open >= self.limit {
+            return None;
+        }
+        let next = w.waiting.pop_front()?;
+        w.open += 1;
+        Some(next)
+    }
+
+    /// An open auction of `workflow` closed (or never started).
+    pub(super) fn closed(&mut self, workflow: &WorkflowId) {
+        if let Some(w) = self.by_workflow.get_mut(workflow) {
+            w.open = w.open.saturating_sub(1);
+            if w.open == 0 && w.waiting.is_empty() {
+                self.by_workflow.remove(workflow);
+            }
+        }
+    }
+}
+
 /// Publish the advert (repeatedly, less often each time, until offers come),
 /// collect offers for the window after the first, and pick the best one not
 /// excluded (falling back to excluded workers when nobody else offers).
+/// Waits first until the workflow has room for another open auction
+/// ([`Windows`]); the job is `advertised` from then on.
 pub(super) async fn advertise_and_choose(
     ctx: &Ctx,
     topic: &Topic,
@@ -145,7 +207,27 @@ pub(super) async fn advertise_and_choose(
     let (tx, mut rx) = mpsc::channel(OFFERS_HELD);
     // Subscribe before opening, so no announcement falls between the two.
     let mut announced = ctx.0.announced.subscribe();
-    ctx.tell(Cmd::OpenAuction { expr, offers: tx }).await;
+    let (admitted, turn) = oneshot::channel();
+    ctx.tell(Cmd::OpenAuction {
+        expr,
+        workflow: advert.expr.workflow,
+        offers: tx,
+        admitted,
+    })
+    .await;
+    tokio::select! {
+        _ = cancel.cancelled() => {
+            // Opened meanwhile or not, the actor lets go of it.
+            ctx.tell(Cmd::CloseAuction { expr }).await;
+            return Err(ResolveError::Cancelled);
+        }
+        turn = turn => if turn.is_err() {
+            // The actor stopped: the node is shutting down.
+            return Err(ResolveError::Cancelled);
+        },
+    }
+    ctx.set_state(expr, crate::scheduler::JobState::Advertised)
+        .await;
     let mut offers = Vec::new();
     let outcome = collect(
         ctx,
@@ -293,6 +375,33 @@ mod tests {
         (0..candidates.len())
             .min_by_key(|i| offer_rank(&candidates[*i].0, candidates[*i].1))
             .expect("candidates")
+    }
+
+    #[test]
+    fn windows_open_at_most_the_limit_per_workflow_first_come_first_served() {
+        let (a, b) = (WorkflowId([1; 32]), WorkflowId([2; 32]));
+        let mut w = Windows::new(2);
+        for i in 0..4 {
+            w.enqueue(a, i);
+        }
+        w.enqueue(b, 10);
+        assert_eq!(w.next(&a), Some(0));
+        assert_eq!(w.next(&a), Some(1));
+        assert_eq!(w.next(&a), None, "two of a are open");
+        // Another workflow is not held back by a full one.
+        assert_eq!(w.next(&b), Some(10));
+        w.closed(&a);
+        assert_eq!(w.next(&a), Some(2));
+        assert_eq!(w.next(&a), None);
+        w.closed(&a);
+        w.closed(&a);
+        assert_eq!(w.next(&a), Some(3));
+        w.closed(&a);
+        w.closed(&b);
+        assert!(w.by_workflow.is_empty(), "empty windows are forgotten");
+        // Closing more than was opened never underflows.
+        w.closed(&a);
+        assert_eq!(w.next(&a), None);
     }
 
     #[test]

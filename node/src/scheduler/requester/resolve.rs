@@ -190,7 +190,6 @@ async fn compute(
         if let Some(found) = join_foreign(ctx, expr, cancel).await? {
             return Ok(found);
         }
-        ctx.set_state(expr, JobState::Advertised).await;
         let chosen =
             advertise_and_choose(ctx, &topic, (&advert, input_bytes), &excluded, cancel).await?;
         let (worker, reply) = match chosen {
