@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{files, Validated};
@@ -20,7 +21,7 @@ use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
 use crate::scheduler::{
     requester, worker, Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig,
 };
-use crate::store::{Store, StoreConfig};
+use crate::store::{Store, StoreConfig, StoreError};
 
 /// The JSON written to `node.json` in the data dir.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -218,31 +219,78 @@ impl Node {
     }
 }
 
-/// Re-announce held facts and their blobs (the DHT keeps records in memory),
-/// each time the node goes from no connections to some.
-fn reannounce(client: Client, store: Store) {
-    tokio::spawn(async move {
-        let facts = match store.held_facts() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list held facts to re-announce");
-                return;
-            }
-        };
-        for fact in facts {
-            if let Err(e) = client.publish_fact(&fact).await {
-                tracing::debug!(error = %e, "re-announce failed");
-            }
+/// Re-announces held facts and workflow bundles (the DHT keeps records in
+/// memory) each time the node goes from no connections to some. One pass at
+/// a time: a reconnection during a pass starts it over, since the mesh may
+/// have lost what was announced. The pass reads held facts a page at a time
+/// on the blocking pool and publishes a few at once. Owned by the event
+/// handler: dropping it stops the pass.
+struct Reannouncer {
+    client: Client,
+    store: Store,
+    pass: JoinSet<()>,
+}
+
+/// Held facts read from the store at a time.
+const REANNOUNCE_PAGE: usize = 256;
+/// Facts published at once (each is a few DHT queries and a gossip message).
+const REANNOUNCE_AT_ONCE: usize = 8;
+
+impl Reannouncer {
+    fn new(client: Client, store: Store) -> Self {
+        Self {
+            client,
+            store,
+            pass: JoinSet::new(),
         }
-        match store.workflows() {
-            Ok(wfs) => {
-                for (_, _, bundle) in wfs {
-                    let _ = client.provide_blob(&bundle).await;
+    }
+
+    /// Stop the pass in progress, if any, and start one from the beginning.
+    fn restart(&mut self) {
+        self.pass.abort_all();
+        while self.pass.try_join_next().is_some() {}
+        let (client, store) = (self.client.clone(), self.store.clone());
+        self.pass.spawn(async move {
+            if let Err(e) = reannounce(&client, &store).await {
+                tracing::error!(error = %e, "cannot re-announce held facts");
+            }
+        });
+    }
+}
+
+/// Read the store on the blocking pool.
+async fn read_store<T: Send + 'static>(
+    store: &Store,
+    read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || read(&store)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the store read stopped: {e}")),
+    }
+}
+
+async fn reannounce(client: &Client, store: &Store) -> Result<(), String> {
+    let mut after = None;
+    loop {
+        let page = read_store(store, move |s| {
+            s.held_facts_after(after.as_ref(), REANNOUNCE_PAGE)
+        })
+        .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id());
+        futures::stream::iter(page)
+            .for_each_concurrent(REANNOUNCE_AT_ONCE, |fact| async move {
+                if let Err(e) = client.publish_fact(&fact).await {
+                    tracing::debug!(error = %e, "re-announce failed");
                 }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot list workflows to re-announce"),
-        }
-    });
+            })
+            .await;
+    }
+    for (_, _, bundle) in read_store(store, Store::workflows).await? {
+        let _ = client.provide_blob(&bundle).await;
+    }
+    Ok(())
 }
 
 impl Node {
@@ -291,6 +339,7 @@ async fn handle_events(
     store: Store,
 ) {
     let mut connected = 0usize;
+    let mut reannouncer = Reannouncer::new(dispatcher.client.clone(), store);
     loop {
         let event = tokio::select! {
             biased;
@@ -308,7 +357,7 @@ async fn handle_events(
             NetworkEvent::PeerConnected(_) => {
                 connected += 1;
                 if connected == 1 {
-                    reannounce(dispatcher.client.clone(), store.clone());
+                    reannouncer.restart();
                 }
             }
             NetworkEvent::PeerDisconnected(_) => connected = connected.saturating_sub(1),

@@ -645,11 +645,14 @@ async fn a_second_requester_joins_a_computation_in_flight_instead_of_repeating_i
 /// `name` (0.2 s a job) added on both; returns once both have joined and a
 /// probe job has gone through.
 struct OneWorker {
-    _boot: Node,
+    boot: Node,
     worker: Node,
     requester: Node,
     wf: WorkflowId,
+    workflow_dir: PathBuf,
+    net: NetworkId,
     markers: tempfile::TempDir,
+    worker_dir: tempfile::TempDir,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -693,12 +696,15 @@ async fn one_worker(name: &str, tune: impl FnOnce(&mut SchedulerConfig)) -> OneW
     let probe = expression(&requester, &wf, &[("x", Value::Int(-1))]);
     run(&requester, &probe).await;
     OneWorker {
-        _boot: boot,
+        boot,
         worker,
         requester,
         wf,
+        workflow_dir: short,
+        net,
         markers,
-        _dirs: vec![root, bd, wd, dir],
+        worker_dir: wd,
+        _dirs: vec![root, bd, dir],
     }
 }
 
@@ -780,6 +786,72 @@ async fn a_burst_is_advertised_a_window_at_a_time_and_all_of_it_finishes() {
         13,
         "each job ran once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_worker_re_announces_its_results_to_a_mesh_that_forgot_them() {
+    let m = one_worker("reannounce", |_| {}).await;
+    let e = expression(&m.requester, &m.wf, &[("x", Value::Int(7))]);
+    let first = run(&m.requester, &e).await;
+    assert_eq!(first.state, JobState::Done, "{first:?}");
+    let key = m.worker.key.clone();
+    let OneWorker {
+        boot,
+        worker,
+        requester,
+        workflow_dir,
+        net,
+        markers,
+        worker_dir,
+        ..
+    } = m;
+    for node in [requester, worker, boot] {
+        node.shutdown().await.expect("node shuts down");
+    }
+    // A new mesh (bootstrap and requester with empty stores) remembers
+    // nothing; the worker restarts on its data dir and joins it.
+    let (boot, _bd) = start(&net, vec![], false, vec![], NodeKey::generate()).await;
+    let boot_addr = addr_of(&boot).await;
+    let worker = Node::start(
+        worker_dir.path(),
+        key.clone(),
+        &settings(&net, vec![boot_addr.clone()], true, vec![]),
+    )
+    .await
+    .expect("worker restarts");
+    let (requester, _rd) = start(
+        &net,
+        vec![boot_addr],
+        false,
+        vec![key.public()],
+        NodeKey::generate(),
+    )
+    .await;
+    requester.add_workflow(&workflow_dir).await.unwrap();
+    let client = requester.client.clone();
+    let (id, signer) = (e.id(), key.public());
+    let found = eventually(
+        "the re-announced fact is found in the new mesh",
+        DEADLINE,
+        || {
+            let c = client.clone();
+            async move {
+                let facts = c.lookup_facts(id).await.ok()?;
+                facts.into_iter().find(|f| f.body.worker == signer)
+            }
+        },
+    )
+    .await;
+    assert_eq!(Some(found.id()), first.fact);
+    let again = run(&requester, &e).await;
+    assert_eq!(again.state, JobState::Done, "{again:?}");
+    assert!(again.from_cache, "served from the mesh cache: {again:?}");
+    assert_eq!(
+        executions(markers.path(), "reannounce"),
+        2,
+        "the probe and the first run only"
+    );
+    drop(worker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

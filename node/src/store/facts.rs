@@ -2,6 +2,8 @@
 //! *held* facts whose output bytes this node keeps (`held_facts`, with the reverse
 //! index `held_by_blob` used to demote them when an output is evicted).
 
+use std::ops::Bound;
+
 use sled::transaction::TransactionResult;
 use sled::Transactional;
 
@@ -137,10 +139,26 @@ impl Store {
         Ok(out)
     }
 
-    /// Every held fact (its outputs are in the store), for re-providing at startup.
-    pub fn held_facts(&self) -> Result<Vec<SignedFact>, StoreError> {
+    /// Up to `limit` held facts (their outputs are in the store), in id
+    /// order, starting after the fact `after` (from the first if `None`):
+    /// a store holding many is read a page at a time, for re-providing them.
+    pub fn held_facts_after(
+        &self,
+        after: Option<&FactId>,
+        limit: usize,
+    ) -> Result<Vec<SignedFact>, StoreError> {
+        let start = match after {
+            Some(id) => Bound::Excluded(id.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
         let mut out = Vec::new();
-        for item in self.inner.t.held.iter() {
+        for item in self
+            .inner
+            .t
+            .held
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
             let (k, _) = item.map_err(StoreError::db("scan held facts"))?;
             let id = FactId(key_id(trees::HELD, &k)?);
             out.push(self.indexed_fact(trees::HELD, &k, &id)?);
