@@ -574,20 +574,17 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("`network`"));
-        let mut c = Config::default();
-        c.store.blob_cap_mb = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("`store.blob_cap_mb`"));
-        let mut c = Config::default();
-        c.store.cache_mb = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("`store.cache_mb`"));
+        // The error of the default config with one field edited.
+        let rejected = |edit: fn(&mut Config)| {
+            let mut c = Config::default();
+            edit(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(rejected(|c| c.store.blob_cap_mb = 0).contains("`store.blob_cap_mb`"));
+        assert!(rejected(|c| c.store.cache_mb = 0).contains("`store.cache_mb`"));
+        assert!(
+            rejected(|c| c.scheduler.max_open_adverts = 0).contains("`scheduler.max_open_adverts`")
+        );
     }
 
     #[test]

@@ -53,6 +53,14 @@ fn connections_opened(peers: &[Peer]) -> u64 {
     peers.iter().map(Peer::connections_opened).sum()
 }
 
+/// Watch the mesh for `window`: the process's CPU (% of a core) and the
+/// connections the mesh opened meanwhile.
+async fn observe(peers: &[Peer], window: Duration) -> (f64, u64) {
+    let (meter, before) = (crate::process::CpuMeter::start(), connections_opened(peers));
+    tokio::time::sleep(window).await;
+    (meter.percent(), connections_opened(peers) - before)
+}
+
 /// Wait until the mesh has opened at most `peers.len() / 10` connections in
 /// every 2 s window for `quiet`; how long that took, or `None` after
 /// [`SETTLE_DEADLINE`].
@@ -61,15 +69,12 @@ async fn settle(peers: &[Peer], quiet: Duration) -> Option<Duration> {
     let trace = std::env::var_os("ODA_BENCH_TRACE").is_some();
     let mut quiet_since = Instant::now();
     while start.elapsed() < SETTLE_DEADLINE {
-        let (meter, before) = (crate::process::CpuMeter::start(), connections_opened(peers));
-        tokio::time::sleep(WINDOW).await;
-        let opened = connections_opened(peers) - before;
+        let (cpu, opened) = observe(peers, WINDOW).await;
         if trace {
             eprintln!(
-                "gossip {} nodes, settling, {:.0} s: {:.0} % CPU, {opened} connections opened",
+                "gossip {} nodes, settling, {:.0} s: {cpu:.0} % CPU, {opened} connections opened",
                 peers.len(),
                 start.elapsed().as_secs_f64(),
-                meter.percent()
             );
         }
         if opened > peers.len() as u64 / 10 {
@@ -193,13 +198,7 @@ pub async fn measure(n: usize, messages: usize, quiet: Duration) -> anyhow::Resu
         all.push(arrivals.iter().copied().max().unwrap_or_default());
         each.extend(arrivals);
     }
-    let (meter, before) = (
-        crate::process::CpuMeter::start(),
-        connections_opened(&peers),
-    );
-    tokio::time::sleep(IDLE_WINDOW).await;
-    let idle_cpu_percent = meter.percent();
-    let idle_connections_opened = connections_opened(&peers) - before;
+    let (idle_cpu_percent, idle_connections_opened) = observe(&peers, IDLE_WINDOW).await;
     let mut connections = 0usize;
     for p in &peers {
         connections += p.client.peers().await.map(|v| v.len()).unwrap_or(0);

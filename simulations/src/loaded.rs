@@ -88,6 +88,9 @@ pub fn loaded_node(
 /// `facts` facts by another worker, each about its own stored expression,
 /// and `jobs` done job records pointing at the first of them.
 fn fill(data: &Path, facts: usize, jobs: usize) -> anyhow::Result<()> {
+    if jobs > facts {
+        bail!("more job records ({jobs}) than facts ({facts}) asked for: each points at a fact");
+    }
     let (store, _) = Store::open(StoreConfig::new(data.join("store"), 1 << 40))
         .context("cannot open the node's store to fill it")?;
     let worker = NodeKey::generate();
@@ -138,9 +141,6 @@ fn fill(data: &Path, facts: usize, jobs: usize) -> anyhow::Result<()> {
                 })
                 .context("store a job record")?;
         }
-    }
-    if jobs > facts {
-        bail!("more job records ({jobs}) than facts ({facts}) asked for");
     }
     store.flush().context("flush the filled store")?;
     Ok(())

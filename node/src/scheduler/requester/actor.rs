@@ -5,9 +5,9 @@
 //! task in its `JoinSet`, with its cancellation token and the resolutions
 //! waiting for it), the open auctions and leases that job RPCs are routed
 //! to, the auctions waiting for room in their workflow's window (at most
-//! `max_open_adverts` open per workflow), the leases issued by this process, leases adopted from before a
-//! restart, per-expression log lines, and the adverts heard from other
-//! requesters. It selects over its command channel, its finished
+//! `max_open_adverts` open per workflow), the leases issued by this
+//! process, leases adopted from before a restart, per-expression log lines,
+//! and the adverts heard from other requesters. It selects over its command channel, its finished
 //! resolutions and a pruning timer; it never waits on a resolution.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
