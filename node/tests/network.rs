@@ -49,11 +49,31 @@ async fn a_fact_published_at_one_node_is_found_from_every_other() {
     let expr = ExprId(*blake3::hash(b"expression published at node 3").as_bytes());
     let signed = fact(&publisher.key, expr, no_data());
     publisher.store.put_fact(&signed).expect("store accepts");
+    let served = || async {
+        let mut n = 0;
+        for p in &peers {
+            n += p.client.stats().await.expect("stats").dht_requests_served;
+        }
+        n
+    };
+    let before = publisher.client.stats().await.expect("stats");
+    let served_before = served().await;
     publisher
         .client
         .publish_fact(&signed)
         .await
         .expect("publish");
+    // Putting the record and providing the expression are two queries,
+    // each answered by other peers; counted where `/metrics` reads them.
+    let after = publisher.client.stats().await.expect("stats");
+    assert!(
+        after.dht_queries >= before.dht_queries + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        served().await >= served_before + 2,
+        "nobody served the queries"
+    );
 
     for (i, peer) in peers.iter().enumerate() {
         let client = peer.client.clone();

@@ -15,7 +15,6 @@ use oda_node::runtime::Node;
 use oda_node::scheduler::{JobEvent, JobState, SchedulerConfig};
 use oda_protocol::{ExprId, Expression, NetworkId, PublicKey, RunnerClass, Value, WorkflowId};
 
-use crate::cache::fact;
 use crate::mesh::eventually;
 use crate::stats::Latency;
 
@@ -74,6 +73,32 @@ pub struct JobMesh {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+/// Gossip and DHT messages, summed over every node of a mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Gossip messages published.
+    pub gossip_published: f64,
+    /// Gossip messages received (each once per node).
+    pub gossip_received: f64,
+    /// DHT queries started.
+    pub dht_queries: f64,
+    /// DHT requests answered.
+    pub dht_requests_served: f64,
+}
+
+impl Traffic {
+    /// What happened between `before` and `self`, per job of `jobs`.
+    pub fn per_job_since(&self, before: &Traffic, jobs: usize) -> Traffic {
+        let n = jobs.max(1) as f64;
+        Traffic {
+            gossip_published: (self.gossip_published - before.gossip_published) / n,
+            gossip_received: (self.gossip_received - before.gossip_received) / n,
+            dht_queries: (self.dht_queries - before.dht_queries) / n,
+            dht_requests_served: (self.dht_requests_served - before.dht_requests_served) / n,
+        }
+    }
+}
+
 async fn start(
     net: &NetworkId,
     peers: Vec<Multiaddr>,
@@ -116,6 +141,19 @@ argv = ["touch", "out"]
 }
 
 impl JobMesh {
+    /// The traffic of every node so far.
+    pub async fn traffic(&self) -> anyhow::Result<Traffic> {
+        let mut t = Traffic::default();
+        for node in self.workers.iter().chain([&self.requester, &self._boot]) {
+            let s = node.client.stats().await?;
+            t.gossip_published += s.gossip_published as f64;
+            t.gossip_received += s.gossip_received as f64;
+            t.dht_queries += s.dht_queries as f64;
+            t.dht_requests_served += s.dht_requests_served as f64;
+        }
+        Ok(t)
+    }
+
     /// Bootstrap, `workers` workers and one requester that trusts them, all
     /// holding the `touch` workflow.
     pub async fn start(name: &str, workers: usize) -> anyhow::Result<Self> {
@@ -235,9 +273,8 @@ pub struct RoundTrip {
     pub latency: Latency,
     /// The requester's cache check of a new expression (`lookup_facts`, a miss).
     pub lookup_miss: Latency,
-    /// A worker's `provide_outputs` (the output blobs' provider records),
-    /// which precedes `Done` (the fact record and announcement follow it).
-    pub provide_outputs: Latency,
+    /// Messages per job, every node together.
+    pub traffic: Traffic,
     /// The offer window.
     pub offer_window_ms: u64,
     /// CPU the whole process (every node) used during the sequential jobs,
@@ -251,11 +288,13 @@ pub async fn round_trip(workers: usize, jobs: usize) -> anyhow::Result<RoundTrip
     let mut n = mesh.warm_up(1_000_000).await?;
     let mut samples = Vec::with_capacity(jobs);
     let cpu = crate::process::CpuMeter::start();
+    let before = mesh.traffic().await?;
     for _ in 0..jobs {
         samples.push(mesh.run_one(n, Duration::from_secs(60)).await?);
         n += 1;
     }
     let cpu_percent = cpu.percent();
+    let traffic = mesh.traffic().await?.per_job_since(&before, jobs);
     // What each job pays besides the run itself, measured on the same mesh.
     let mut misses = Vec::new();
     for i in 0..20u32 {
@@ -264,22 +303,11 @@ pub async fn round_trip(workers: usize, jobs: usize) -> anyhow::Result<RoundTrip
         mesh.requester.client.lookup_facts(e).await?;
         misses.push(t.elapsed());
     }
-    let worker = &mesh.workers[0];
-    let mut publishes = Vec::new();
-    for i in 0..10u32 {
-        let out = worker.store.put_blob(&i.to_le_bytes())?;
-        let e = ExprId(*blake3::hash(&(1_000 + i).to_le_bytes()).as_bytes());
-        let f = fact(&worker.key, e, out, 4);
-        worker.store.put_own_fact(&f)?;
-        let t = Instant::now();
-        worker.client.provide_outputs(&f).await?;
-        publishes.push(t.elapsed());
-    }
     let none = || anyhow::anyhow!("no samples");
     Ok(RoundTrip {
         latency: Latency::of(&samples).ok_or_else(none)?,
         lookup_miss: Latency::of(&misses).ok_or_else(none)?,
-        provide_outputs: Latency::of(&publishes).ok_or_else(none)?,
+        traffic,
         offer_window_ms: SchedulerConfig::default().offer_window_ms,
         cpu_percent,
     })
@@ -304,6 +332,8 @@ pub struct Throughput {
     pub first_error: Option<String>,
     /// CPU the whole process (every node) used meanwhile, % of one core.
     pub cpu_percent: f64,
+    /// Messages per job done, every node together.
+    pub traffic: Traffic,
 }
 
 impl Throughput {
@@ -341,6 +371,7 @@ async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Resul
     let r = &mesh.requester.requester;
     let mut events = r.events();
     let cpu = crate::process::CpuMeter::start();
+    let before = mesh.traffic().await?;
     let t = Instant::now();
     let start_ms = oda_node::scheduler::jobs::now_ms();
     let mut ids = std::collections::HashSet::new();
@@ -411,6 +442,7 @@ async fn burst(workers: usize, jobs: usize, deadline: Duration) -> anyhow::Resul
                         .unwrap_or_else(|| j.state.name().to_string())
                 }),
                 cpu_percent: cpu.percent(),
+                traffic: mesh.traffic().await?.per_job_since(&before, done.len()),
             });
         }
     }
@@ -427,6 +459,7 @@ async fn window(
     let first = mesh.warm_up(3_000_000).await?;
     let gate = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
     let cpu = crate::process::CpuMeter::start();
+    let before = mesh.traffic().await?;
     let t = Instant::now();
     let end = t + deadline;
     let mut tasks = Vec::with_capacity(jobs);
@@ -477,5 +510,6 @@ async fn window(
         in_flight,
         first_error,
         cpu_percent: cpu.percent(),
+        traffic: mesh.traffic().await?.per_job_since(&before, done),
     })
 }

@@ -250,9 +250,9 @@ fn round_trip_row(
     o.figure("p50", rt.latency.p50_ms, "ms")
         .figure("p99", rt.latency.p99_ms, "ms")
         .figure("lookup_miss_p50", rt.lookup_miss.p50_ms, "ms")
-        .figure("provide_outputs_p50", rt.provide_outputs.p50_ms, "ms")
         .figure("offer_window", rt.offer_window_ms as f64, "ms")
         .figure("cpu", rt.cpu_percent, "% of a core");
+    traffic_figures(&mut o, &rt.traffic);
     if let Some(f) = fork {
         o.limit = format!("fork/exec of `true`: p50 {} ms", ms(f.latency.p50_ms));
         o.figure("fork_exec_p50", f.latency.p50_ms, "ms");
@@ -283,18 +283,39 @@ fn round_trip_row(
     o.notes.push(format!(
         "where the time goes (measured on the same mesh): cache check of a new expression \
          (`lookup_facts_until`, a miss: both DHT queries run to their end) p50 {} ms; the offer window: \
-         a job without inputs waits after the first trusted offer as long again as it took (at \
-         least 2 ms) for a worker already running it; the full {} ms applies only when locality \
-         is in question; the worker's `provide_outputs` before `Done` p50 {} ms (the fact record and its \
-         announcement follow `Done`); the rest is gossip of the advert, \
-         offer/assign/done request-responses, the run, fact signing and sled writes; \
-         the process (all nodes) used {:.0} % of a core",
+         a job without inputs takes the first trusted offer unless it is contested (another requester \
+         advertised it, or the jobs topic was joined less than a lease TTL ago: then it waits as \
+         long again as that offer took, at least 2 ms, for a worker already running it); the full {} ms applies only when locality is in question; the rest is \
+         gossip of the advert, offer/assign/done request-responses, the run, fact signing and \
+         sled writes (the fact's provider records, DHT record and announcement follow `Done`); \
+         the process (all nodes) used {:.0} % of a core; {}",
         ms(rt.lookup_miss.p50_ms),
         rt.offer_window_ms,
-        ms(rt.provide_outputs.p50_ms),
-        rt.cpu_percent
+        rt.cpu_percent,
+        traffic_note(&rt.traffic)
     ));
     o
+}
+
+/// Per-job message counts as figures.
+fn traffic_figures(o: &mut Outcome, t: &jobs::Traffic) {
+    o.figure("gossip_published_per_job", t.gossip_published, "messages")
+        .figure("gossip_received_per_job", t.gossip_received, "messages")
+        .figure("dht_queries_per_job", t.dht_queries, "queries")
+        .figure(
+            "dht_requests_served_per_job",
+            t.dht_requests_served,
+            "requests",
+        );
+}
+
+/// Per-job message counts in words.
+fn traffic_note(t: &jobs::Traffic) -> String {
+    format!(
+        "per job, every node together: {:.1} gossip messages published, {:.1} received, \
+         {:.1} DHT queries started, {:.1} DHT requests served",
+        t.gossip_published, t.gossip_received, t.dht_queries, t.dht_requests_served
+    )
 }
 
 fn throughput_row(
@@ -329,9 +350,11 @@ fn throughput_row(
         .figure("unfinished", t.unfinished as f64, "jobs")
         .figure("elapsed", t.elapsed.as_secs_f64(), "s")
         .figure("cpu", t.cpu_percent, "% of a core");
+    traffic_figures(&mut o, &t.traffic);
     o.notes.push(format!(
-        "the process (every node) used {:.0} % of a core meanwhile",
-        t.cpu_percent
+        "the process (every node) used {:.0} % of a core meanwhile; {}",
+        t.cpu_percent,
+        traffic_note(&t.traffic)
     ));
     if let Some(f) = fork {
         o.limit = format!(

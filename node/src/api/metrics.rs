@@ -25,7 +25,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     let jobs = s.node.requester.tally();
     let stats = blocking(move || Ok(node.store.stats()?)).await?;
     let peers = s.node.client.peers().await.map(|p| p.len()).unwrap_or(0);
-    let queues = s.node.client.queue_stats().await.unwrap_or_default();
+    let net = s.node.client.stats().await.unwrap_or_default();
     let labels: Vec<String> = JobState::NAMES
         .iter()
         .map(|n| format!("{{state=\"{n}\"}}"))
@@ -98,14 +98,42 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
         "oda_gossip_shed_total",
         "counter",
         "Gossip messages dropped because the node was behind (job RPCs are never dropped).",
-        &[("", queues.gossip_shed as f64)],
+        &[("", net.gossip_shed as f64)],
+    );
+    metric(
+        &mut out,
+        "oda_gossip_received_total",
+        "counter",
+        "Gossip messages received, each once (adverts, fact announcements, capacity).",
+        &[("", net.gossip_received as f64)],
+    );
+    metric(
+        &mut out,
+        "oda_gossip_published_total",
+        "counter",
+        "Gossip messages this node published.",
+        &[("", net.gossip_published as f64)],
+    );
+    metric(
+        &mut out,
+        "oda_dht_queries_total",
+        "counter",
+        "DHT queries this node started (record puts and gets, provides, provider lookups).",
+        &[("", net.dht_queries as f64)],
+    );
+    metric(
+        &mut out,
+        "oda_dht_requests_served_total",
+        "counter",
+        "DHT requests from other peers this node answered.",
+        &[("", net.dht_requests_served as f64)],
     );
     metric(
         &mut out,
         "oda_rpc_waiting",
         "gauge",
         "Job RPCs waiting for the scheduler to take them.",
-        &[("", queues.control_waiting as f64)],
+        &[("", net.control_waiting as f64)],
     );
     metric(
         &mut out,

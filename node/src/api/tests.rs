@@ -482,6 +482,10 @@ async fn workflows_submission_and_jobs() {
         "oda_expressions 1",
         "oda_executions_total 0",
         "oda_peers 0",
+        "# TYPE oda_dht_queries_total counter",
+        // Alone: nobody asked it anything, and it gossiped to nobody.
+        "oda_dht_requests_served_total 0",
+        "oda_gossip_published_total 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),

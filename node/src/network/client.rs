@@ -68,17 +68,27 @@ pub enum Command {
     Reputation(PeerId, Reply<f64>),
     /// The addresses the node listens on.
     ListenAddrs(Reply<Vec<Multiaddr>>),
-    /// How the queues to the application fare.
-    Queues(Reply<QueueStats>),
+    /// How the queues to the application fare, and the traffic so far.
+    Stats(Reply<NetStats>),
 }
 
-/// How the event loop's queues to the application fare.
+/// How the event loop's queues to the application fare, and what it has
+/// sent and served since start (what a job costs the mesh in messages).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
+pub struct NetStats {
     /// Gossip messages shed since start because the gossip queue was full.
     pub gossip_shed: u64,
     /// Job RPCs and connection events waiting for room in the control queue.
     pub control_waiting: usize,
+    /// Gossip messages received (each once, after gossipsub's de-duplication).
+    pub gossip_received: u64,
+    /// Gossip messages this node published.
+    pub gossip_published: u64,
+    /// DHT queries this node started (record puts and gets, provides,
+    /// provider lookups).
+    pub dht_queries: u64,
+    /// DHT requests from other peers this node answered.
+    pub dht_requests_served: u64,
 }
 
 /// A connected peer.
@@ -100,6 +110,13 @@ pub struct PeerInfo {
 const BLOB_WINDOW: usize = 8;
 /// How long a fact request to one provider may take during a lookup.
 const LOOKUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses before asking the DHT again for the providers of a blob nobody
+/// provided yet (about 1.4 s in all).
+const PROVIDER_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(1000),
+];
 
 /// Cloneable handle to the network.
 #[derive(Clone, Debug)]
@@ -331,6 +348,11 @@ impl Client {
     /// the next one is tried. When the size is known (facts carry it), a provider
     /// announcing another size is treated as lying before any byte is written.
     /// Returns the blob's size. Does nothing if the store already holds it.
+    ///
+    /// A blob nobody provides is asked for again a few times
+    /// ([`PROVIDER_RETRIES`]) before the fetch fails: a worker provides its
+    /// outputs right after it reports them, so a result can be known a
+    /// moment before its bytes are findable.
     pub async fn fetch_blob(
         &self,
         blob: BlobId,
@@ -340,7 +362,14 @@ impl Client {
         if let Some(size) = store.blob_size(&blob) {
             return Ok(size);
         }
-        let providers = self.blob_providers(&blob).await?;
+        let mut providers = self.blob_providers(&blob).await?;
+        for pause in PROVIDER_RETRIES {
+            if !providers.is_empty() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            providers = self.blob_providers(&blob).await?;
+        }
         self.fetch_blob_from(blob, expected_size, providers.into_iter().collect(), store)
             .await
     }
@@ -487,9 +516,10 @@ impl Client {
         self.ask(Command::ListenAddrs).await
     }
 
-    /// How the queues to the application fare (gossip shed, RPCs waiting).
-    pub async fn queue_stats(&self) -> Result<QueueStats, NetworkError> {
-        self.ask(Command::Queues).await
+    /// How the queues to the application fare (gossip shed, RPCs waiting)
+    /// and the gossip and DHT traffic since start.
+    pub async fn stats(&self) -> Result<NetStats, NetworkError> {
+        self.ask(Command::Stats).await
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::client::{Command, PeerInfo, QueueStats, Reply};
+use super::client::{Command, NetStats, PeerInfo, Reply};
 use super::peers::{to_trim, Activity, Connected};
 use super::scoring::{Offence, Reputation};
 use super::{keys, validate, JobReply, NetworkConfig, NetworkError, NetworkEvent, ReplyTo};
@@ -50,8 +50,8 @@ pub struct EventLoop {
     overflow: VecDeque<NetworkEvent>,
     /// Validated gossip for the application (shed when full).
     gossip: mpsc::Sender<NetworkEvent>,
-    /// Gossip messages shed because the application was behind.
-    shed: u64,
+    /// Gossip shed and traffic so far (`control_waiting` is counted when asked).
+    stats: NetStats,
     reputation: Reputation,
     /// When each peer last exchanged a request with this node (trimming).
     activity: Activity,
@@ -84,7 +84,7 @@ impl EventLoop {
             control,
             overflow: VecDeque::new(),
             gossip,
-            shed: 0,
+            stats: NetStats::default(),
             reputation: Reputation::default(),
             activity: Activity::default(),
             agents: HashMap::new(),
@@ -281,6 +281,7 @@ impl EventLoop {
             },
             Command::PutRaw(key, value, reply) => self.put_record(Record::new(key, value), reply),
             Command::GetFactRecords(expr, reply) => {
+                self.stats.dht_queries += 1;
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -289,6 +290,7 @@ impl EventLoop {
                 self.pending_records.insert(id, (expr, Vec::new(), reply));
             }
             Command::Provide(key, reply) => {
+                self.stats.dht_queries += 1;
                 match self.swarm.behaviour_mut().kad.start_providing(key) {
                     Ok(id) => {
                         self.pending_provide.insert(id, reply);
@@ -299,6 +301,7 @@ impl EventLoop {
                 }
             }
             Command::GetProviders(key, reply) => {
+                self.stats.dht_queries += 1;
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.pending_providers.insert(id, (HashSet::new(), reply));
             }
@@ -384,10 +387,10 @@ impl EventLoop {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(Ok(self.listen_addrs.clone()));
             }
-            Command::Queues(reply) => {
-                let _ = reply.send(Ok(QueueStats {
-                    gossip_shed: self.shed,
+            Command::Stats(reply) => {
+                let _ = reply.send(Ok(NetStats {
                     control_waiting: self.overflow.len(),
+                    ..self.stats
                 }));
             }
         }
@@ -401,7 +404,11 @@ impl EventLoop {
             .gossipsub
             .publish(IdentTopic::new(name.clone()), bytes)
         {
-            Ok(_) | Err(gossipsub::PublishError::Duplicate) => Ok(()),
+            Ok(_) => {
+                self.stats.gossip_published += 1;
+                Ok(())
+            }
+            Err(gossipsub::PublishError::Duplicate) => Ok(()),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 Err(NetworkError::NoSubscribers(name))
             }
@@ -410,6 +417,7 @@ impl EventLoop {
     }
 
     fn put_record(&mut self, record: Record, reply: Reply<()>) {
+        self.stats.dht_queries += 1;
         match self
             .swarm
             .behaviour_mut()
@@ -455,9 +463,12 @@ impl EventLoop {
     /// application is behind (it is repeated; RPCs are never shed).
     fn emit_gossip(&mut self, event: NetworkEvent) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.gossip.try_send(event) {
-            self.shed += 1;
-            if self.shed.is_power_of_two() {
-                tracing::warn!(shed = self.shed, "gossip queue full: gossip shed");
+            self.stats.gossip_shed += 1;
+            if self.stats.gossip_shed.is_power_of_two() {
+                tracing::warn!(
+                    shed = self.stats.gossip_shed,
+                    "gossip queue full: gossip shed"
+                );
             }
         }
     }
@@ -569,6 +580,7 @@ impl EventLoop {
     }
 
     fn on_kad_inbound(&mut self, request: kad::InboundRequest) {
+        self.stats.dht_requests_served += 1;
         match request {
             kad::InboundRequest::PutRecord {
                 source,
@@ -664,6 +676,7 @@ impl EventLoop {
         else {
             return;
         };
+        self.stats.gossip_received += 1;
         let verdict = validate::gossip(
             &self.cfg.network,
             message.topic.as_str(),

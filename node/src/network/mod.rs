@@ -27,7 +27,7 @@ use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
 use oda_protocol::NetworkId;
 use tokio::sync::mpsc;
 
-pub use client::{Client, PeerInfo, QueueStats};
+pub use client::{Client, NetStats, PeerInfo};
 pub use event_loop::EventLoop;
 
 use crate::identity::NodeKey;

@@ -92,6 +92,12 @@ pub(super) enum Cmd {
         expr: ExprId,
         lease: LeaseId,
     },
+    /// Since when (Unix ms) this node listens to the jobs topic of
+    /// `workflow`: the first time it was asked (right after subscribing).
+    ListeningSince {
+        workflow: WorkflowId,
+        reply: oneshot::Sender<u64>,
+    },
     /// Until when (Unix ms) another requester is known to compute `expr`.
     ForeignUntil {
         expr: ExprId,
@@ -182,6 +188,8 @@ pub(super) struct Actor {
     log_order: VecDeque<ExprId>,
     /// Expressions other requesters advertise: until when, Unix ms.
     foreign_adverts: HashMap<ExprId, u64>,
+    /// Since when this node listens to each workflow's jobs topic (Unix ms).
+    listening: HashMap<WorkflowId, u64>,
 }
 
 impl Actor {
@@ -213,6 +221,7 @@ impl Actor {
             logs: HashMap::new(),
             log_order: VecDeque::new(),
             foreign_adverts: HashMap::new(),
+            listening: HashMap::new(),
         }
     }
 
@@ -292,6 +301,9 @@ impl Actor {
             }
             Cmd::CloseLease { expr, lease } => {
                 self.leases.remove(&(expr, lease));
+            }
+            Cmd::ListeningSince { workflow, reply } => {
+                let _ = reply.send(*self.listening.entry(workflow).or_insert_with(now_ms));
             }
             Cmd::ForeignUntil { expr, reply } => {
                 let until = self.foreign_adverts.get(&expr).copied();

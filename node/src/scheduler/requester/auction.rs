@@ -85,16 +85,22 @@ pub(super) fn offer_rank(offer: &Offer, failed_before: bool) -> impl Ord {
 /// An offer from a worker already running the expression is taken at once
 /// (not here). An *ideal* offer — from a worker that did not fail this job
 /// and holds every input byte, e.g. any such worker for a job without inputs
-/// — can only be beaten by a worker already running the expression, which
-/// answers each publication about as fast as this one did: so wait as long
-/// again as this offer took since the last publication (at least
-/// [`MIN_GRACE`]), within the window; if the window since that publication
-/// has already passed, such an offer would have come, so close now. Any
-/// other offer opens the full window for better ones (locality).
-fn window_close(ideal: bool, last_publish: Instant, window: Duration) -> Instant {
+/// — can only be beaten by a worker already running the expression. Unless
+/// the job is `contested` (another requester advertised it, or an earlier
+/// attempt's worker may still run it) nobody can be, so the window closes
+/// now. If it is contested, such a worker answers each publication about as
+/// fast as this one did: so wait as long again as this offer took since the
+/// last publication (at least [`MIN_GRACE`]), within the window; if the
+/// window since that publication has already passed, such an offer would
+/// have come, so close now. Any other offer opens the full window for
+/// better ones (locality).
+fn window_close(ideal: bool, contested: bool, last_publish: Instant, window: Duration) -> Instant {
     let now = Instant::now();
     if !ideal {
         return now + window;
+    }
+    if !contested {
+        return now;
     }
     let since = now.saturating_duration_since(last_publish);
     match window.checked_sub(since) {
@@ -194,13 +200,14 @@ impl<T> Windows<T> {
 /// Publish the advert (repeatedly, less often each time, until offers come),
 /// collect offers for the window after the first, and pick the best one not
 /// excluded (falling back to excluded workers when nobody else offers).
+/// `contested`: a worker may already be running it ([`window_close`]).
 /// Waits first until the workflow has room for another open auction
 /// ([`Windows`]); the job is `advertised` from then on.
 pub(super) async fn advertise_and_choose(
     ctx: &Ctx,
     topic: &Topic,
     (advert, input_bytes): (&JobAdvert, u64),
-    excluded: &HashSet<PeerId>,
+    (excluded, contested): (&HashSet<PeerId>, bool),
     cancel: &CancellationToken,
 ) -> Result<Choice, ResolveError> {
     let expr = advert.expr.id();
@@ -232,7 +239,7 @@ pub(super) async fn advertise_and_choose(
     let outcome = collect(
         ctx,
         (topic, advert, input_bytes),
-        excluded,
+        (excluded, contested),
         cancel,
         (&mut rx, &mut announced),
         &mut offers,
@@ -268,7 +275,7 @@ pub(super) async fn advertise_and_choose(
 async fn collect(
     ctx: &Ctx,
     (topic, advert, input_bytes): (&Topic, &JobAdvert, u64),
-    excluded: &HashSet<PeerId>,
+    (excluded, contested): (&HashSet<PeerId>, bool),
     cancel: &CancellationToken,
     (rx, announced): (
         &mut mpsc::Receiver<OfferIn>,
@@ -311,7 +318,8 @@ async fn collect(
                 }
                 let ideal = !excluded.contains(&offer.peer) && offer.offer.local_input_bytes >= input_bytes;
                 offers.push(offer);
-                let end = window_close(ideal, schedule.last, Duration::from_millis(cfg.offer_window_ms));
+                let window = Duration::from_millis(cfg.offer_window_ms);
+                let end = window_close(ideal, contested, schedule.last, window);
                 window_end = Some(window_end.map_or(end, |e| e.min(end)));
             }
         }
@@ -459,20 +467,24 @@ mod tests {
         // An offer 1 ms after publication: wait the minimum grace.
         tokio::time::advance(Duration::from_millis(1)).await;
         let now = Instant::now();
-        assert_eq!(window_close(true, published, window), now + MIN_GRACE);
+        assert_eq!(window_close(true, true, published, window), now + MIN_GRACE);
         // An offer 40 ms after: as long again.
         tokio::time::advance(Duration::from_millis(39)).await;
         let now = Instant::now();
         assert_eq!(
-            window_close(true, published, window),
+            window_close(true, true, published, window),
             now + Duration::from_millis(40)
         );
         // Not ideal (locality in question): the whole window.
-        assert_eq!(window_close(false, published, window), now + window);
+        assert_eq!(window_close(false, true, published, window), now + window);
         // An ideal offer after the window since publication (from a backlog): close now.
         tokio::time::advance(window).await;
         let now = Instant::now();
-        assert_eq!(window_close(true, published, window), now);
+        assert_eq!(window_close(true, true, published, window), now);
+        // Nobody else advertised it and no earlier attempt runs: an ideal
+        // offer closes the window at once, a non-ideal one opens it whole.
+        assert_eq!(window_close(true, false, published, window), now);
+        assert_eq!(window_close(false, false, published, window), now + window);
     }
 
     #[tokio::test(start_paused = true)]

@@ -159,6 +159,14 @@ async fn compute(
     if let Err(e) = parts.client.subscribe(topic.clone()).await {
         tracing::debug!(error = %e, "cannot subscribe to the jobs topic");
     }
+    let workflow_id = expression.workflow;
+    let listening_since = ctx
+        .ask(|reply| Cmd::ListeningSince {
+            workflow: workflow_id,
+            reply,
+        })
+        .await
+        .unwrap_or_else(now_ms);
     let endorsements = parts
         .store
         .endorsements_of(&Subject::Workflow(expression.workflow))?
@@ -187,11 +195,21 @@ async fn compute(
                 _ = tokio::time::sleep(backoff) => {}
             }
         }
-        if let Some(found) = join_foreign(ctx, expr, cancel).await? {
-            return Ok(found);
-        }
-        let chosen =
-            advertise_and_choose(ctx, &topic, (&advert, input_bytes), &excluded, cancel).await?;
+        let waited = match join_foreign(ctx, expr, cancel).await? {
+            Joined::Fact(found) => return Ok(*found),
+            Joined::Waited => true,
+            Joined::Nobody => false,
+        };
+        let listened_ms = now_ms().saturating_sub(listening_since);
+        let contested = contested(waited, attempts.len(), listened_ms, cfg.lease_ttl_ms);
+        let chosen = advertise_and_choose(
+            ctx,
+            &topic,
+            (&advert, input_bytes),
+            (&excluded, contested),
+            cancel,
+        )
+        .await?;
         let (worker, reply) = match chosen {
             Choice::Worker(worker, reply) => (worker, reply),
             Choice::Found(found) => return Ok(*found),
@@ -235,20 +253,42 @@ async fn compute(
     Err(ResolveError::Exhausted { attempts })
 }
 
+/// Whether a worker may already be running an expression about to be
+/// advertised (then an ideal offer waits a little for a running worker's):
+/// another requester was heard advertising it (`waited` for its fact in
+/// vain), an earlier attempt's worker may still run it, or this node has
+/// listened to the workflow's jobs topic for less than a lease TTL — the
+/// interval at which a requester re-publishes the advert of a running
+/// lease — so it may have missed such an advert.
+fn contested(waited: bool, attempts: usize, listened_ms: u64, lease_ttl_ms: u64) -> bool {
+    waited || attempts > 0 || listened_ms < lease_ttl_ms
+}
+
+/// What [`join_foreign`] found.
+enum Joined {
+    /// The other requester's fact.
+    Fact(Box<Resolved>),
+    /// Another requester advertised it, but no fact came: its worker may
+    /// still be running it.
+    Waited,
+    /// Nobody else is known to advertise it.
+    Nobody,
+}
+
 /// If another requester is advertising `expr`, wait for its fact (up to the
 /// lease TTL) instead of advertising a duplicate.
 async fn join_foreign(
     ctx: &Ctx,
     expr: ExprId,
     cancel: &CancellationToken,
-) -> Result<Option<Resolved>, ResolveError> {
+) -> Result<Joined, ResolveError> {
     let mut announced = ctx.0.announced.subscribe();
     let Some(until) = ctx
         .ask(|reply| Cmd::ForeignUntil { expr, reply })
         .await
         .flatten()
     else {
-        return Ok(None);
+        return Ok(Joined::Nobody);
     };
     tracing::info!(%expr, "another requester is computing this; waiting for its fact");
     let deadline =
@@ -256,16 +296,39 @@ async fn join_foreign(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
-            _ = tokio::time::sleep_until(deadline) => return mesh_lookup(ctx, expr).await,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(match mesh_lookup(ctx, expr).await? {
+                    Some(found) => Joined::Fact(Box::new(found)),
+                    None => Joined::Waited,
+                });
+            }
             got = announced.recv() => match got {
                 Ok(e) if e == expr => {
                     if let Some(found) = mesh_lookup(ctx, expr).await? {
-                        return Ok(Some(found));
+                        return Ok(Joined::Fact(Box::new(found)));
                     }
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                Err(broadcast::error::RecvError::Closed) => return Ok(Joined::Waited),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contested;
+
+    #[test]
+    fn a_job_is_contested_while_a_running_worker_may_exist() {
+        let ttl = 10_000;
+        // Listening long enough, nobody else heard, first attempt: no.
+        assert!(!contested(false, 0, ttl, ttl));
+        // Another requester advertised it.
+        assert!(contested(true, 0, ttl, ttl));
+        // An earlier attempt's worker may still run it.
+        assert!(contested(false, 1, ttl, ttl));
+        // Just subscribed: a running lease's advert may not have come yet.
+        assert!(contested(false, 0, ttl - 1, ttl));
     }
 }

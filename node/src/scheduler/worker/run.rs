@@ -3,10 +3,11 @@
 //! then routes `Cancel` and join offers to it), fetches the workflow and the
 //! inputs (each kept from eviction while the run reads it), runs the
 //! executor while sending heartbeats, imports the outputs and signs the fact
-//! on the blocking pool, gives its slot back, provides the outputs, and
-//! delivers `Done` to its requester and to every requester that joined. The
-//! fact's DHT record and announcement come last: not on the job's critical
-//! path.
+//! on the blocking pool, gives its slot back, and delivers `Done` to its
+//! requester and to every requester that joined. Publishing the fact (its
+//! outputs' provider records, its DHT record and its announcement) comes
+//! last: not on the job's critical path (fetchers ask the DHT again for a
+//! moment when a blob has no provider yet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,10 +32,6 @@ use crate::identity::peer_id_of;
 use crate::network::Client;
 use crate::registry;
 use crate::scheduler::ask;
-
-/// How long a worker waits for its outputs' provider records before it
-/// reports the result anyway (the DHT steps go on in the swarm).
-const PROVIDE_BEFORE_REPORT: Duration = Duration::from_secs(3);
 
 /// Offer for `advert` (holding a slot, `free_slots` counting it) and, if
 /// assigned, run it to the end.
@@ -122,8 +119,7 @@ pub(super) async fn offer_and_run(
     })
     .await;
 
-    // Heartbeats go on until the outputs are provided (or that took too
-    // long); a `Decline` cancels the run.
+    // Heartbeats go on until the run is over; a `Decline` cancels it.
     let every = Duration::from_millis((assign.ttl_ms / 3).max(100));
     let mut beat = pin!(heartbeats(
         ctx.parts.client.clone(),
@@ -136,12 +132,9 @@ pub(super) async fn offer_and_run(
     ));
     let mut work = pin!(async {
         let result = execute(&ctx, &advert, lease, cancel, lines).await;
-        // The run is over: the slot takes the next job while the fact is
-        // published.
+        // The run is over: the slot takes the next job while the result is
+        // reported and the fact published.
         tell(Cmd::SlotFree { expr }).await;
-        if let Ok(fact) = &result {
-            provide_outputs(&ctx.parts.client, fact).await;
-        }
         result
     });
     let result = tokio::select! {
@@ -174,12 +167,13 @@ pub(super) async fn offer_and_run(
         )
         .await;
     let to_primary = async {
-        // The result first, then the fact's record and announcement: queued
-        // behind them in the event loop, `Done` took milliseconds longer.
+        // The result first, then the fact's provider records, record and
+        // announcement: queued behind them in the event loop, `Done` took
+        // milliseconds longer.
         let delivered = deliver(&ctx.parts.client, requester, primary).await;
         if let Ok(fact) = &result {
             tell(Cmd::FactKnown(expr)).await;
-            if let Err(e) = ctx.parts.client.publish_fact_record(fact).await {
+            if let Err(e) = ctx.parts.client.publish_fact(fact).await {
                 tracing::debug!(error = %e, "publishing the fact partly failed");
             }
         }
@@ -399,19 +393,6 @@ fn own_fact(ctx: &Ctx, expr: &ExprId) -> Option<SignedFact> {
         .ok()?
         .into_iter()
         .find(|f| f.body.worker == own && f.body.output_blobs().iter().all(|b| store.has_blob(b)))
-}
-
-/// Provide the fact's outputs before its result is reported, so the
-/// requester can fetch them as soon as it has the fact; in a slow or
-/// partitioned mesh the DHT step waits for unreachable peers (tens of
-/// seconds), so after a while the result is reported while the queries go
-/// on in the swarm.
-async fn provide_outputs(client: &Client, fact: &SignedFact) {
-    match tokio::time::timeout(PROVIDE_BEFORE_REPORT, client.provide_outputs(fact)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "providing the outputs partly failed"),
-        Err(_) => tracing::info!("providing the outputs is slow; reporting the result first"),
-    }
 }
 
 /// Import the outputs, sign the fact and store it (blocking).
