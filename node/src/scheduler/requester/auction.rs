@@ -86,9 +86,8 @@ pub(super) fn offer_rank(offer: &Offer, failed_before: bool) -> impl Ord {
 /// (not here). An *ideal* offer — from a worker that did not fail this job
 /// and holds every input byte, e.g. any such worker for a job without inputs
 /// — can only be beaten by a worker already running the expression. Unless
-/// the job is `contested` (another requester advertised it, or an earlier
-/// attempt's worker may still run it) nobody can be, so the window closes
-/// now. If it is contested, such a worker answers each publication about as
+/// the job is `contested` (`contested` in `resolve.rs` says when) nobody can
+/// be, so the window closes now. If it is contested, such a worker answers each publication about as
 /// fast as this one did: so wait as long again as this offer took since the
 /// last publication (at least [`MIN_GRACE`]), within the window; if the
 /// window since that publication has already passed, such an offer would

@@ -159,10 +159,9 @@ async fn compute(
     if let Err(e) = parts.client.subscribe(topic.clone()).await {
         tracing::debug!(error = %e, "cannot subscribe to the jobs topic");
     }
-    let workflow_id = expression.workflow;
     let listening_since = ctx
         .ask(|reply| Cmd::ListeningSince {
-            workflow: workflow_id,
+            workflow: expression.workflow,
             reply,
         })
         .await
