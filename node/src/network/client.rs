@@ -175,8 +175,8 @@ impl Client {
         self.ask(|r| Command::PublishRaw(topic, bytes, r)).await
     }
 
-    /// Publish a fact to the mesh: [`Client::provide_outputs`] and
-    /// [`Client::publish_fact_record`] concurrently. The caller has stored
+    /// Publish a fact to the mesh: provide its outputs and publish its
+    /// record and announcement, concurrently. The caller has stored
     /// the fact (and its outputs) already. Each DHT step waits for
     /// unreachable peers in a slow or partitioned mesh, and a provider record
     /// is served by this node as soon as its step starts. Steps that fail
@@ -191,7 +191,7 @@ impl Client {
     /// Provide `blob/<BlobId>` for each of the fact's outputs: the bytes can
     /// be fetched from this node. DHT failures caused by a still-small mesh
     /// are logged, not returned.
-    pub async fn provide_outputs(&self, fact: &SignedFact) -> Result<(), NetworkError> {
+    async fn provide_outputs(&self, fact: &SignedFact) -> Result<(), NetworkError> {
         let expr = fact.body.expr;
         let provided = futures::future::join_all(
             fact.body
@@ -211,7 +211,7 @@ impl Client {
     /// Put the DHT record `fact/<ExprId>` (quorum 1) and provide
     /// `expr/<ExprId>` concurrently, then announce `FactAnnounce`. Failures
     /// caused by a still-small mesh are logged, not returned.
-    pub async fn publish_fact_record(&self, fact: &SignedFact) -> Result<(), NetworkError> {
+    async fn publish_fact_record(&self, fact: &SignedFact) -> Result<(), NetworkError> {
         let expr = fact.body.expr;
         let (put, provide_expr) = futures::join!(
             self.ask(|r| Command::PutFact(Box::new(fact.clone()), r)),
