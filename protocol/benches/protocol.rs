@@ -267,7 +267,7 @@ fn codec(c: &mut Criterion) {
         "blob_response_1mib",
         &BlobResponse::Data {
             total: 1 << 30,
-            bytes: chunk,
+            encoded: chunk,
         },
     );
 }

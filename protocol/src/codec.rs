@@ -20,8 +20,14 @@ pub mod limits {
     pub const FACT_MESSAGE: usize = 4 * 1024 * 1024;
     /// Largest number of data bytes in one blob range reply.
     pub const BLOB_CHUNK: usize = 1024 * 1024;
-    /// A blob-protocol request or response (one chunk plus framing).
-    pub const BLOB_MESSAGE: usize = BLOB_CHUNK + 1024;
+    /// Bytes under one leaf of the BLAKE3 tree that blob ranges are proved
+    /// with (16 BLAKE3 chunks of 1 KiB): the unit a receiver checks and the
+    /// alignment of every blob range request.
+    pub const BLOB_CHUNK_GROUP: usize = 16 * 1024;
+    /// A blob-protocol request or response: one range of [`BLOB_CHUNK`] bytes,
+    /// the hash pairs proving it (at most 127 of 64 bytes: 63 inside the range
+    /// and one per level above it) and framing.
+    pub const BLOB_MESSAGE: usize = BLOB_CHUNK + 16 * 1024;
     /// A workflow (canonical manifest and file hashes).
     pub const WORKFLOW: usize = 512 * 1024;
     /// An expression on its own.

@@ -239,7 +239,13 @@ impl Wire for FactResponse {
     const MAX_SIZE: usize = limits::FACT_MESSAGE;
 }
 
-/// Requests on `/oda/<net>/blob/1`: bytes `[offset, offset + len)` of a blob.
+/// Requests on `/oda/<net>/blob/2`: bytes `[offset, offset + len)` of a blob,
+/// with the BLAKE3 tree hashes that prove them.
+///
+/// `offset` is a multiple of [`limits::BLOB_CHUNK_GROUP`] and below the blob's
+/// size (0 for an empty blob); `len` is at most [`limits::BLOB_CHUNK`] and a
+/// multiple of the chunk group unless the range reaches the blob's end (a range
+/// past the end stops there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRequest {
     /// The blob.
@@ -250,20 +256,26 @@ pub struct BlobRequest {
     pub len: u32,
 }
 
-/// Responses on `/oda/<net>/blob/1`.
+/// Responses on `/oda/<net>/blob/2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BlobResponse {
-    /// Since v1: the bytes asked for (fewer only at the end of the blob).
+    /// Since v2: the range asked for in the bao encoding of the blob's BLAKE3
+    /// tree with chunk groups of [`limits::BLOB_CHUNK_GROUP`] bytes: a pre-order
+    /// walk of the tree restricted to the range, each parent on the way giving
+    /// its two 32-byte child hashes and each chunk group its bytes (see
+    /// `docs/protocol.md`). The receiver checks every chunk group against the
+    /// blob id as it arrives.
     Data {
         /// Total size of the blob.
         total: u64,
-        /// The bytes, starting at the requested offset.
+        /// Hash pairs and bytes, in tree order.
         #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
+        encoded: Vec<u8>,
     },
     /// Since v1: the peer does not hold this blob.
     NotFound,
-    /// Since v1: the request was invalid (offset past the end, len too large).
+    /// Since v1: the request was invalid (offset past the end or not on a chunk
+    /// group, len too large).
     BadRange(String),
 }
 

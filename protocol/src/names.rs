@@ -6,8 +6,12 @@ use std::str::FromStr;
 
 use crate::ids::WorkflowId;
 
-/// Current major version of every ODA mesh protocol.
+/// Current major version of every ODA mesh protocol but the blob protocol.
 pub const MAJOR: u32 = 1;
+
+/// Major version of the blob protocol: 2 since ranges carry their BLAKE3 tree
+/// hashes (a v1 peer sent bare bytes, checked only once the whole blob was in).
+pub const BLOB_MAJOR: u32 = 2;
 
 /// Number of workflow-id bytes in a jobs topic name (hex: twice as many digits).
 pub const JOBS_TOPIC_PREFIX_BYTES: usize = 8;
@@ -47,9 +51,9 @@ impl NetworkId {
         format!("/oda/{}/fact/{MAJOR}", self.0)
     }
 
-    /// `/oda/<net>/blob/1`: ranged blob reads.
+    /// `/oda/<net>/blob/2`: verified ranged blob reads.
     pub fn blob_protocol(&self) -> String {
-        format!("/oda/{}/blob/{MAJOR}", self.0)
+        format!("/oda/{}/blob/{BLOB_MAJOR}", self.0)
     }
 
     /// `/oda/<net>/id/1`: the identify protocol version string.
@@ -168,7 +172,7 @@ mod tests {
         assert_eq!(net.kad_protocol(), "/oda/test-1/kad/1");
         assert_eq!(net.job_protocol(), "/oda/test-1/job/1");
         assert_eq!(net.fact_protocol(), "/oda/test-1/fact/1");
-        assert_eq!(net.blob_protocol(), "/oda/test-1/blob/1");
+        assert_eq!(net.blob_protocol(), "/oda/test-1/blob/2");
         let wf = WorkflowId([0xab; 32]);
         let t = Topic::jobs(&wf);
         assert_eq!(t.encode(&net), "/oda/test-1/jobs/abababababababab/1");

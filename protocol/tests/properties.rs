@@ -327,14 +327,14 @@ fn a_message_of_exactly_the_limit_decodes() {
     let n = limits::BLOB_MESSAGE - 7;
     let m = BlobResponse::Data {
         total: 0,
-        bytes: vec![7; n],
+        encoded: vec![7; n],
     };
     let bytes = m.encode().unwrap();
     assert_eq!(bytes.len(), limits::BLOB_MESSAGE);
     assert_eq!(BlobResponse::decode(&bytes).unwrap(), m);
     let too_big = BlobResponse::Data {
         total: 0,
-        bytes: vec![7; n + 1],
+        encoded: vec![7; n + 1],
     };
     assert_eq!(
         too_big.encode().unwrap_err(),

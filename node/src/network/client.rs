@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use futures::future::Either;
-use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::{Multiaddr, PeerId};
-use oda_protocol::codec::limits;
 use oda_protocol::messages::{
     BlobRequest, BlobResponse, FactAnnounce, Gossip, JobRequest, JobResponse,
 };
@@ -19,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::scoring::Offence;
 use super::{JobReply, NetworkError};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Result of a command.
 pub type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
@@ -106,8 +105,6 @@ pub struct PeerInfo {
     pub gossip_score: Option<f64>,
 }
 
-/// How many blob range requests are in flight at once per transfer.
-const BLOB_WINDOW: usize = 8;
 /// How long a fact request to one provider may take during a lookup.
 const LOOKUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pauses before asking the DHT again for the providers of a blob nobody
@@ -135,7 +132,7 @@ impl Client {
         self.local
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {
+    pub(super) async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
@@ -342,12 +339,14 @@ impl Client {
         Ok(peers)
     }
 
-    /// Fetch a blob into the store from the mesh, verified: bytes stream to a
-    /// temporary file while being hashed, and only a file whose BLAKE3 equals the
-    /// blob id becomes visible. A provider that sends wrong bytes is penalised and
-    /// the next one is tried. When the size is known (facts carry it), a provider
-    /// announcing another size is treated as lying before any byte is written.
-    /// Returns the blob's size. Does nothing if the store already holds it.
+    /// Fetch a blob into the store from the mesh, verified: pieces come from
+    /// every provider at once, each chunk group checked against the blob id as
+    /// it arrives, and the blob becomes visible only once every piece has (see
+    /// [`super::fetch`]). A provider that sends a bad chunk is penalised and
+    /// dropped at that chunk; an interrupted fetch resumes where it stopped.
+    /// When the size is known (facts carry it), a provider announcing another
+    /// size is treated as lying before any byte is written. Returns the blob's
+    /// size. Does nothing if the store already holds it.
     ///
     /// A blob nobody provides is asked for again a few times
     /// ([`PROVIDER_RETRIES`]) before the fetch fails: a worker provides its
@@ -374,7 +373,7 @@ impl Client {
             .await
     }
 
-    /// Like [`Client::fetch_blob`], from the given peers in order.
+    /// Like [`Client::fetch_blob`], from the given peers (all at once).
     pub async fn fetch_blob_from(
         &self,
         blob: BlobId,
@@ -382,102 +381,7 @@ impl Client {
         providers: Vec<PeerId>,
         store: &Store,
     ) -> Result<u64, NetworkError> {
-        let mut attempts = Vec::new();
-        for peer in providers {
-            match self.fetch_from_one(blob, expected_size, peer, store).await {
-                Ok(size) => {
-                    if let Err(e) = self.provide_blob(&blob).await {
-                        tracing::debug!(%blob, error = %e, "could not announce fetched blob");
-                    }
-                    return Ok(size);
-                }
-                Err(FetchError::Lied(reason)) => {
-                    tracing::warn!(%peer, %blob, %reason, "provider sent wrong bytes; penalising");
-                    self.tell(Command::Penalise(peer, Offence::WrongBlobBytes))
-                        .await;
-                    attempts.push(format!("{peer}: {reason}"));
-                }
-                Err(FetchError::Failed(reason)) => attempts.push(format!("{peer}: {reason}")),
-                Err(FetchError::Store(e)) => return Err(NetworkError::Store(e.to_string())),
-            }
-        }
-        if attempts.is_empty() {
-            attempts.push("no provider found".into());
-        }
-        Err(NetworkError::BlobUnavailable {
-            blob: blob.to_string(),
-            attempts: attempts.join("; "),
-        })
-    }
-
-    async fn fetch_from_one(
-        &self,
-        blob: BlobId,
-        expected_size: Option<u64>,
-        peer: PeerId,
-        store: &Store,
-    ) -> Result<u64, FetchError> {
-        let chunk = limits::BLOB_CHUNK as u64;
-        let (total, bytes) = self.request_range(peer, blob, 0, chunk).await?;
-        if let Some(expected) = expected_size.filter(|e| *e != total) {
-            return Err(FetchError::Lied(format!(
-                "announced {total} bytes, the fact says {expected}"
-            )));
-        }
-        let mut writer = store.blob_writer().map_err(FetchError::Store)?;
-        check_chunk(0, total, chunk, &bytes)?;
-        writer.write(&bytes).map_err(FetchError::Store)?;
-        let mut pending = FuturesOrdered::new();
-        let mut next = bytes.len() as u64;
-        while next < total && pending.len() < BLOB_WINDOW {
-            pending.push_back(self.request_range(peer, blob, next, chunk));
-            next += chunk;
-        }
-        let mut offset = bytes.len() as u64;
-        while let Some(result) = pending.next().await {
-            let (t, bytes) = result?;
-            if t != total {
-                return Err(FetchError::Lied(format!(
-                    "total size changed from {total} to {t}"
-                )));
-            }
-            check_chunk(offset, total, chunk, &bytes)?;
-            writer.write(&bytes).map_err(FetchError::Store)?;
-            offset += bytes.len() as u64;
-            if next < total {
-                pending.push_back(self.request_range(peer, blob, next, chunk));
-                next += chunk;
-            }
-        }
-        match writer.finish(Some(blob)) {
-            Ok(_) => Ok(total),
-            Err(StoreError::HashMismatch { .. }) => {
-                Err(FetchError::Lied("bytes do not hash to the blob id".into()))
-            }
-            Err(e) => Err(FetchError::Store(e)),
-        }
-    }
-
-    async fn request_range(
-        &self,
-        peer: PeerId,
-        blob: BlobId,
-        offset: u64,
-        len: u64,
-    ) -> Result<(u64, Vec<u8>), FetchError> {
-        let req = BlobRequest {
-            blob,
-            offset,
-            len: len as u32,
-        };
-        match self.ask(|r| Command::RequestBlob(peer, req, r)).await {
-            Ok(BlobResponse::Data { total, bytes }) => Ok((total, bytes)),
-            Ok(BlobResponse::NotFound) => Err(FetchError::Failed("does not hold it".into())),
-            Ok(BlobResponse::BadRange(why)) => {
-                Err(FetchError::Failed(format!("refused range: {why}")))
-            }
-            Err(e) => Err(FetchError::Failed(e.to_string())),
-        }
+        super::fetch::fetch(self, blob, expected_size, providers, store).await
     }
 
     /// Send a job-protocol request and await the answer.
@@ -541,26 +445,4 @@ fn tolerate_small_mesh(
         }
         Ok(()) => Ok(()),
     }
-}
-
-/// Why fetching from one provider failed.
-enum FetchError {
-    /// The provider sent bytes or sizes that cannot be right.
-    Lied(String),
-    /// The provider could not serve (not found, timeout, disconnect).
-    Failed(String),
-    /// Our store failed.
-    Store(StoreError),
-}
-
-/// A chunk must be exactly as long as asked, except the last one.
-fn check_chunk(offset: u64, total: u64, chunk: u64, bytes: &[u8]) -> Result<(), FetchError> {
-    let expected = chunk.min(total.saturating_sub(offset));
-    if bytes.len() as u64 != expected {
-        return Err(FetchError::Lied(format!(
-            "range at {offset} has {} bytes, expected {expected}",
-            bytes.len()
-        )));
-    }
-    Ok(())
 }

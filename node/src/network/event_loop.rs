@@ -15,7 +15,6 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, Multiaddr, PeerId, Swarm};
-use oda_protocol::codec::limits;
 use oda_protocol::messages::{BlobRequest, BlobResponse, FactRequest, FactResponse, JobResponse};
 use oda_protocol::names::Topic;
 use oda_protocol::{ExprId, SignedFact, Wire};
@@ -27,7 +26,7 @@ use super::client::{Command, NetStats, PeerInfo, Reply};
 use super::peers::{to_trim, Activity, Connected};
 use super::scoring::{Offence, Reputation};
 use super::{keys, validate, JobReply, NetworkConfig, NetworkError, NetworkEvent, ReplyTo};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How often the loop checks that it is connected to somebody.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
@@ -832,27 +831,13 @@ fn settle<Req, Resp>(
     None
 }
 
-/// Serve one blob range from the store (runs on a blocking thread).
+/// Serve one blob range from the store, with the hashes that prove it
+/// (runs on a blocking thread).
 fn read_blob_range(store: &Store, request: &BlobRequest) -> BlobResponse {
-    let Some(total) = store.blob_size(&request.blob) else {
-        return BlobResponse::NotFound;
-    };
-    if request.len as usize > limits::BLOB_CHUNK {
-        return BlobResponse::BadRange(format!(
-            "len {} exceeds {}",
-            request.len,
-            limits::BLOB_CHUNK
-        ));
-    }
-    if request.offset > total {
-        return BlobResponse::BadRange(format!(
-            "offset {} is past the end ({total})",
-            request.offset
-        ));
-    }
-    let len = u64::from(request.len).min(total - request.offset);
-    match store.read_range(&request.blob, request.offset, len) {
-        Ok(bytes) => BlobResponse::Data { total, bytes },
+    match store.encode_range(&request.blob, request.offset, u64::from(request.len)) {
+        Ok((total, encoded)) => BlobResponse::Data { total, encoded },
+        Err(StoreError::BlobNotFound(_)) => BlobResponse::NotFound,
+        Err(StoreError::BadRange(why)) => BlobResponse::BadRange(why),
         Err(e) => {
             tracing::warn!(blob = %request.blob, error = %e, "cannot read blob for a peer");
             BlobResponse::NotFound

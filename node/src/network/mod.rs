@@ -15,6 +15,7 @@ mod behaviour;
 mod client;
 pub mod codec;
 mod event_loop;
+mod fetch;
 pub mod keys;
 mod peers;
 pub mod scoring;

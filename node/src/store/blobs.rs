@@ -156,9 +156,16 @@ impl BlobWriter {
 }
 
 /// Deletes a temporary file when dropped, unless disarmed.
-struct TempFile {
+pub(super) struct TempFile {
     path: PathBuf,
     armed: bool,
+}
+
+impl TempFile {
+    /// Guard the file at `path` (armed).
+    pub(super) fn new(path: PathBuf) -> Self {
+        TempFile { path, armed: true }
+    }
 }
 
 impl Drop for TempFile {
@@ -201,7 +208,7 @@ impl Store {
             .map_err(StoreError::io("create temporary blob file", &path))?;
         Ok(BlobWriter {
             file: BufWriter::with_capacity(256 * 1024, file),
-            guard: TempFile { path, armed: true },
+            guard: TempFile::new(path),
             hasher: blake3::Hasher::new(),
             written: 0,
             store: self.clone(),
@@ -404,7 +411,7 @@ impl Store {
     }
 
     /// Rename a finished temporary file into place and record its metadata.
-    fn commit_blob(&self, temp: &mut TempFile, id: BlobId, size: u64) -> Result<(), StoreError> {
+    pub(super) fn commit_blob(&self, temp: &mut TempFile, id: BlobId, size: u64) -> Result<(), StoreError> {
         let final_path = self.blob_file(&id);
         let mut state = self.lock_blobs();
         let existing = self.blob_record(&id)?;
@@ -434,7 +441,7 @@ impl Store {
         Ok(())
     }
 
-    fn touch(&self, id: &BlobId) -> Result<(), StoreError> {
+    pub(super) fn touch(&self, id: &BlobId) -> Result<(), StoreError> {
         let _state = self.lock_blobs();
         if let Some(mut rec) = self.blob_record(id)? {
             rec.last_access_ms = now_ms();
@@ -506,7 +513,7 @@ impl Store {
     }
 
     /// Remove one blob: demote the held facts using it, then remove its metadata,
-    /// then its file (see the module doc for why this order).
+    /// then its file and its outboard (see the module doc for why this order).
     fn evict_locked(
         &self,
         state: &mut BlobState,
@@ -525,9 +532,11 @@ impl Store {
         state.total_bytes = state.total_bytes.saturating_sub(size);
         let path = self.blob_file(id);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(demoted),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(demoted),
-            Err(e) => Err(StoreError::io("delete blob file", path)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("delete blob file", path)(e)),
         }
+        self.remove_outboard(id)?;
+        Ok(demoted)
     }
 }

@@ -65,6 +65,19 @@ pub enum StoreError {
         /// The id of the bytes actually written.
         actual: BlobId,
     },
+    /// A blob-protocol range is not one the store serves (see
+    /// [`super::piece_chunks`]).
+    #[error("bad blob range: {0}")]
+    BadRange(String),
+    /// Bytes or hashes received for a blob being fetched do not match its id;
+    /// nothing of them was kept.
+    #[error("blob {blob}: {reason}")]
+    BadPiece {
+        /// The blob.
+        blob: BlobId,
+        /// Which part failed and how.
+        reason: String,
+    },
     /// The blob is not in the store.
     #[error("blob {0} is not in the store")]
     BlobNotFound(BlobId),

@@ -6,12 +6,16 @@
 //! <dir>/db/            sled database (trees listed in `records`)
 //! <dir>/blobs/<hex>    blob bytes, file named by the BlobId in lowercase hex
 //! <dir>/blobs/tmp/     blob files being written
+//! <dir>/outboards/<hex> the blob's BLAKE3 tree hashes, for verified ranged reads
+//! <dir>/partial/       blobs being fetched, resumable
 //! ```
 //!
 //! Submodules: `error` ([`StoreError`]), `records` (tree layout and record
 //! encoding), `blobs` (blob files, pins, LRU eviction), `facts` (facts, the index
 //! by expression, "held" facts), `catalog` (workflows, expressions, endorsements),
-//! `repair` (the consistency check run by [`Store::open`]).
+//! `outboards` (each blob's BLAKE3 tree and verified ranges of it), `partial`
+//! (blobs being fetched, checked piece by piece), `repair` (the consistency
+//! check run by [`Store::open`]).
 //!
 //! # Consistency and durability
 //!
@@ -53,6 +57,8 @@ mod catalog;
 mod counts;
 mod error;
 mod facts;
+mod outboards;
+mod partial;
 mod records;
 mod repair;
 #[cfg(test)]
@@ -66,6 +72,8 @@ use oda_protocol::FactId;
 
 pub use blobs::{BlobInUse, BlobMeta, BlobWriter, GcReport, MAX_RANGE_READ};
 pub use error::StoreError;
+pub use outboards::piece_chunks;
+pub use partial::{PartialBlob, STALE_PARTIAL};
 
 use records::{trees, FORMAT_KEY, FORMAT_VERSION};
 
@@ -123,6 +131,11 @@ pub struct OpenReport {
     /// Eviction run at the end of the check, if the blobs exceeded the cap (for
     /// example after the cap was lowered).
     pub gc: Option<GcReport>,
+    /// Outboards whose blob is gone (a crash between moving a fetched blob's
+    /// hashes and its bytes into place, or during an eviction), deleted.
+    pub orphan_outboards_removed: usize,
+    /// Files of fetches abandoned more than [`STALE_PARTIAL`] ago, deleted.
+    pub stale_partials_removed: usize,
 }
 
 impl OpenReport {
@@ -134,6 +147,7 @@ impl OpenReport {
             && self.metas_without_file == 0
             && self.wrong_size_files_removed == 0
             && self.corrupt_metas_removed == 0
+            && self.orphan_outboards_removed == 0
             && self.facts_demoted.is_empty()
     }
 }
@@ -182,6 +196,8 @@ struct Inner {
     dir: PathBuf,
     blob_dir: PathBuf,
     tmp_dir: PathBuf,
+    outboard_dir: PathBuf,
+    partial_dir: PathBuf,
     cap: u64,
     db: sled::Db,
     t: Trees,
@@ -190,6 +206,8 @@ struct Inner {
     blob_state: Mutex<BlobState>,
     /// Records of each kind (see [`counts`]).
     counts: counts::Counts,
+    /// One lock per blob being fetched (see [`Store::fetch_lock`]).
+    fetch_locks: partial::FetchLocks,
 }
 
 struct Trees {
@@ -218,7 +236,9 @@ impl Store {
         let dir = cfg.dir;
         let blob_dir = dir.join("blobs");
         let tmp_dir = blob_dir.join("tmp");
-        for d in [&dir, &blob_dir, &tmp_dir] {
+        let outboard_dir = dir.join("outboards");
+        let partial_dir = dir.join("partial");
+        for d in [&dir, &blob_dir, &tmp_dir, &outboard_dir, &partial_dir] {
             std::fs::create_dir_all(d).map_err(StoreError::io("create directory", d))?;
         }
         let db_path = dir.join("db");
@@ -243,6 +263,8 @@ impl Store {
                 dir,
                 blob_dir,
                 tmp_dir,
+                outboard_dir,
+                partial_dir,
                 cap: cfg.blob_cap_bytes,
                 db,
                 t,
@@ -251,6 +273,7 @@ impl Store {
                     in_use: Default::default(),
                 }),
                 counts: counts::Counts::default(),
+                fetch_locks: Default::default(),
             }),
         };
         let report = store.check_and_repair()?;

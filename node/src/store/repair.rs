@@ -25,6 +25,8 @@ impl Store {
         let known = self.check_blob_metas(&mut report)?;
         let adopted = self.adopt_orphan_files(&mut report)?;
         state.total_bytes = known.saturating_add(adopted);
+        report.orphan_outboards_removed = self.remove_orphan_outboards()?;
+        report.stale_partials_removed = self.remove_stale_partials(super::STALE_PARTIAL)?;
         self.check_held_facts(&mut report)?;
         if state.total_bytes > self.inner.cap {
             report.gc = Some(self.gc_locked(&mut state, None)?);
@@ -149,6 +151,27 @@ impl Store {
             }
         }
         Ok(adopted_bytes)
+    }
+
+    /// Delete outboards (and stray files) in `outboards/` whose blob the
+    /// store does not hold; returns how many.
+    fn remove_orphan_outboards(&self) -> Result<usize, StoreError> {
+        let dir = &self.inner.outboard_dir;
+        let mut removed = 0;
+        for entry in fs::read_dir(dir).map_err(StoreError::io("list directory", dir))? {
+            let entry = entry.map_err(StoreError::io("list directory", dir))?;
+            let path = entry.path();
+            let id = entry.file_name().to_str().and_then(parse_blob_file_name);
+            let held = match id {
+                Some(id) => self.blob_record(&id)?.is_some(),
+                None => false,
+            };
+            if !held {
+                fs::remove_file(&path).map_err(StoreError::io("delete orphan outboard", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Demote held facts whose record is unreadable, whose fact is missing or whose

@@ -516,7 +516,7 @@ pub fn blob_request() -> impl Strategy<Value = BlobRequest> {
 pub fn blob_response() -> impl Strategy<Value = BlobResponse> {
     prop_oneof![
         (any::<u64>(), vec(any::<u8>(), 0..64))
-            .prop_map(|(total, bytes)| BlobResponse::Data { total, bytes }),
+            .prop_map(|(total, encoded)| BlobResponse::Data { total, encoded }),
         Just(BlobResponse::NotFound),
         text().prop_map(BlobResponse::BadRange),
     ]

@@ -518,7 +518,7 @@ impl Fixtures {
                 "blob_response_data",
                 BlobResponse::Data {
                     total: 5,
-                    bytes: b"ello".to_vec(),
+                    encoded: b"ello".to_vec(),
                 },
             ),
             ("blob_response_not_found", BlobResponse::NotFound),
