@@ -265,54 +265,73 @@ async fn gossip_reaches_all_subscribers_and_garbage_is_not_forwarded() {
     assert!(b_score.unwrap_or(0.0) >= 0.0, "c penalised b: {b_score:?}");
 }
 
+/// Blob ranges a node has served to others so far.
+async fn ranges_served(node: &common::Peer) -> u64 {
+    node.client.stats().await.expect("stats").blob_ranges_served
+}
+
+/// Connect `fetcher` to each of `providers` and wait until it sees them all.
+async fn connect_all(fetcher: &common::Peer, providers: &[&common::Peer]) {
+    for p in providers {
+        fetcher.client.dial(p.addr.clone()).await.expect("dial");
+    }
+    let ids: Vec<_> = providers.iter().map(|p| p.key.peer_id()).collect();
+    eventually(
+        "the fetcher connected to every provider",
+        Duration::from_secs(10),
+        || {
+            let (c, ids) = (fetcher.client.clone(), ids.clone());
+            async move {
+                let peers = c.peers().await.ok()?;
+                ids.iter()
+                    .all(|id| peers.iter().any(|p| p.peer == *id))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+const MIB: u64 = 1024 * 1024;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_blob_is_fetched_verified_and_a_lying_provider_is_skipped() {
     let net = test_network("blob");
     let (_boot, peers) = mesh(&net, 3).await;
     let (honest, liar, fetcher) = (&peers[0], &peers[1], &peers[2]);
 
-    let bytes = pseudo_random_bytes(50 * 1024 * 1024, 42);
+    let bytes = pseudo_random_bytes(50 * MIB as usize, 42);
     let blob = BlobId::of(&bytes);
     honest.store.put_blob(&bytes).unwrap();
     liar.store.put_blob(&bytes).unwrap();
-    // The liar's disk now holds other bytes of the same length under that id.
+    // The liar serves the true hashes (computed now, from the true bytes) with
+    // other bytes of the same length: one flipped bit in every piece.
+    liar.store.encode_range(&blob, 0, MIB).unwrap();
     let path = liar.store.blob_path(&blob).expect("liar holds the blob");
     let mut corrupted = bytes.clone();
-    corrupted[30 * 1024 * 1024] ^= 0x01;
+    for piece in 0..50 {
+        corrupted[piece * MIB as usize + 777] ^= 0x01;
+    }
     std::fs::write(&path, &corrupted).unwrap();
-    drop(bytes);
+    drop((bytes, corrupted));
     // Both providers reachable first: a fetch that cannot dial the liar
     // would skip it without a lie to catch.
-    for p in [liar, honest] {
-        fetcher.client.dial(p.addr.clone()).await.expect("dial");
-    }
-    let (liar_id, honest_id) = (liar.key.peer_id(), honest.key.peer_id());
-    eventually(
-        "the fetcher connected to both providers",
-        Duration::from_secs(10),
-        || {
-            let c = fetcher.client.clone();
-            async move {
-                let peers = c.peers().await.ok()?;
-                let has = |id| peers.iter().any(|p| p.peer == id);
-                (has(liar_id) && has(honest_id)).then_some(())
-            }
-        },
-    )
-    .await;
+    connect_all(fetcher, &[liar, honest]).await;
 
-    // Liar first: its bytes are caught, it is penalised, the honest peer is used.
+    // Both asked at once: the liar is caught at its first piece (its other
+    // pieces in flight fail too, at most a window of them), penalised and
+    // dropped; the honest peer serves everything else.
     let size = fetcher
         .client
         .fetch_blob_from(
             blob,
-            Some(50 * 1024 * 1024),
+            Some(50 * MIB),
             vec![liar.key.peer_id(), honest.key.peer_id()],
             &fetcher.store,
         )
         .await
         .expect("fetched from the honest provider");
-    assert_eq!(size, 50 * 1024 * 1024);
+    assert_eq!(size, 50 * MIB);
     let got = fetcher
         .store
         .read_range(&blob, 0, size)
@@ -327,6 +346,10 @@ async fn a_large_blob_is_fetched_verified_and_a_lying_provider_is_skipped() {
         liar_rep.unwrap_or(0.0) < 0.0,
         "liar not penalised: {liar_rep:?}"
     );
+    let (from_liar, from_honest) = (ranges_served(liar).await, ranges_served(honest).await);
+    assert!(from_liar <= 8, "the liar served {from_liar} pieces");
+    assert!(from_honest >= 50 - from_liar, "honest served {from_honest}");
+    assert!(from_honest <= 50, "honest served {from_honest}");
 
     // Provider discovery through the DHT: the fetcher announced itself as a
     // provider, and a new peer finds and fetches it.
@@ -336,13 +359,65 @@ async fn a_large_blob_is_fetched_verified_and_a_lying_provider_is_skipped() {
     let store = newcomer.store.clone();
     eventually("newcomer fetches through the DHT", DEADLINE, || {
         let (client, store) = (client.clone(), store.clone());
-        async move {
-            client
-                .fetch_blob(blob, Some(50 * 1024 * 1024), &store)
-                .await
-                .ok()
-        }
+        async move { client.fetch_blob(blob, Some(50 * MIB), &store).await.ok() }
     })
     .await;
     assert!(newcomer.store.has_blob(&blob));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_comes_from_several_providers_at_once_and_a_fetch_resumes() {
+    let net = test_network("blob-many");
+    let (_boot, peers) = mesh(&net, 3).await;
+    let (a, b, fetcher) = (&peers[0], &peers[1], &peers[2]);
+    let bytes = pseudo_random_bytes(40 * MIB as usize, 7);
+    let blob = BlobId::of(&bytes);
+    a.store.put_blob(&bytes).unwrap();
+    b.store.put_blob(&bytes).unwrap();
+    connect_all(fetcher, &[a, b]).await;
+
+    // The size is not given: the first provider proves it, then both serve.
+    let size = fetcher
+        .client
+        .fetch_blob_from(
+            blob,
+            None,
+            vec![a.key.peer_id(), b.key.peer_id()],
+            &fetcher.store,
+        )
+        .await
+        .expect("fetched");
+    assert_eq!(size, 40 * MIB);
+    let got = fetcher.store.read_range(&blob, 0, size).unwrap();
+    assert!(got == bytes, "fetched bytes differ");
+    let (from_a, from_b) = (ranges_served(a).await, ranges_served(b).await);
+    assert_eq!(from_a + from_b, 40, "a served {from_a}, b {from_b}");
+    assert!(from_a >= 8 && from_b >= 8, "a served {from_a}, b {from_b}");
+
+    // An interrupted fetch (12 pieces verified, as by a fetch that stopped)
+    // resumes: the provider is asked only for the other 28.
+    let other = pseudo_random_bytes(40 * MIB as usize, 8);
+    let other_id = BlobId::of(&other);
+    a.store.put_blob(&other).unwrap();
+    let before = ranges_served(a).await;
+    {
+        let partial = fetcher.store.partial_blob(other_id, 40 * MIB).unwrap();
+        for (offset, len) in partial.missing().into_iter().take(12) {
+            let (_, encoded) = a.store.encode_range(&other_id, offset, len.into()).unwrap();
+            partial.write_piece(offset, len, &encoded).unwrap();
+        }
+    }
+    fetcher
+        .client
+        .fetch_blob_from(
+            other_id,
+            Some(40 * MIB),
+            vec![a.key.peer_id()],
+            &fetcher.store,
+        )
+        .await
+        .expect("resumed");
+    assert_eq!(ranges_served(a).await - before, 28);
+    let got = fetcher.store.read_range(&other_id, 0, 40 * MIB).unwrap();
+    assert!(got == other, "resumed bytes differ");
 }

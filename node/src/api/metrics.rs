@@ -130,6 +130,13 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     );
     metric(
         &mut out,
+        "oda_blob_ranges_served_total",
+        "counter",
+        "Blob ranges (up to 1 MiB each, with their BLAKE3 tree hashes) served to other peers.",
+        &[("", net.blob_ranges_served as f64)],
+    );
+    metric(
+        &mut out,
         "oda_rpc_waiting",
         "gauge",
         "Job RPCs waiting for the scheduler to take them.",

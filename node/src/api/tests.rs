@@ -485,6 +485,7 @@ async fn workflows_submission_and_jobs() {
         "# TYPE oda_dht_queries_total counter",
         // Alone: nobody asked it anything, and it gossiped to nobody.
         "oda_dht_requests_served_total 0",
+        "oda_blob_ranges_served_total 0",
         "oda_gossip_published_total 0",
     ] {
         assert!(

@@ -88,6 +88,9 @@ pub struct NetStats {
     pub dht_queries: u64,
     /// DHT requests from other peers this node answered.
     pub dht_requests_served: u64,
+    /// Blob ranges (pieces of up to 1 MiB with their hashes) this node
+    /// served to other peers.
+    pub blob_ranges_served: u64,
 }
 
 /// A connected peer.
@@ -132,7 +135,10 @@ impl Client {
         self.local
     }
 
-    pub(super) async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {
+    pub(super) async fn ask<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, NetworkError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))

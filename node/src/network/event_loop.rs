@@ -355,6 +355,9 @@ impl EventLoop {
                 }
             }
             Command::RespondBlob(channel, response) => {
+                if matches!(response, BlobResponse::Data { .. }) {
+                    self.stats.blob_ranges_served += 1;
+                }
                 if self
                     .swarm
                     .behaviour_mut()

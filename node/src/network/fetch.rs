@@ -212,18 +212,26 @@ impl Fetch<'_> {
     }
 
     /// Ask one provider for one piece.
-    async fn request(&self, peer: PeerId, (offset, len): Piece) -> Result<(u64, Vec<u8>), FetchError> {
+    async fn request(
+        &self,
+        peer: PeerId,
+        (offset, len): Piece,
+    ) -> Result<(u64, Vec<u8>), FetchError> {
         let req = BlobRequest {
             blob: self.blob,
             offset,
             len,
         };
-        match self.client.ask(|r| Command::RequestBlob(peer, req, r)).await {
+        match self
+            .client
+            .ask(|r| Command::RequestBlob(peer, req, r))
+            .await
+        {
             Ok(BlobResponse::Data { total, encoded }) => Ok((total, encoded)),
             Ok(BlobResponse::NotFound) => Err(FetchError::Failed("does not hold it".into())),
-            Ok(BlobResponse::BadRange(why)) => {
-                Err(FetchError::Failed(format!("refused range at {offset}: {why}")))
-            }
+            Ok(BlobResponse::BadRange(why)) => Err(FetchError::Failed(format!(
+                "refused range at {offset}: {why}"
+            ))),
             Err(e) => Err(FetchError::Failed(e.to_string())),
         }
     }
@@ -235,9 +243,7 @@ impl Fetch<'_> {
         match e {
             FetchError::Lied(reason) => {
                 tracing::warn!(%peer, blob = %self.blob, %reason, "provider sent wrong bytes; penalising");
-                self.client
-                    .penalise(peer, Offence::WrongBlobBytes)
-                    .await;
+                self.client.penalise(peer, Offence::WrongBlobBytes).await;
                 self.attempts.push(format!("{peer}: {reason}"));
                 Ok(())
             }
@@ -263,7 +269,11 @@ fn same_size(total: u64, size: u64) -> Result<(), FetchError> {
 }
 
 /// Check and write one piece on a blocking thread.
-async fn write(partial: &Arc<PartialBlob>, (offset, len): Piece, encoded: Vec<u8>) -> Result<(), FetchError> {
+async fn write(
+    partial: &Arc<PartialBlob>,
+    (offset, len): Piece,
+    encoded: Vec<u8>,
+) -> Result<(), FetchError> {
     let partial = Arc::clone(partial);
     blocking(move || partial.write_piece(offset, len, &encoded)).await
 }
@@ -286,9 +296,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn pop(queue: &Mutex<VecDeque<Piece>>) -> Option<Piece> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+    queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop_front()
 }
 
 fn queue_is_empty(queue: &Mutex<VecDeque<Piece>>) -> bool {
-    queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty()
 }

@@ -411,7 +411,12 @@ impl Store {
     }
 
     /// Rename a finished temporary file into place and record its metadata.
-    pub(super) fn commit_blob(&self, temp: &mut TempFile, id: BlobId, size: u64) -> Result<(), StoreError> {
+    pub(super) fn commit_blob(
+        &self,
+        temp: &mut TempFile,
+        id: BlobId,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let final_path = self.blob_file(&id);
         let mut state = self.lock_blobs();
         let existing = self.blob_record(&id)?;

@@ -59,6 +59,8 @@ mod error;
 mod facts;
 mod outboards;
 mod partial;
+#[cfg(test)]
+mod partial_tests;
 mod records;
 mod repair;
 #[cfg(test)]

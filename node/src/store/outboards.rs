@@ -41,14 +41,14 @@ pub fn piece_chunks(offset: u64, len: u64, total: u64) -> Result<ChunkRanges, St
     if len > limits::BLOB_CHUNK as u64 {
         return Err(format!("len {len} exceeds {}", limits::BLOB_CHUNK));
     }
-    if offset % group != 0 {
+    if !offset.is_multiple_of(group) {
         return Err(format!("offset {offset} is not a multiple of {group}"));
     }
     if offset >= total && !(offset == 0 && total == 0) {
         return Err(format!("offset {offset} is past the end ({total} bytes)"));
     }
     let end = offset.saturating_add(len).min(total);
-    if end < total && end % group != 0 {
+    if end < total && !end.is_multiple_of(group) {
         return Err(format!(
             "range end {end} is neither a multiple of {group} nor the blob's end ({total})"
         ));

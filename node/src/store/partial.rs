@@ -260,7 +260,8 @@ impl PartialBlob {
         for (i, v) in verified.iter_mut().enumerate() {
             let offset = i as u64 * PIECE;
             let len = PIECE.min(self.size() - offset);
-            *v = piece_chunks(offset, len, self.size()).is_ok_and(|piece| valid.is_superset(&piece));
+            *v =
+                piece_chunks(offset, len, self.size()).is_ok_and(|piece| valid.is_superset(&piece));
         }
         let kept = verified.iter().filter(|v| **v).count();
         tracing::info!(blob = %self.id, pieces = verified.len(), kept, "resuming an interrupted fetch");
