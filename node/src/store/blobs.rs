@@ -1,5 +1,5 @@
 //! Blob bytes: one file per blob under `blobs/`, written through [`BlobWriter`]
-//! (hashed while written, `fsync`, atomic rename, `fsync` of the directory), their
+//! (`fsync`, hashed with its BLAKE3 tree, atomic rename, `fsync` of the directory), their
 //! metadata in tree `blob_meta`, ranged reads, pins, guards for blobs that
 //! running jobs read ([`BlobInUse`]), and least-recently-used eviction under
 //! the size cap.
@@ -93,7 +93,6 @@ pub struct BlobWriter {
     // Field order matters: the file is closed before the guard deletes it.
     file: BufWriter<File>,
     guard: TempFile,
-    hasher: blake3::Hasher,
     written: u64,
     store: Store,
 }
@@ -114,7 +113,6 @@ impl BlobWriter {
             "write temporary blob file",
             &self.guard.path,
         ))?;
-        self.hasher.update(bytes);
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -133,7 +131,6 @@ impl BlobWriter {
         let BlobWriter {
             file,
             mut guard,
-            hasher,
             written,
             store,
         } = self;
@@ -143,12 +140,17 @@ impl BlobWriter {
         file.sync_all()
             .map_err(StoreError::io("sync temporary blob file", &guard.path))?;
         drop(file);
-        let actual = BlobId(*hasher.finalize().as_bytes());
+        // One pass over the bytes (in the page cache now) gives the id and
+        // the tree hashes that peers' ranged reads are proved with.
+        let (actual, outboard) = store.hash_file(&guard.path, written)?;
         if let Some(expected) = expected {
             if expected != actual {
-                // `guard` deletes the temporary file.
+                // The guards delete the temporary files.
                 return Err(StoreError::HashMismatch { expected, actual });
             }
+        }
+        if let Some(mut outboard) = outboard {
+            store.place_outboard(&mut outboard, &actual)?;
         }
         store.commit_blob(&mut guard, actual, written)?;
         Ok(actual)
@@ -165,6 +167,16 @@ impl TempFile {
     /// Guard the file at `path` (armed).
     pub(super) fn new(path: PathBuf) -> Self {
         TempFile { path, armed: true }
+    }
+
+    /// The guarded file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keep the file: it has been moved into place.
+    pub(super) fn disarm(&mut self) {
+        self.armed = false;
     }
 }
 
@@ -209,7 +221,6 @@ impl Store {
         Ok(BlobWriter {
             file: BufWriter::with_capacity(256 * 1024, file),
             guard: TempFile::new(path),
-            hasher: blake3::Hasher::new(),
             written: 0,
             store: self.clone(),
         })

@@ -1,9 +1,10 @@
 //! The BLAKE3 tree of each stored blob, for verified ranged reads: the tree's
 //! geometry (chunk groups of [`limits::BLOB_CHUNK_GROUP`] bytes), which chunks a
 //! blob-protocol range covers ([`piece_chunks`]), and the tree's hashes (a
-//! bao-tree post-order outboard) under `outboards/<hex>`, written when a blob
-//! is fetched, computed from the blob's bytes the first time a peer asks for a
-//! range of one stored another way, and deleted with the blob.
+//! bao-tree post-order outboard) under `outboards/<hex>`: computed when a blob
+//! is written (the pass that finds its id), kept from the hashes that came
+//! with it when it is fetched, recomputed when one is missing or damaged (the
+//! first time a peer asks for a range of it), and deleted with the blob.
 //!
 //! An outboard depends only on the blob's bytes, so it is never stale; one
 //! with the wrong length (a crash while it was written) is recomputed. Blobs
@@ -14,12 +15,12 @@ use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use bao_tree::io::outboard::PostOrderOutboard;
-use bao_tree::io::sync::{encode_ranges, outboard_post_order};
+use bao_tree::io::sync::{encode_ranges, outboard_post_order, ReadAt, Size, WriteAt};
 use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
 use oda_protocol::codec::limits;
 use oda_protocol::BlobId;
 
-use super::blobs::IO_CHUNK;
+use super::blobs::{TempFile, IO_CHUNK};
 use super::error::StoreError;
 use super::Store;
 
@@ -77,8 +78,11 @@ impl Store {
         let total = self.blob_size(id).ok_or(StoreError::BlobNotFound(*id))?;
         let ranges = piece_chunks(offset, len, total).map_err(StoreError::BadRange)?;
         let path = self.blob_file(id);
-        let data = open_blob(id, &path)?;
+        let file = open_blob(id, &path)?;
         let outboard = self.outboard(id, total, &path)?;
+        let end = offset.saturating_add(len).min(total);
+        let data = Region::read(&file, offset, (end - offset) as usize)
+            .map_err(StoreError::io("read blob file", &path))?;
         let mut encoded = Vec::with_capacity(len as usize + 8 * 1024);
         encode_ranges(&data, &outboard, &ranges, &mut encoded)
             .map_err(|e| StoreError::io("encode blob range", &path)(io::Error::other(e)))?;
@@ -124,55 +128,75 @@ impl Store {
         Ok(PostOrderOutboard { root, tree, data })
     }
 
-    /// Hash the blob's file into a new outboard: a temporary file, `fsync`ed,
-    /// then renamed into place. Fails if the file no longer hashes to its id.
+    /// Hash the blob's file into a new outboard and move it into place.
+    /// Fails if the file no longer hashes to its id.
     fn compute_outboard(
         &self,
         id: &BlobId,
         tree: BaoTree,
         blob_path: &Path,
     ) -> Result<(), StoreError> {
-        let data = BufReader::with_capacity(IO_CHUNK, open_blob(id, blob_path)?);
-        let temp = self
-            .inner
-            .tmp_dir
-            .join(format!("{:016x}.obao", rand::random::<u64>()));
+        let (actual, outboard) = self.hash_file(blob_path, tree.size())?;
+        if actual != *id {
+            return Err(StoreError::HashMismatch {
+                expected: *id,
+                actual,
+            });
+        }
+        match outboard {
+            Some(mut outboard) => self.place_outboard(&mut outboard, id),
+            None => Ok(()),
+        }
+    }
+
+    /// Hash the `size` bytes of the file at `path`: their blob id and, for
+    /// more than one chunk group, their outboard in a new temporary file
+    /// (`fsync`ed; deleted when the guard drops unless placed).
+    pub(super) fn hash_file(
+        &self,
+        path: &Path,
+        size: u64,
+    ) -> Result<(BlobId, Option<TempFile>), StoreError> {
+        let tree = tree(size);
+        let data = File::open(path).map_err(StoreError::io("open file to hash", path))?;
+        if tree.outboard_size() == 0 {
+            let mut bytes = Vec::with_capacity(size as usize);
+            io::Read::read_to_end(&mut io::Read::take(data, size), &mut bytes)
+                .map_err(StoreError::io("read file to hash", path))?;
+            return Ok((BlobId(*blake3::hash(&bytes).as_bytes()), None));
+        }
+        let guard = TempFile::new(
+            self.inner
+                .tmp_dir
+                .join(format!("{:016x}.obao", rand::random::<u64>())),
+        );
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&temp)
-            .map_err(StoreError::io("create temporary outboard", &temp))?;
+            .open(guard.path())
+            .map_err(StoreError::io("create temporary outboard", guard.path()))?;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
-        let result = outboard_post_order(data, tree, &mut out)
-            .map_err(StoreError::io("hash blob into its outboard", blob_path))
-            .and_then(|root| {
-                let file = out
-                    .into_inner()
-                    .map_err(|e| StoreError::io("write outboard", &temp)(e.into_error()))?;
-                file.sync_all()
-                    .map_err(StoreError::io("sync outboard", &temp))?;
-                Ok(BlobId(*root.as_bytes()))
-            })
-            .and_then(|actual| {
-                if actual == *id {
-                    Ok(())
-                } else {
-                    Err(StoreError::HashMismatch {
-                        expected: *id,
-                        actual,
-                    })
-                }
-            });
-        match result {
-            Ok(()) => {
-                let path = self.outboard_file(id);
-                fs::rename(&temp, &path).map_err(StoreError::io("move outboard into place", &path))
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                Err(e)
-            }
-        }
+        let root = outboard_post_order(BufReader::with_capacity(IO_CHUNK, data), tree, &mut out)
+            .map_err(StoreError::io("hash file into its outboard", path))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| StoreError::io("write outboard", guard.path())(e.into_error()))?;
+        file.sync_all()
+            .map_err(StoreError::io("sync outboard", guard.path()))?;
+        Ok((BlobId(*root.as_bytes()), Some(guard)))
+    }
+
+    /// Move a finished temporary outboard into place as the outboard of `id`.
+    pub(super) fn place_outboard(
+        &self,
+        outboard: &mut TempFile,
+        id: &BlobId,
+    ) -> Result<(), StoreError> {
+        let path = self.outboard_file(id);
+        fs::rename(outboard.path(), &path)
+            .map_err(StoreError::io("move outboard into place", &path))?;
+        outboard.disarm();
+        Ok(())
     }
 
     /// Delete a blob's outboard (if it has one).
@@ -196,4 +220,120 @@ fn open_blob(id: &BlobId, path: &Path) -> Result<File, StoreError> {
             StoreError::io("open blob file", path)(e)
         }
     })
+}
+
+/// Bytes `[start, start + len)` of a blob in memory, read and written at blob
+/// offsets, so that encoding or decoding a piece touches the file once
+/// instead of once per chunk group.
+#[derive(Debug)]
+pub(super) struct Region {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Region {
+    /// `len` zero bytes standing for the blob's bytes from `start`.
+    pub(super) fn zeroed(start: u64, len: usize) -> Self {
+        Region {
+            start,
+            bytes: vec![0; len],
+        }
+    }
+
+    /// `len` bytes of `file` from `start`.
+    pub(super) fn read(file: &File, start: u64, len: usize) -> io::Result<Self> {
+        let mut bytes = vec![0; len];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, start)?;
+        Ok(Region { start, bytes })
+    }
+
+    /// Write the bytes to `file` at their offset.
+    pub(super) fn write_to(&self, file: &File) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(file, &self.bytes, self.start)
+    }
+
+    /// The bytes from `pos` on, or an error naming what lies outside.
+    fn at(&self, pos: u64, len: usize) -> io::Result<std::ops::Range<usize>> {
+        pos.checked_sub(self.start)
+            .map(|i| i as usize)
+            .filter(|&i| i <= self.bytes.len())
+            .map(|i| i..(i + len).min(self.bytes.len()))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "byte {pos} is outside the piece at {} ({} bytes)",
+                    self.start,
+                    self.bytes.len()
+                ))
+            })
+    }
+}
+
+impl ReadAt for Region {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let range = self.at(pos, buf.len())?;
+        let n = range.len();
+        buf[..n].copy_from_slice(&self.bytes[range]);
+        Ok(n)
+    }
+}
+
+impl Size for Region {
+    fn size(&self) -> io::Result<Option<u64>> {
+        Ok(Some(self.start + self.bytes.len() as u64))
+    }
+}
+
+impl WriteAt for Region {
+    fn write_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<usize> {
+        let range = self.at(pos, buf.len())?;
+        let n = range.len();
+        self.bytes[range].copy_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hash pairs a decoder saves, gathered to be written to the outboard file
+/// in a few contiguous runs (a piece's subtree is contiguous in post order)
+/// rather than 64 bytes at a time.
+#[derive(Debug, Default)]
+pub(super) struct HashWrites(Vec<(u64, Vec<u8>)>);
+
+impl HashWrites {
+    /// Write the gathered hashes to `file`, one write per contiguous run.
+    pub(super) fn write_to(mut self, file: &File) -> io::Result<()> {
+        self.0.sort_unstable_by_key(|(pos, _)| *pos);
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (pos, bytes) in self.0 {
+            match runs.last_mut() {
+                Some((start, run)) if *start + run.len() as u64 == pos => run.extend(bytes),
+                _ => runs.push((pos, bytes)),
+            }
+        }
+        for (pos, run) in runs {
+            std::os::unix::fs::FileExt::write_all_at(file, &run, pos)?;
+        }
+        Ok(())
+    }
+}
+
+impl WriteAt for HashWrites {
+    fn write_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<usize> {
+        self.0.push((pos, buf.to_vec()));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ReadAt for HashWrites {
+    /// Never called: decoding only saves hashes.
+    fn read_at(&self, _pos: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::other("gathered hash writes are not read back"))
+    }
 }

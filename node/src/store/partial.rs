@@ -26,7 +26,7 @@ use oda_protocol::BlobId;
 
 use super::blobs::TempFile;
 use super::error::StoreError;
-use super::outboards::{piece_chunks, tree};
+use super::outboards::{piece_chunks, tree, HashWrites, Region};
 use super::Store;
 
 /// Partial files untouched for this long are deleted when the store opens.
@@ -188,24 +188,28 @@ impl PartialBlob {
     pub fn write_piece(&self, offset: u64, len: u32, encoded: &[u8]) -> Result<(), StoreError> {
         let size = self.size();
         let ranges = piece_chunks(offset, u64::from(len), size).map_err(StoreError::BadRange)?;
-        let clone = |file: &File, path: &Path| {
-            file.try_clone()
-                .map_err(StoreError::io("reopen partial blob file", path))
-        };
+        // Decoded in memory, then written in one go (and the hashes in a few).
+        let end = (offset + u64::from(len)).min(size);
+        let mut data = Region::zeroed(offset, (end - offset) as usize);
+        let mut hashes = HashWrites::default();
         let outboard = PostOrderOutboard {
             root: self.root(),
             tree: self.tree,
-            data: clone(&self.outboard, &self.outboard_path)?,
+            data: &mut hashes,
         };
-        let data = clone(&self.data, &self.data_path)?;
         let mut reader = Cursor::new(encoded);
-        decode_ranges(&mut reader, &ranges, data, outboard).map_err(|e| self.bad(e))?;
+        decode_ranges(&mut reader, &ranges, &mut data, outboard).map_err(|e| self.bad(e))?;
         let extra = encoded.len() as u64 - reader.position();
         if extra > 0 {
             return Err(self.bad_piece(format!(
                 "{extra} bytes past the end of the range at {offset}"
             )));
         }
+        data.write_to(&self.data)
+            .map_err(StoreError::io("write partial blob file", &self.data_path))?;
+        hashes
+            .write_to(&self.outboard)
+            .map_err(StoreError::io("write partial outboard", &self.outboard_path))?;
         self.lock()[(offset / PIECE) as usize] = true;
         Ok(())
     }
