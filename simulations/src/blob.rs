@@ -1,6 +1,7 @@
 //! Verified blob transfer between two peers (`Client::fetch_blob_from`:
-//! noise + yamux, 1 MiB ranges, 8 in flight, BLAKE3 of the whole file, fsync),
-//! against a plain loopback TCP copy of the same number of bytes.
+//! noise + yamux, 1 MiB pieces, 8 in flight, each 16 KiB chunk group checked
+//! against the BLAKE3 tree, fsync), against a plain loopback TCP copy of the
+//! same number of bytes.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ pub struct Transfer {
     /// Writing the same number of bytes to a file in the temp dir and
     /// fsyncing it (what any receiver that keeps the bytes pays), MiB/s.
     pub disk_mib_s: f64,
+    /// Cores the process (both peers) kept busy during the mesh's fetch, if
+    /// known.
+    pub fetch_cores: Option<f64>,
 }
 
 const CHUNK: usize = 4 << 20;
@@ -78,6 +82,7 @@ pub async fn measure(bytes: u64) -> anyhow::Result<Transfer> {
     .await
     .context("the blob writer panicked")??;
 
+    let cpu = crate::process::cpu_seconds();
     let t = Instant::now();
     let size = fetcher
         .client
@@ -85,6 +90,9 @@ pub async fn measure(bytes: u64) -> anyhow::Result<Transfer> {
         .await
         .context("the verified fetch failed")?;
     let elapsed = t.elapsed();
+    let cores = cpu
+        .zip(crate::process::cpu_seconds())
+        .map(|(a, b)| (b - a) / elapsed.as_secs_f64());
     if size != bytes || !fetcher.store.has_blob(&blob) {
         bail!("the fetch returned {size} bytes, expected {bytes}");
     }
@@ -94,6 +102,7 @@ pub async fn measure(bytes: u64) -> anyhow::Result<Transfer> {
         tcp_mib_s,
         blake3_mib_s,
         disk_mib_s,
+        fetch_cores: cores,
     })
 }
 

@@ -207,9 +207,10 @@ impl PartialBlob {
         }
         data.write_to(&self.data)
             .map_err(StoreError::io("write partial blob file", &self.data_path))?;
-        hashes
-            .write_to(&self.outboard)
-            .map_err(StoreError::io("write partial outboard", &self.outboard_path))?;
+        hashes.write_to(&self.outboard).map_err(StoreError::io(
+            "write partial outboard",
+            &self.outboard_path,
+        ))?;
         self.lock()[(offset / PIECE) as usize] = true;
         Ok(())
     }
