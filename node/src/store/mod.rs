@@ -24,9 +24,12 @@
 //! that every output blob is present; facts from peers are never held (their
 //! outputs are fetched lazily). Writes happen in this order:
 //!
-//! 1. blob bytes go to a temporary file under `blobs/tmp/`, hashed while written,
-//!    then `fsync`ed, renamed to `blobs/<id>`, and the `blobs/` directory is
-//!    `fsync`ed, so a blob file is either complete or absent;
+//! 1. blob bytes go to a temporary file under `blobs/tmp/` (or, fetched, to
+//!    `partial/`, proven piece by piece), are `fsync`ed and hashed with their
+//!    BLAKE3 tree, whose outboard is `fsync`ed and renamed to `outboards/<id>`;
+//!    then the bytes are renamed to `blobs/<id>` and the `blobs/` directory is
+//!    `fsync`ed, so a blob file is either complete or absent (an outboard
+//!    without its blob is deleted at open; one that is missing is recomputed);
 //! 2. then the blob's metadata is written to sled;
 //! 3. then the fact (with its index entry and held marker, in one sled transaction).
 //!

@@ -245,3 +245,50 @@ fn ranges_off_the_chunk_groups_or_past_the_end_are_refused() {
         Err(StoreError::BlobNotFound(_))
     ));
 }
+
+/// The encoding is exactly what docs/protocol.md describes, checked with
+/// BLAKE3's own subtree functions rather than bao-tree: a 40 KiB blob is three
+/// chunk groups (16 + 16 + 8 KiB); the top node splits after 32 chunks, its
+/// left child after 16.
+#[test]
+fn the_range_encoding_is_blake3s_tree_in_pre_order() {
+    use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let group = limits::BLOB_CHUNK_GROUP;
+    let data = bytes(40 * 1024);
+    let id = store.put_blob(&data).unwrap();
+    let (total, encoded) = store.encode_range(&id, 0, MIB).unwrap();
+    assert_eq!(total, data.len() as u64);
+    let cv = |offset: usize, end: usize| {
+        blake3::Hasher::new()
+            .set_input_offset(offset as u64)
+            .update(&data[offset..end])
+            .finalize_non_root()
+    };
+    let groups = [
+        cv(0, group),
+        cv(group, 2 * group),
+        cv(2 * group, data.len()),
+    ];
+    let left = merge_subtrees_non_root(&groups[0], &groups[1], Mode::Hash);
+    assert_eq!(
+        merge_subtrees_root(&left, &groups[2], Mode::Hash).as_bytes(),
+        &id.0,
+        "the top of the tree is the blob id"
+    );
+    // Top pair, the left node's pair, then the three groups' bytes.
+    let expected = [&left[..], &groups[2], &groups[0], &groups[1], &data].concat();
+    assert!(
+        encoded == expected,
+        "encoding differs from the documented layout"
+    );
+    // The last group alone: the top pair, then its bytes (the left node's
+    // pair is not on its way).
+    let (_, tail) = store.encode_range(&id, 2 * group as u64, MIB).unwrap();
+    let expected = [&left[..], &groups[2], &data[2 * group..]].concat();
+    assert!(
+        tail == expected,
+        "tail encoding differs from the documented layout"
+    );
+}
