@@ -13,6 +13,7 @@
 //! Submodules: `error` ([`StoreError`]), `records` (tree layout and record
 //! encoding), `blobs` (blob files, pins, LRU eviction), `facts` (facts, the index
 //! by expression, "held" facts), `catalog` (workflows, expressions, endorsements),
+//! `group_commit` (flushes shared by concurrent callers),
 //! `outboards` (each blob's BLAKE3 tree and verified ranges of it), `partial`
 //! (blobs being fetched, checked piece by piece), `repair` (the consistency
 //! check run by [`Store::open`]).
@@ -60,6 +61,7 @@ mod catalog;
 mod counts;
 mod error;
 mod facts;
+mod group_commit;
 mod outboards;
 mod partial;
 #[cfg(test)]
@@ -213,6 +215,8 @@ struct Inner {
     counts: counts::Counts,
     /// One lock per blob being fetched (see [`Store::fetch_lock`]).
     fetch_locks: partial::FetchLocks,
+    /// Concurrent [`Store::flush`] calls share database flushes.
+    group_commit: group_commit::GroupCommit,
 }
 
 struct Trees {
@@ -279,6 +283,7 @@ impl Store {
                 }),
                 counts: counts::Counts::default(),
                 fetch_locks: Default::default(),
+                group_commit: Default::default(),
             }),
         };
         let report = store.check_and_repair()?;
@@ -292,11 +297,12 @@ impl Store {
     }
 
     /// Make every record written so far durable (blob files already are).
+    /// Concurrent calls share flushes (group commit): each returns once a
+    /// flush that began after it was called has finished.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner
-            .db
-            .flush()
-            .map(|_| ())
+            .group_commit
+            .flush(|| self.inner.db.flush().map(|_| ()))
             .map_err(StoreError::db("flush"))
     }
 

@@ -48,26 +48,27 @@ pub(super) struct Redelivery {
     pub finished: bool,
 }
 
-/// The journal tree. Cheap to clone.
+/// The journal tree, and the store whose (shared) flushes make it durable.
+/// Cheap to clone.
 #[derive(Clone)]
-pub(super) struct Journal(sled::Tree);
+pub(super) struct Journal(sled::Tree, Store);
 
 impl Journal {
     pub(super) fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(Self(store.tree("journal")?))
+        Ok(Self(store.tree("journal")?, store.clone()))
     }
 
     /// Record `entry` for `lease`; with `durable`, flushed before this
     /// returns. Failures are logged: a journal that cannot be written costs
     /// a re-run after a crash, not the result.
     pub(super) async fn put(&self, lease: LeaseId, entry: Entry, durable: bool) {
-        let tree = self.0.clone();
+        let (tree, store) = (self.0.clone(), self.1.clone());
         let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let bytes = entry.encode().map_err(|e| e.to_string())?;
             tree.insert(lease.to_be_bytes(), bytes)
                 .map_err(|e| e.to_string())?;
             if durable {
-                tree.flush().map_err(|e| e.to_string())?;
+                store.flush().map_err(|e| e.to_string())?;
             }
             Ok(())
         })
