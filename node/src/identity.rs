@@ -27,6 +27,19 @@ pub enum IdentityError {
         /// The file.
         path: String,
     },
+    /// A secret file gives other users more than it may (as ssh refuses a
+    /// private key others can read).
+    #[error("{path} has mode {mode:04o}: {problem}; run `chmod {fix:03o} {path}`")]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+        /// What other users may do that they must not.
+        problem: &'static str,
+        /// The mode that fixes it.
+        fix: u32,
+    },
     /// The key file exists and overwriting was not asked for.
     #[error("key file {path} already exists; pass --force to replace it (this changes the node's identity)")]
     Exists {
@@ -70,8 +83,11 @@ impl NodeKey {
         self.keypair.public().to_peer_id()
     }
 
-    /// Load the seed from `path` (64 hex digits).
+    /// Load the seed from `path` (64 hex digits). A file that users other
+    /// than its owner may read or write is refused with the `chmod` that
+    /// fixes it: the key is the node's identity and signs its facts.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        check_permissions(path, 0o077)?;
         let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
             path: path.display().to_string(),
             source,
@@ -100,6 +116,44 @@ impl NodeKey {
         )
         .map_err(io)
     }
+}
+
+/// Refuse the secret file at `path` if its mode has any of the group and
+/// other bits in `forbidden` (0o077: only the owner may read or write it;
+/// 0o022: only the owner may write it). A file that does not exist passes:
+/// reading it reports that.
+pub fn check_permissions(path: &Path, forbidden: u32) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(path) {
+            Ok(m) => m.permissions().mode() & 0o7777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let bad = mode & forbidden & 0o077;
+        if bad != 0 {
+            let problem = match (bad & 0o044 != 0, bad & 0o022 != 0) {
+                (true, true) => "other users can read and write it",
+                (true, false) => "other users can read it",
+                _ => "other users can write it",
+            };
+            return Err(IdentityError::Permissions {
+                path: path.display().to_string(),
+                mode,
+                problem,
+                fix: mode & 0o777 & !forbidden,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, forbidden);
+    Ok(())
 }
 
 /// Write `bytes` to `path` atomically, readable only by the owner (mode 0600).
@@ -172,5 +226,39 @@ mod tests {
             NodeKey::load(&path),
             Err(IdentityError::BadKeyFile { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_others_can_read_or_write_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        NodeKey::generate().save(&path, false).unwrap();
+        let shown = path.display().to_string();
+        for (mode, problem, fix) in [
+            (0o644, "other users can read it", "chmod 600"),
+            (0o620, "other users can write it", "chmod 600"),
+            (0o666, "other users can read and write it", "chmod 600"),
+            (0o640, "other users can read it", "chmod 600"),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = NodeKey::load(&path).err().expect("refused");
+            assert_eq!(
+                err.to_string(),
+                format!("{shown} has mode {mode:04o}: {problem}; run `{fix} {shown}`")
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        NodeKey::load(&path).expect("an owner-only key loads");
+        // Writable by others but not readable: a token may be read by others.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let err = check_permissions(&path, 0o022).unwrap_err().to_string();
+        assert!(
+            err.contains("other users can write it; run `chmod 644"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        check_permissions(&path, 0o022).expect("readable by others is allowed here");
     }
 }

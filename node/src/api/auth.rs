@@ -22,9 +22,15 @@ pub fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// Read the token from `<data_dir>/api.token`.
+/// Read the token from `<data_dir>/api.token`. A token file other users may
+/// write is refused (kind `PermissionDenied`, the message giving the `chmod`
+/// that fixes it): whoever can replace the token can lock the owner out or
+/// slip a known token in.
 pub fn read_token(data_dir: &Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(data_dir.join(files::API_TOKEN))?;
+    let path = data_dir.join(files::API_TOKEN);
+    crate::identity::check_permissions(&path, 0o022)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+    let text = std::fs::read_to_string(&path)?;
     let token = text.trim();
     if token.is_empty() {
         return Err(std::io::Error::new(
@@ -107,6 +113,24 @@ mod tests {
         let mut other = t.clone();
         other.replace_range(0..1, if t.starts_with('0') { "1" } else { "0" });
         assert!(!token_matches(&other, &t));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_others_can_write_is_refused_not_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = ensure_token(dir.path()).unwrap();
+        let path = dir.path().join(files::API_TOKEN);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = ensure_token(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(
+            err.to_string()
+                .contains("other users can write it; run `chmod 644"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
     }
 
     #[test]
