@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::mesh::{eventually, spawn, XorShift};
+use crate::mesh::{eventually, spawn_in, XorShift};
 use crate::network_id;
 
 /// MiB/s of the transfers.
@@ -28,6 +28,9 @@ pub struct Transfer {
     /// Cores the process (both peers) kept busy during the mesh's fetch, if
     /// known.
     pub fetch_cores: Option<f64>,
+    /// The same fetch with both stores on tmpfs (no disk), MiB/s, where the
+    /// machine has `/dev/shm`.
+    pub tmpfs_mib_s: Option<f64>,
 }
 
 const CHUNK: usize = 4 << 20;
@@ -36,15 +39,47 @@ fn mib_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64().max(1e-9)
 }
 
-/// Move `bytes` bytes both ways and report both rates.
+/// Where the tmpfs variant keeps both peers' stores, if this machine has it.
+const TMPFS: &str = "/dev/shm";
+
+/// Move `bytes` bytes through the mesh (stores on disk, then on tmpfs when
+/// there is one) and over plain TCP, and report the rates.
 pub async fn measure(bytes: u64) -> anyhow::Result<Transfer> {
     let tcp_mib_s = tcp_copy(bytes).await?;
     let disk_mib_s = tokio::task::spawn_blocking(move || disk_write(bytes))
         .await
         .context("the disk writer panicked")??;
+    let on_disk = fetch(bytes, None).await?;
+    let tmpfs = std::path::Path::new(TMPFS);
+    let on_tmpfs = if tmpfs.is_dir() {
+        Some(fetch(bytes, Some(tmpfs)).await?)
+    } else {
+        None
+    };
+    Ok(Transfer {
+        bytes,
+        mesh_mib_s: on_disk.mib_s,
+        tcp_mib_s,
+        blake3_mib_s: on_disk.blake3_mib_s,
+        disk_mib_s,
+        fetch_cores: on_disk.cores,
+        tmpfs_mib_s: on_tmpfs.map(|f| f.mib_s),
+    })
+}
+
+/// One verified fetch between two fresh peers.
+struct Fetched {
+    mib_s: f64,
+    blake3_mib_s: f64,
+    cores: Option<f64>,
+}
+
+/// Two peers with their stores under `root` (the temp dir if `None`): the
+/// holder stores `bytes` pseudo-random bytes, the fetcher fetches them.
+async fn fetch(bytes: u64, root: Option<&std::path::Path>) -> anyhow::Result<Fetched> {
     let net = network_id("blob");
-    let holder = spawn(&net, vec![], false, 0, None).await?;
-    let fetcher = spawn(&net, vec![holder.addr.clone()], false, 1, None).await?;
+    let holder = spawn_in(root, &net, vec![], false, 0, None).await?;
+    let fetcher = spawn_in(root, &net, vec![holder.addr.clone()], false, 1, None).await?;
     let holder_id = holder.peer_id();
     eventually("the peers connect", Duration::from_secs(30), || {
         let c = fetcher.client.clone();
@@ -96,13 +131,10 @@ pub async fn measure(bytes: u64) -> anyhow::Result<Transfer> {
     if size != bytes || !fetcher.store.has_blob(&blob) {
         bail!("the fetch returned {size} bytes, expected {bytes}");
     }
-    Ok(Transfer {
-        bytes,
-        mesh_mib_s: mib_s(bytes, elapsed),
-        tcp_mib_s,
+    Ok(Fetched {
+        mib_s: mib_s(bytes, elapsed),
         blake3_mib_s,
-        disk_mib_s,
-        fetch_cores: cores,
+        cores,
     })
 }
 

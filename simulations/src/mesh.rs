@@ -72,7 +72,24 @@ pub async fn spawn(
     index: usize,
     gossip: Option<mpsc::Sender<Received>>,
 ) -> anyhow::Result<Peer> {
-    let dir = tempfile::tempdir().context("cannot create a temp dir for a peer")?;
+    spawn_in(None, net, peers, bootstrap, index, gossip).await
+}
+
+/// Like [`spawn`], with the peer's store in a temp dir under `root` (the
+/// system's temp dir if `None`).
+pub async fn spawn_in(
+    root: Option<&std::path::Path>,
+    net: &NetworkId,
+    peers: Vec<Multiaddr>,
+    bootstrap: bool,
+    index: usize,
+    gossip: Option<mpsc::Sender<Received>>,
+) -> anyhow::Result<Peer> {
+    let dir = match root {
+        Some(root) => tempfile::tempdir_in(root),
+        None => tempfile::tempdir(),
+    }
+    .context("cannot create a temp dir for a peer")?;
     let key = NodeKey::generate();
     let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"), 1 << 40))
         .context("cannot open a peer's store")?;
