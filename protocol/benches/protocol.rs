@@ -16,8 +16,8 @@ use oda_protocol::messages::{
     Gossip, JobAdvert, JobRequest, JobResponse, Offer,
 };
 use oda_protocol::{
-    BlobId, Endorsement, ExprId, Expression, Fact, Outcome, OutputRef, ResolvedInput, RunnerClass,
-    SecretKey, SignedFact, Subject, Usage, Value, Wire, WorkflowId,
+    BlobId, Endorsement, ExprId, Expression, Fact, FactId, Outcome, OutputRef, ResolvedInput,
+    RunnerClass, SecretKey, SignedFact, Subject, Usage, Value, Wire, WorkflowId,
 };
 
 /// Deterministic 32 bytes from a counter (ids in the benchmark need not be real hashes).
@@ -82,6 +82,8 @@ fn fact(key: &SecretKey, expr: &Expression) -> Fact {
                 expr: ExprId(id(i)),
                 name: "lightcurve".into(),
                 blob: BlobId(id(3_000 + i)),
+                fact: FactId(id(5_000 + i)),
+                signer: key.public(),
             })
             .collect(),
         started_at: 1_700_000_000_000,

@@ -66,7 +66,10 @@ pub enum Outcome {
     },
 }
 
-/// How an `Output` argument was resolved for this run.
+/// How an `Output` argument was resolved for this run: the input fact used
+/// (its id and signer, since v2) and the bytes it names. Inputs are facts,
+/// not claims: anyone can fetch the input fact and check it with
+/// [`ResolvedInput::check`], so provenance is a chain of signatures.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResolvedInput {
     /// The upstream expression.
@@ -75,6 +78,105 @@ pub struct ResolvedInput {
     pub name: String,
     /// The bytes used.
     pub blob: BlobId,
+    /// The fact about `expr` that gave `blob` as output `name`.
+    pub fact: FactId,
+    /// That fact's signer.
+    pub signer: PublicKey,
+}
+
+impl ResolvedInput {
+    /// The input named by `fact`'s output `name`.
+    pub fn from_fact(fact: &SignedFact, name: &str) -> Result<Self, InputError> {
+        let id = fact.id();
+        let blob = match &fact.body.outcome {
+            Outcome::Success { outputs } => {
+                outputs
+                    .get(name)
+                    .ok_or_else(|| InputError::NoSuchOutput {
+                        fact: id,
+                        name: name.to_string(),
+                    })?
+                    .blob
+            }
+            Outcome::AnalysisError { .. } => return Err(InputError::NotASuccess(id)),
+        };
+        Ok(Self {
+            expr: fact.body.expr,
+            name: name.to_string(),
+            blob,
+            fact: id,
+            signer: fact.body.worker,
+        })
+    }
+
+    /// Check that `fact` is the input fact this names: its id and signer,
+    /// a valid signature for `expr`, and output `name` is `blob`.
+    pub fn check(&self, fact: &SignedFact) -> Result<(), InputError> {
+        let id = fact.id();
+        if id != self.fact {
+            return Err(InputError::OtherFact {
+                named: self.fact,
+                found: id,
+            });
+        }
+        if fact.body.worker != self.signer {
+            return Err(InputError::OtherSigner(self.fact));
+        }
+        fact.verify_for(&self.expr)
+            .map_err(|e| InputError::Invalid(self.fact, e))?;
+        let named = Self::from_fact(fact, &self.name)?;
+        if named.blob != self.blob {
+            return Err(InputError::OtherBlob {
+                fact: self.fact,
+                name: self.name.clone(),
+                claimed: self.blob,
+                found: named.blob,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a fact is not the input a [`ResolvedInput`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Another fact than the one named.
+    #[error("fact {found} is not the input fact {named}")]
+    OtherFact {
+        /// Named by the input.
+        named: FactId,
+        /// Given.
+        found: FactId,
+    },
+    /// The named fact has another signer than the input says.
+    #[error("input fact {0} has another signer than the input names")]
+    OtherSigner(FactId),
+    /// The fact does not verify.
+    #[error("input fact {0} is invalid: {1}")]
+    Invalid(FactId, FactError),
+    /// The fact is an analysis error: it has no outputs.
+    #[error("input fact {0} is an analysis error, not a success")]
+    NotASuccess(FactId),
+    /// The fact has no output of that name.
+    #[error("input fact {fact} has no output named {name:?}")]
+    NoSuchOutput {
+        /// The fact.
+        fact: FactId,
+        /// The output asked for.
+        name: String,
+    },
+    /// The fact's output is other bytes than the input claims.
+    #[error("input fact {fact} gives output {name:?} as blob {found}, not {claimed}")]
+    OtherBlob {
+        /// The fact.
+        fact: FactId,
+        /// The output.
+        name: String,
+        /// The blob the input claims.
+        claimed: BlobId,
+        /// The blob the fact names.
+        found: BlobId,
+    },
 }
 
 /// Resources a run used.
@@ -120,9 +222,17 @@ impl Signable for Fact {
 }
 
 impl Fact {
-    /// `BLAKE3-derive("oda-mesh v1 fact-id", canonical(fact body))`.
+    /// `BLAKE3-derive("oda-mesh v2 fact-id", canonical(fact body))`.
     pub fn id(&self) -> FactId {
         FactId(derive(contexts::FACT, &canonical(self)))
+    }
+
+    /// Output `name`, if the outcome is a success that has it.
+    pub fn output(&self, name: &str) -> Option<&OutputRef> {
+        match &self.outcome {
+            Outcome::Success { outputs } => outputs.get(name),
+            Outcome::AnalysisError { .. } => None,
+        }
     }
 
     /// Output blob ids, if the outcome is a success.

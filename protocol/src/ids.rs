@@ -24,7 +24,7 @@ pub mod contexts {
     /// Context for [`super::ExprId`].
     pub const EXPRESSION: &str = "oda-mesh v1 expression-id";
     /// Context for [`super::FactId`].
-    pub const FACT: &str = "oda-mesh v1 fact-id";
+    pub const FACT: &str = "oda-mesh v2 fact-id";
 }
 
 /// Why an id string could not be parsed.

@@ -32,7 +32,9 @@ pub use attest::{
 pub use bundle::{BundleError, WorkflowBundle};
 pub use codec::{DecodeError, EncodeError, Wire};
 pub use expression::{ArgError, Expression};
-pub use fact::{Fact, Outcome, OutputRef, ResolvedInput, RunnerClass, SignedFact, Usage};
+pub use fact::{
+    Fact, FactError, InputError, Outcome, OutputRef, ResolvedInput, RunnerClass, SignedFact, Usage,
+};
 pub use ids::{BlobId, ExprId, FactId, IdParseError, WorkflowId};
 pub use keys::{PublicKey, SecretKey, Signable, Signature, Signed, VerifyError};
 pub use manifest::{Executor, InputSpec, InputType, Manifest, ManifestError, Workflow};

@@ -47,7 +47,7 @@ impl JobAdvert {
     pub const MAX_ENDORSEMENTS: usize = 16;
 }
 
-/// Gossip on `/oda/<net>/facts/1`: a new fact exists.
+/// Gossip on `/oda/<net>/facts/2`: a new fact exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactAnnounce {
     /// The expression.
@@ -58,7 +58,7 @@ pub struct FactAnnounce {
     pub worker: PublicKey,
 }
 
-/// Gossip on `/oda/<net>/capacity/1`: a worker's periodic summary.
+/// Gossip on `/oda/<net>/capacity/2`: a worker's periodic summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Workflows it is able and allowed to run (at most [`Capacity::MAX_LIST`]).
@@ -176,7 +176,7 @@ pub struct Cancel {
     pub lease: LeaseId,
 }
 
-/// Requests on `/oda/<net>/job/1`.
+/// Requests on `/oda/<net>/job/2`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobRequest {
     /// Since v1. Answered by `Assign` or `Decline`.
@@ -189,7 +189,7 @@ pub enum JobRequest {
     Cancel(Cancel),
 }
 
-/// Responses on `/oda/<net>/job/1`.
+/// Responses on `/oda/<net>/job/2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobResponse {
     /// Since v1.
@@ -210,14 +210,14 @@ impl Wire for JobResponse {
     const MAX_SIZE: usize = limits::JOB_MESSAGE;
 }
 
-/// Requests on `/oda/<net>/fact/1`.
+/// Requests on `/oda/<net>/fact/2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FactRequest {
     /// Since v1: every fact the peer holds for this expression.
     GetFacts(ExprId),
 }
 
-/// Responses on `/oda/<net>/fact/1`.
+/// Responses on `/oda/<net>/fact/2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FactResponse {
     /// Since v1: at most [`FactResponse::MAX_FACTS`] facts.

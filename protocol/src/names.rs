@@ -6,8 +6,9 @@ use std::str::FromStr;
 
 use crate::ids::WorkflowId;
 
-/// Current major version of every ODA mesh protocol but the blob protocol.
-pub const MAJOR: u32 = 1;
+/// Current major version of every ODA mesh protocol but the blob protocol:
+/// 2 since a fact names the input fact (id and signer) behind each input.
+pub const MAJOR: u32 = 2;
 
 /// Major version of the blob protocol: 2 since ranges carry their BLAKE3 tree
 /// hashes (a v1 peer sent bare bytes, checked only once the whole blob was in).
@@ -36,17 +37,17 @@ impl NetworkId {
         &self.0
     }
 
-    /// `/oda/<net>/kad/1`: the Kademlia protocol.
+    /// `/oda/<net>/kad/2`: the Kademlia protocol.
     pub fn kad_protocol(&self) -> String {
         format!("/oda/{}/kad/{MAJOR}", self.0)
     }
 
-    /// `/oda/<net>/job/1`: offers, assignments, progress, results.
+    /// `/oda/<net>/job/2`: offers, assignments, progress, results.
     pub fn job_protocol(&self) -> String {
         format!("/oda/{}/job/{MAJOR}", self.0)
     }
 
-    /// `/oda/<net>/fact/1`: `GetFacts`.
+    /// `/oda/<net>/fact/2`: `GetFacts`.
     pub fn fact_protocol(&self) -> String {
         format!("/oda/{}/fact/{MAJOR}", self.0)
     }
@@ -56,7 +57,7 @@ impl NetworkId {
         format!("/oda/{}/blob/{BLOB_MAJOR}", self.0)
     }
 
-    /// `/oda/<net>/id/1`: the identify protocol version string.
+    /// `/oda/<net>/id/2`: the identify protocol version string.
     pub fn identify_protocol(&self) -> String {
         format!("/oda/{}/id/{MAJOR}", self.0)
     }
@@ -97,9 +98,9 @@ pub enum Topic {
         /// Hex prefix of the workflow id.
         workflow_prefix: String,
     },
-    /// `/oda/<net>/facts/1`.
+    /// `/oda/<net>/facts/2`.
     Facts,
-    /// `/oda/<net>/capacity/1`.
+    /// `/oda/<net>/capacity/2`.
     Capacity,
 }
 
@@ -169,19 +170,20 @@ mod tests {
     #[test]
     fn names_carry_network_and_version() {
         let net: NetworkId = "test-1".parse().unwrap();
-        assert_eq!(net.kad_protocol(), "/oda/test-1/kad/1");
-        assert_eq!(net.job_protocol(), "/oda/test-1/job/1");
-        assert_eq!(net.fact_protocol(), "/oda/test-1/fact/1");
+        assert_eq!(net.kad_protocol(), "/oda/test-1/kad/2");
+        assert_eq!(net.job_protocol(), "/oda/test-1/job/2");
+        assert_eq!(net.fact_protocol(), "/oda/test-1/fact/2");
         assert_eq!(net.blob_protocol(), "/oda/test-1/blob/2");
         let wf = WorkflowId([0xab; 32]);
         let t = Topic::jobs(&wf);
-        assert_eq!(t.encode(&net), "/oda/test-1/jobs/abababababababab/1");
+        assert_eq!(t.encode(&net), "/oda/test-1/jobs/abababababababab/2");
         for topic in [t, Topic::Facts, Topic::Capacity] {
             assert_eq!(Topic::decode(&net, &topic.encode(&net)).unwrap(), topic);
             assert!(Topic::decode(&NetworkId::main(), &topic.encode(&net)).is_err());
         }
-        assert!(Topic::decode(&net, "/oda/test-1/facts/2").is_err());
-        assert!(Topic::decode(&net, "/oda/test-1/jobs/XYZ/1").is_err());
+        // A peer of the previous major version is not understood.
+        assert!(Topic::decode(&net, "/oda/test-1/facts/1").is_err());
+        assert!(Topic::decode(&net, "/oda/test-1/jobs/XYZ/2").is_err());
         assert!("Main".parse::<NetworkId>().is_err());
         assert!("".parse::<NetworkId>().is_err());
     }

@@ -790,3 +790,53 @@ fn fact_verification() {
     assert_eq!(f.fact.body.output_blobs().len(), 2);
     assert!(f.fact_error.body.output_blobs().is_empty());
 }
+
+#[test]
+fn an_input_is_checked_against_the_fact_it_names() {
+    use oda_protocol::{InputError, ResolvedInput};
+    let fx = Fixtures::new();
+    let input = ResolvedInput::from_fact(&fx.fact, "fit").unwrap();
+    assert_eq!(input.fact, fx.fact.id());
+    assert_eq!(input.signer, fx.fact.body.worker);
+    assert_eq!(input.expr, fx.fact.body.expr);
+    input.check(&fx.fact).unwrap();
+
+    // Another fact, even a valid one, is not the input.
+    assert!(matches!(
+        input.check(&fx.fact_error),
+        Err(InputError::OtherFact { .. })
+    ));
+    // The bytes claimed must be the ones the fact gives.
+    let forged = ResolvedInput {
+        blob: BlobId::of(b"the attacker's events"),
+        ..input.clone()
+    };
+    let err = forged.check(&fx.fact).unwrap_err();
+    assert!(matches!(err, InputError::OtherBlob { .. }), "{err}");
+    assert!(err.to_string().contains("\"fit\""), "{err}");
+    // The signer named must be the fact's.
+    let other_signer = ResolvedInput {
+        signer: key(REQUESTER).public(),
+        ..input.clone()
+    };
+    assert_eq!(
+        other_signer.check(&fx.fact),
+        Err(InputError::OtherSigner(fx.fact.id()))
+    );
+    // A bad signature on the right body (the id covers the body only).
+    let mut bad_sig = fx.fact.clone();
+    bad_sig.signature.0[0] ^= 1;
+    assert!(matches!(
+        input.check(&bad_sig),
+        Err(InputError::Invalid(_, FactError::Signature(_)))
+    ));
+    // Outputs that do not exist, and analysis errors, name no bytes.
+    assert!(matches!(
+        ResolvedInput::from_fact(&fx.fact, "nope"),
+        Err(InputError::NoSuchOutput { .. })
+    ));
+    assert_eq!(
+        ResolvedInput::from_fact(&fx.fact_error, "fit"),
+        Err(InputError::NotASuccess(fx.fact_error.id()))
+    );
+}

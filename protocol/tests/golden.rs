@@ -230,7 +230,8 @@ fn ids_are_derive_key_over_canonical_bytes() {
     }
     assert_eq!(contexts::WORKFLOW, "oda-mesh v1 workflow-id");
     assert_eq!(contexts::EXPRESSION, "oda-mesh v1 expression-id");
-    assert_eq!(contexts::FACT, "oda-mesh v1 fact-id");
+    // v2 since a fact names the input fact behind each input.
+    assert_eq!(contexts::FACT, "oda-mesh v2 fact-id");
 }
 
 /// The signed message is `"oda-mesh v1 sign " || context || 0x00 || canonical(body)`,

@@ -759,12 +759,15 @@ fn mutate_fact(f: &mut Fact, field: u8, salt: u64) {
             Some(_) if salt.is_multiple_of(3) => {
                 f.inputs.pop();
             }
-            Some(i) if salt % 3 == 1 => edit_text(&mut i.name, salt / 3),
+            Some(i) if salt % 4 == 1 => edit_text(&mut i.name, salt / 4),
+            Some(i) if salt % 4 == 2 => flip(&mut i.fact.0, salt),
             Some(i) => flip(&mut i.blob.0, salt),
             None => f.inputs.push(ResolvedInput {
                 expr: ExprId([0; 32]),
                 name: String::new(),
                 blob: BlobId([0; 32]),
+                fact: FactId([0; 32]),
+                signer: f.worker,
             }),
         },
         6 => bump(&mut f.started_at, salt),

@@ -144,6 +144,6 @@ mod tests {
         )
         .is_err());
         assert!(gossip(&net, &facts, Some(&key.peer_id()), &[1, 2, 3]).is_err());
-        assert!(gossip(&net, "/oda/other/facts/1", Some(&key.peer_id()), &data).is_err());
+        assert!(gossip(&net, "/oda/other/facts/2", Some(&key.peer_id()), &data).is_err());
     }
 }

@@ -62,6 +62,7 @@ mod counts;
 mod error;
 mod facts;
 mod group_commit;
+mod migrate;
 mod outboards;
 mod partial;
 #[cfg(test)]
@@ -143,6 +144,9 @@ pub struct OpenReport {
     pub orphan_outboards_removed: usize,
     /// Files of fetches abandoned more than [`STALE_PARTIAL`] ago, deleted.
     pub stale_partials_removed: usize,
+    /// Facts of an older format, dropped when the store was upgraded
+    /// ([`migrate`]; logged there, not a repair).
+    pub facts_dropped_by_upgrade: u64,
 }
 
 impl OpenReport {
@@ -255,7 +259,10 @@ impl Store {
             path: db_path.clone(),
             source,
         })?;
-        check_format(&db, &dir)?;
+        let facts_dropped_by_upgrade = match check_format(&db, &dir)? {
+            FORMAT_VERSION => 0,
+            older => migrate::upgrade(&db, older)?,
+        };
         let open = |name: &'static str| db.open_tree(name).map_err(StoreError::db("open tree"));
         let t = Trees {
             exprs: open(trees::EXPRS)?,
@@ -286,7 +293,8 @@ impl Store {
                 group_commit: Default::default(),
             }),
         };
-        let report = store.check_and_repair()?;
+        let mut report = store.check_and_repair()?;
+        report.facts_dropped_by_upgrade = facts_dropped_by_upgrade;
         store.recount()?;
         if report.is_clean() {
             tracing::debug!(dir = %store.inner.dir.display(), "store opened");
@@ -400,8 +408,9 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
     }
 }
 
-/// Check (or, in a new database, write) the format version.
-fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+/// The format version on disk (written, in a new database). A version newer
+/// than this build's, or older than any it can upgrade, is refused.
+fn check_format(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
     let meta = db
         .open_tree(trees::STORE_META)
         .map_err(StoreError::db("open tree"))?;
@@ -412,7 +421,7 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
         None => {
             meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_le_bytes())
                 .map_err(StoreError::db("write format version"))?;
-            Ok(())
+            Ok(FORMAT_VERSION)
         }
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
@@ -424,14 +433,14 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
                         "format version is not 4 bytes",
                     )
                 })?;
-            if found != FORMAT_VERSION {
+            if found == 0 || found > FORMAT_VERSION {
                 return Err(StoreError::UnsupportedFormat {
                     path: dir.to_path_buf(),
                     found,
                     supported: FORMAT_VERSION,
                 });
             }
-            Ok(())
+            Ok(found)
         }
     }
 }

@@ -52,8 +52,9 @@ pub(crate) mod trees {
 
 /// Key in `store_meta` holding the format version (u32, little-endian).
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
-/// The on-disk format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes (2 since protocol v2's
+/// facts; older stores are upgraded by [`super::migrate`]).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// What the store knows about one blob file, in tree `blob_meta`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -673,3 +673,88 @@ fn stats_are_kept_by_every_write_without_a_scan() {
     assert_counts_match_a_scan(&store, "a reopen");
     assert_eq!(store.stats().unwrap().facts, 2);
 }
+
+/// Write `version` as the store's format version (as an older or newer
+/// build would have left it).
+fn set_format(dir: &Path, version: u32) {
+    let db = sled::open(dir.join("db")).unwrap();
+    db.open_tree(trees::STORE_META)
+        .unwrap()
+        .insert(FORMAT_KEY, &version.to_le_bytes())
+        .unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_format_1_store_is_upgraded_dropping_its_facts_and_keeping_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, ex_id, held, endorsed_wf);
+    {
+        let (store, _) = open(dir.path(), 1 << 20);
+        blob = store.put_blob(b"alpha").unwrap();
+        endorsed_wf = store.put_workflow(&workflow(), blob).unwrap();
+        ex_id = store
+            .put_expr(&Expression {
+                workflow: endorsed_wf,
+                args: BTreeMap::new(),
+            })
+            .unwrap();
+        held = fact(9, &[("out", blob, 5)]);
+        store.put_own_fact(&held).unwrap();
+        store.put_fact(&fact(8, &[])).unwrap();
+        for subject in [Subject::Workflow(endorsed_wf), Subject::Fact(held.id())] {
+            let e = key()
+                .sign(Endorsement {
+                    endorser: key().public(),
+                    subject,
+                    issued_at: 5,
+                    note: String::new(),
+                })
+                .unwrap();
+            store.put_endorsement(&e).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    set_format(dir.path(), 1);
+    let (store, report) = open(dir.path(), 1 << 20);
+    assert_eq!(report.facts_dropped_by_upgrade, 2);
+    assert!(report.is_clean(), "an upgrade is not a repair: {report:?}");
+    assert!(store.facts_for(&ExprId([9; 32])).unwrap().is_empty());
+    assert!(all_held(&store).is_empty());
+    assert_eq!(store.read_range(&blob, 0, 5).unwrap(), b"alpha");
+    assert!(store.expr(&ex_id).unwrap().is_some());
+    assert!(store.workflow(&endorsed_wf).unwrap().is_some());
+    assert_eq!(
+        store
+            .endorsements_of(&Subject::Workflow(endorsed_wf))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .endorsements_of(&Subject::Fact(held.id()))
+        .unwrap()
+        .is_empty());
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.facts, stats.held_facts, stats.endorsements),
+        (0, 0, 1)
+    );
+    drop(store);
+    // Upgraded once: the next open finds the current format.
+    let (_, report) = open(dir.path(), 1 << 20);
+    assert_eq!(report.facts_dropped_by_upgrade, 0);
+}
+
+#[test]
+fn a_store_of_a_newer_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), 1 << 20));
+    set_format(dir.path(), FORMAT_VERSION + 1);
+    let err = Store::open(StoreConfig::new(dir.path().to_path_buf(), 1 << 20)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsupportedFormat { found, supported, .. }
+            if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
+        "{err}"
+    );
+}

@@ -228,7 +228,15 @@ pub fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 pub fn resolved_input() -> impl Strategy<Value = ResolvedInput> {
-    (expr_id(), name(), blob_id()).prop_map(|(expr, name, blob)| ResolvedInput { expr, name, blob })
+    (expr_id(), name(), blob_id(), fact_id(), public_key()).prop_map(
+        |(expr, name, blob, fact, signer)| ResolvedInput {
+            expr,
+            name,
+            blob,
+            fact,
+            signer,
+        },
+    )
 }
 
 pub fn fact() -> impl Strategy<Value = Fact> {

@@ -18,9 +18,10 @@ use oda_protocol::messages::{
     RunFailure,
 };
 use oda_protocol::{
-    BlobId, Dispute, Endorsement, Expression, Fact, GroupRoster, JobToken, Manifest, Outcome,
-    OutputRef, ResolvedInput, RunnerClass, SecretKey, SignedDispute, SignedEndorsement, SignedFact,
-    SignedGroupRoster, SignedJobToken, Subject, TokenScope, Usage, Value, Wire, Workflow,
+    BlobId, Dispute, Endorsement, Expression, Fact, FactId, GroupRoster, JobToken, Manifest,
+    Outcome, OutputRef, ResolvedInput, RunnerClass, SecretKey, SignedDispute, SignedEndorsement,
+    SignedFact, SignedGroupRoster, SignedJobToken, Subject, TokenScope, Usage, Value, Wire,
+    Workflow,
 };
 
 /// Seeds of the fixed keys. ed25519 signing is deterministic, so every signature
@@ -244,6 +245,9 @@ impl Fixtures {
                 expr: ex_hello.id(),
                 name: "greeting".into(),
                 blob: BlobId::of(b""),
+                // A made-up input fact: only its id and signer are encoded.
+                fact: FactId(*BlobId::of(b"input fact").as_bytes()),
+                signer: worker.public(),
             }],
             started_at: T0,
             finished_at: T0 + 60_000,

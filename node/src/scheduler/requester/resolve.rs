@@ -84,26 +84,12 @@ async fn resolve_inputs(
     let mut input_bytes = 0;
     for (dep, name) in expression.output_refs() {
         let fact = &by_expr[&dep];
-        let output = match &fact.body.outcome {
-            Outcome::Success { outputs } => {
-                outputs.get(&name).ok_or_else(|| ResolveError::Input {
-                    expr: dep,
-                    reason: format!("it has no output named {name:?}"),
-                })?
-            }
-            Outcome::AnalysisError { kind, message } => {
-                return Err(ResolveError::Input {
-                    expr: dep,
-                    reason: format!("analysis error {kind}: {message}"),
-                })
-            }
-        };
-        input_bytes += output.size;
-        inputs.push(ResolvedInput {
+        let input = ResolvedInput::from_fact(fact, &name).map_err(|e| ResolveError::Input {
             expr: dep,
-            name,
-            blob: output.blob,
-        });
+            reason: e.to_string(),
+        })?;
+        input_bytes += fact.body.output(&name).map_or(0, |o| o.size);
+        inputs.push(input);
     }
     inputs.sort();
     Ok((inputs, input_bytes))
