@@ -883,28 +883,51 @@ async fn a_job_nobody_can_run_fails_after_the_offer_timeout_with_a_clear_error()
     assert_eq!(executions(markers.path(), "lonely"), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_goes_to_the_worker_that_holds_its_input() {
-    let root = tempfile::tempdir().unwrap();
-    let markers = tempfile::tempdir().unwrap();
-    let gen = int_workflow(
-        root.path(),
-        markers.path(),
-        "gen",
-        "open('out.txt', 'w').write(sys.argv[1] * 1000)\n",
-    );
+/// A mesh of `n` workers running `gen` (an int `x`, writing `gen_script`'s
+/// output) and `count` (the length of its blob input `src`), both added on
+/// the requester: the mesh, its workflow folders and markers, and the ids.
+struct GenCount {
+    m: Mesh,
+    _root: tempfile::TempDir,
+    markers: tempfile::TempDir,
+    gen_id: WorkflowId,
+    count_id: WorkflowId,
+}
+
+async fn gen_and_count(name: &str, n: usize, gen_script: &str) -> GenCount {
+    let root = tempfile::tempdir().expect("temp dir");
+    let markers = tempfile::tempdir().expect("temp dir");
+    let gen = int_workflow(root.path(), markers.path(), "gen", gen_script);
     let count = blob_workflow(
         root.path(),
         markers.path(),
         "count",
         "open('out.txt', 'w').write(str(len(open(sys.argv[1]).read())))\n",
     );
-    let m = mesh("locality", 3, &[&gen, &count]).await;
-    let r = &m.requester;
+    let m = mesh(name, n, &[&gen, &count]).await;
     let (gen_id, count_id) = (
-        r.add_workflow(&gen).await.unwrap(),
-        r.add_workflow(&count).await.unwrap(),
+        m.requester.add_workflow(&gen).await.expect("gen added"),
+        m.requester.add_workflow(&count).await.expect("count added"),
     );
+    GenCount {
+        m,
+        _root: root,
+        markers,
+        gen_id,
+        count_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_goes_to_the_worker_that_holds_its_input() {
+    let gc = gen_and_count(
+        "locality",
+        3,
+        "open('out.txt', 'w').write(sys.argv[1] * 1000)\n",
+    )
+    .await;
+    let (m, gen_id, count_id) = (&gc.m, gc.gen_id, gc.count_id);
+    let r = &m.requester;
     for x in 1..=5 {
         let g = expression(r, &gen_id, &[("x", Value::Int(x))]);
         let made = run(r, &g).await;
@@ -997,4 +1020,171 @@ async fn a_lone_node_with_a_worker_computes_its_own_jobs_without_any_network() {
     let cancelled = node.requester.status(&job.id).unwrap().unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     node.shutdown().await.unwrap();
+}
+
+/// A peer R does not trust plays requester: it advertises `count(src = g's
+/// output)` itself and assigns the job to the honest worker W.
+struct Attacker {
+    peer: common::Peer,
+    /// `Done` results W sends it.
+    results: tokio::sync::mpsc::Receiver<Result<oda_protocol::SignedFact, String>>,
+}
+
+impl Attacker {
+    async fn join(m: &Mesh) -> Self {
+        use oda_protocol::messages::{Assign, JobRequest, JobResponse};
+        let mut peer = common::spawn(&m.net, vec![m.boot_addr.clone()], false).await;
+        let (tx, results) = tokio::sync::mpsc::channel(8);
+        let (client, mut control) = (
+            peer.client.clone(),
+            std::mem::replace(&mut peer.control, tokio::sync::mpsc::channel(1).1),
+        );
+        // Assign every offer, acknowledge heartbeats, pass results on.
+        tokio::spawn(async move {
+            while let Some(event) = control.recv().await {
+                let oda_node::network::NetworkEvent::JobRequest { request, reply, .. } = event
+                else {
+                    continue;
+                };
+                let response = match request {
+                    JobRequest::Offer(offer) => JobResponse::Assign(Assign {
+                        expr: offer.expr,
+                        lease: 7,
+                        ttl_ms: 20_000,
+                    }),
+                    JobRequest::Done(done) => {
+                        let _ = tx.send(done.result.map_err(|f| f.message)).await;
+                        JobResponse::Ack
+                    }
+                    _ => JobResponse::Ack,
+                };
+                client.respond_job(reply, response).await;
+            }
+        });
+        Self { peer, results }
+    }
+
+    /// Advertise `expr` with `inputs` (again until a result comes) and
+    /// return W's result.
+    async fn run(
+        &mut self,
+        r: &Node,
+        expr: &Expression,
+        inputs: Vec<oda_protocol::ResolvedInput>,
+    ) -> Result<oda_protocol::SignedFact, String> {
+        use oda_protocol::messages::{Gossip, JobAdvert};
+        let (wf, bundle) = r
+            .store
+            .workflow(&expr.workflow)
+            .expect("store")
+            .expect("workflow known");
+        let now = oda_node::scheduler::jobs::now_ms();
+        let advert = JobAdvert {
+            expr: expr.clone(),
+            inputs,
+            requester: self.peer.key.public(),
+            requirements: wf.manifest.resources.clone(),
+            deadline: now + 60_000,
+            priority: 0,
+            token: None,
+            bundle,
+            endorsements: vec![],
+        };
+        let topic = oda_protocol::names::Topic::jobs(&expr.workflow);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            // Published until W is known to subscribe (then it is heard).
+            let _ = self
+                .peer
+                .client
+                .publish(topic.clone(), Gossip::JobAdvert(Box::new(advert.clone())))
+                .await;
+            match tokio::time::timeout(Duration::from_millis(500), self.results.recv()).await {
+                Ok(Some(result)) => return result,
+                Ok(None) => panic!("the attacker's RPC task stopped"),
+                Err(_) => assert!(tokio::time::Instant::now() < deadline, "W never answered"),
+            }
+        }
+    }
+}
+
+/// Inputs are facts, not claims: a peer that advertises a job with bytes of
+/// its choosing as an upstream output cannot make an honest worker sign a
+/// result that a requester would take as computed from the real upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_inputs_are_refused_by_the_worker_or_never_trusted_by_requesters() {
+    use oda_protocol::{Fact, OutputRef, ResolvedInput, Usage};
+    let gc = gen_and_count("poison", 1, "open('out.txt', 'w').write(sys.argv[1] * 3)\n").await;
+    let (m, markers, gen_id, count_id) = (&gc.m, &gc.markers, gc.gen_id, gc.count_id);
+    let r = &m.requester;
+    // The real upstream: W computes gen(x = 7) = "777" for R.
+    let g = expression(r, &gen_id, &[("x", Value::Int(7))]);
+    let made = run(r, &g).await;
+    assert_eq!(made.state, JobState::Done, "{made:?}");
+    let real = r.store.fact(&made.fact.unwrap()).unwrap().unwrap();
+    let c = expression(r, &count_id, &[("src", out_of(&g))]);
+
+    let mut attacker = Attacker::join(m).await;
+    let forged_bytes = b"forged events, many more bytes than the real ones";
+    let forged = attacker.peer.store.put_blob(forged_bytes).unwrap();
+    // Fetchable: without the check, W would run on these bytes.
+    attacker.peer.client.provide_blob(&forged).await.ok();
+
+    // 1. A lie: W's own fact for g, with other bytes. W refuses to run it.
+    let lie = ResolvedInput {
+        blob: forged,
+        ..ResolvedInput::from_fact(&real, "out").unwrap()
+    };
+    let refused = attacker.run(r, &c, vec![lie]).await.unwrap_err();
+    assert!(
+        refused.contains(&format!("not {forged}")),
+        "W says which bytes do not match: {refused}"
+    );
+    assert_eq!(executions(markers.path(), "count"), 0, "count never ran");
+
+    // 2. The attacker signs its own fact for g naming its bytes. W checks
+    // that fact, runs on it and says so in the fact it signs.
+    let key = attacker.peer.key.clone();
+    let own = key
+        .secret
+        .sign(Fact {
+            outcome: Outcome::Success {
+                outputs: [(
+                    "out".to_string(),
+                    OutputRef {
+                        blob: forged,
+                        size: forged_bytes.len() as u64,
+                    },
+                )]
+                .into(),
+            },
+            worker: key.public(),
+            inputs: vec![],
+            usage: Usage::default(),
+            ..real.body.clone()
+        })
+        .unwrap();
+    attacker.peer.store.put_own_fact(&own).unwrap();
+    attacker.peer.client.publish_fact(&own).await.ok();
+    let signed = attacker
+        .run(r, &c, vec![ResolvedInput::from_fact(&own, "out").unwrap()])
+        .await
+        .expect("W computes on an input fact that verifies");
+    assert_eq!(signed.body.inputs[0].signer, key.public());
+    assert_eq!(executions(markers.path(), "count"), 1);
+
+    // R trusts W, not the attacker: W's fact about c rests on an untrusted
+    // input, so R computes c from the real g, and W does not hand back the
+    // fact it signed for the attacker.
+    let counted = run(r, &c).await;
+    assert_eq!(counted.state, JobState::Done, "{counted:?}");
+    assert!(!counted.from_cache, "{counted:?}");
+    assert_ne!(counted.fact, Some(signed.id()));
+    assert_eq!(output_text(r, &counted).await, "3");
+    let fact = r.store.fact(&counted.fact.unwrap()).unwrap().unwrap();
+    assert_eq!(
+        fact.body.inputs,
+        vec![ResolvedInput::from_fact(&real, "out").unwrap()]
+    );
+    assert_eq!(executions(markers.path(), "count"), 2);
 }

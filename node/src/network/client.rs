@@ -305,6 +305,24 @@ impl Client {
         found.into_values().collect()
     }
 
+    /// The fact `id` about `expr`, verified: asked of `first` (a peer likely
+    /// to hold it, such as the requester that names it), then of the mesh.
+    pub async fn find_fact(
+        &self,
+        expr: ExprId,
+        id: FactId,
+        first: Option<PeerId>,
+    ) -> Option<SignedFact> {
+        let pick = |facts: Vec<SignedFact>| facts.into_iter().find(|f| f.id() == id);
+        if let Some(peer) = first {
+            let mut asked = self.facts_from(expr, HashSet::from([peer]));
+            if let Some(fact) = asked.next().await.and_then(pick) {
+                return Some(fact);
+            }
+        }
+        pick(self.lookup_facts_until(expr, |f| f.id() == id).await)
+    }
+
     /// `GetFacts` to each provider (but this node) at once; the answers as
     /// they come (failed or timed-out requests give none).
     fn facts_from(

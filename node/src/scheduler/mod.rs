@@ -4,6 +4,7 @@
 //! described in docs/architecture.md.
 
 pub mod backlog;
+mod input_facts;
 pub mod jobs;
 pub mod requester;
 pub mod trust;

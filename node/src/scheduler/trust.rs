@@ -1,14 +1,33 @@
 //! Trust policy: whose facts this node accepts as results, and whose workflow
 //! endorsements its worker accepts. For now: the node itself plus keys named in
-//! the config. A fact by anyone else is never returned as a trusted result.
+//! the config. A fact by anyone else is never returned as a trusted result,
+//! and every view of a fact says whether it is trusted here and why
+//! ([`TrustPolicy::verdict`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
-use oda_protocol::{PublicKey, SignedEndorsement, SignedFact, Subject, WorkflowId};
+use oda_protocol::{
+    FactId, PublicKey, ResolvedInput, SignedEndorsement, SignedFact, Subject, WorkflowId,
+};
+
+/// Most input facts one trust check follows, back to the sources.
+pub const CHAIN_LIMIT: usize = 4096;
+
+/// Whether a fact is a trusted result here, and why, in words for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The fact may be returned as a result.
+    pub trusted: bool,
+    /// Why, e.g. "signed by this node's own key" or "signed by K, whom this
+    /// node does not trust".
+    pub why: String,
+}
 
 /// The node's trust settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TrustPolicy {
+    /// This node's own key.
+    pub own: PublicKey,
     /// Keys whose facts are accepted (always includes the node's own key).
     pub fact_signers: BTreeSet<PublicKey>,
     /// Keys whose workflow endorsements the worker accepts.
@@ -25,6 +44,7 @@ impl TrustPolicy {
         let mut signers: BTreeSet<PublicKey> = fact_signers.into_iter().collect();
         signers.insert(own);
         Self {
+            own,
             fact_signers: signers,
             experts: experts.into_iter().collect(),
         }
@@ -40,6 +60,82 @@ impl TrustPolicy {
         self.trusts_worker(&fact.body.worker) && fact.verify_for(&fact.body.expr).is_ok()
     }
 
+    /// Why facts by `key` are trusted here, or the reason they are not.
+    pub fn signer(&self, key: &PublicKey) -> Result<String, String> {
+        if *key == self.own {
+            Ok("signed by this node's own key".into())
+        } else if self.trusts_worker(key) {
+            Ok(format!("signed by {key}, listed in [trust] keys"))
+        } else {
+            Err(format!("signed by {key}, whom this node does not trust"))
+        }
+    }
+
+    /// Why `input` cannot be trusted because of its signer, if it cannot.
+    pub fn untrusted_input(&self, input: &ResolvedInput) -> Option<String> {
+        (!self.trusts_worker(&input.signer)).then(|| {
+            format!(
+                "input {:?} of {} was computed by {}, whom this node does not trust",
+                input.name, input.expr, input.signer
+            )
+        })
+    }
+
+    /// Whether `fact` is a trusted result here, judged with the input facts
+    /// `held` gives (this node's store): its signature verifies, its signer
+    /// is trusted, and so is every input fact behind it, back to the
+    /// sources, each giving the blob the fact that names it says it used. An
+    /// input fact `held` does not give leaves the fact untrusted here (the
+    /// requester looks such facts up in the mesh before it takes a result).
+    pub fn verdict(
+        &self,
+        fact: &SignedFact,
+        mut held: impl FnMut(&FactId) -> Option<SignedFact>,
+    ) -> Verdict {
+        let untrusted = |why: String| Verdict {
+            trusted: false,
+            why,
+        };
+        if let Err(e) = fact.verify_for(&fact.body.expr) {
+            return untrusted(format!("its signature does not verify: {e}"));
+        }
+        let why = match self.signer(&fact.body.worker) {
+            Ok(why) => why,
+            Err(why) => return untrusted(why),
+        };
+        let mut pending: Vec<ResolvedInput> = fact.body.inputs.clone();
+        let mut seen = HashSet::new();
+        while let Some(input) = pending.pop() {
+            if !seen.insert(input.fact) {
+                continue;
+            }
+            if seen.len() > CHAIN_LIMIT {
+                return untrusted(format!(
+                    "its provenance has more than {CHAIN_LIMIT} input facts"
+                ));
+            }
+            if let Some(why) = self.untrusted_input(&input) {
+                return untrusted(why);
+            }
+            let Some(found) = held(&input.fact) else {
+                return untrusted(format!(
+                    "input {:?} of {}: its fact {} is not held here, so it is not checked",
+                    input.name, input.expr, input.fact
+                ));
+            };
+            if let Err(e) = input.check(&found) {
+                return untrusted(format!("input {:?} of {}: {e}", input.name, input.expr));
+            }
+            pending.extend(found.body.inputs.iter().cloned());
+        }
+        let why = match seen.len() {
+            0 => why,
+            1 => format!("{why}; its input fact is by a trusted signer"),
+            n => format!("{why}; its {n} input facts are by trusted signers"),
+        };
+        Verdict { trusted: true, why }
+    }
+
     /// The first valid endorsement of `workflow` by a trusted expert, if any.
     pub fn endorsed<'a>(
         &self,
@@ -52,5 +148,103 @@ impl TrustPolicy {
                 && e.verify().is_ok();
             ok.then_some(e.body.endorser)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oda_protocol::{BlobId, ExprId, Fact, Outcome, OutputRef, RunnerClass, SecretKey, Usage};
+    use std::collections::HashMap;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_seed([seed; 32])
+    }
+
+    /// A fact by `by` about expression `[expr; 32]` with output "out" =
+    /// blob `[expr; 32]`, computed from `inputs`' "out".
+    fn fact(by: &SecretKey, expr: u8, inputs: &[&SignedFact]) -> SignedFact {
+        let mut inputs: Vec<ResolvedInput> = inputs
+            .iter()
+            .map(|f| ResolvedInput::from_fact(f, "out").expect("has out"))
+            .collect();
+        inputs.sort();
+        by.sign(Fact {
+            expr: ExprId([expr; 32]),
+            workflow: WorkflowId([0; 32]),
+            outcome: Outcome::Success {
+                outputs: [(
+                    "out".to_string(),
+                    OutputRef {
+                        blob: BlobId([expr; 32]),
+                        size: 1,
+                    },
+                )]
+                .into(),
+            },
+            worker: by.public(),
+            runner_class: RunnerClass::Public,
+            inputs,
+            started_at: 1,
+            finished_at: 2,
+            usage: Usage::default(),
+            environment: [0; 32],
+        })
+        .expect("signs")
+    }
+
+    #[test]
+    fn a_verdict_names_the_signer_and_follows_the_inputs_to_the_sources() {
+        let (own, friend, stranger) = (key(1), key(2), key(3));
+        let policy = TrustPolicy::new(own.public(), [friend.public()], []);
+        let held = |facts: &[&SignedFact]| -> HashMap<FactId, SignedFact> {
+            facts.iter().map(|f| (f.id(), (*f).clone())).collect()
+        };
+
+        let source = fact(&friend, 1, &[]);
+        let mine = fact(&own, 2, &[&source]);
+        let all = held(&[&source, &mine]);
+        let v = policy.verdict(&source, |id| all.get(id).cloned());
+        assert!(v.trusted, "{v:?}");
+        assert!(v.why.contains("listed in [trust] keys"), "{v:?}");
+        let v = policy.verdict(&mine, |id| all.get(id).cloned());
+        assert!(v.trusted, "{v:?}");
+        assert_eq!(
+            v.why,
+            "signed by this node's own key; its input fact is by a trusted signer"
+        );
+
+        // A stranger's fact, and a trusted fact resting on one.
+        let forged = fact(&stranger, 1, &[]);
+        let v = policy.verdict(&forged, |_| None);
+        assert!(!v.trusted);
+        assert!(v.why.contains("whom this node does not trust"), "{v:?}");
+        let on_forged = fact(&friend, 2, &[&forged]);
+        let all = held(&[&forged]);
+        let v = policy.verdict(&on_forged, |id| all.get(id).cloned());
+        assert!(!v.trusted);
+        assert!(v.why.starts_with("input \"out\""), "{v:?}");
+        assert!(v.why.contains(&stranger.public().to_string()), "{v:?}");
+
+        // An input fact not held here is not vouched for.
+        let v = policy.verdict(&mine, |_| None);
+        assert!(!v.trusted);
+        assert!(v.why.contains("not held here"), "{v:?}");
+
+        // A held fact that is not the one named (other bytes): refused.
+        let mut lying = mine.body.clone();
+        lying.inputs[0].blob = BlobId([9; 32]);
+        let lying = own.sign(lying).expect("signs");
+        let all = held(&[&source]);
+        let v = policy.verdict(&lying, |id| all.get(id).cloned());
+        assert!(!v.trusted);
+        assert!(v.why.ends_with(&format!("not {}", BlobId([9; 32]))), "{v:?}");
+
+        // A broken signature.
+        let mut bad = source.clone();
+        bad.body.finished_at += 1;
+        let v = policy.verdict(&bad, |_| None);
+        assert!(!v.trusted);
+        assert!(v.why.contains("signature"), "{v:?}");
     }
 }

@@ -20,8 +20,11 @@ pub struct Peer {
     pub key: NodeKey,
     pub client: Client,
     pub store: Store,
-    /// Validated gossip (job RPCs are not served by these peers).
+    /// Validated gossip.
     pub events: mpsc::Receiver<NetworkEvent>,
+    /// Job RPCs and connection events (tests that play a requester answer
+    /// them; others leave them unread).
+    pub control: mpsc::Receiver<NetworkEvent>,
     pub addr: Multiaddr,
     pub shutdown: CancellationToken,
     pub dir: tempfile::TempDir,
@@ -54,7 +57,7 @@ pub async fn spawn(net: &NetworkId, peers: Vec<Multiaddr>, bootstrap: bool) -> P
     cfg.bootstrap = bootstrap;
     let (client, inbox, event_loop) =
         network::new(&key, cfg, store.clone()).expect("network starts");
-    let events = inbox.gossip;
+    let (events, control) = (inbox.gossip, inbox.control);
     let shutdown = CancellationToken::new();
     tokio::spawn(event_loop.run(shutdown.clone()));
     let addrs = eventually("listening", Duration::from_secs(10), || {
@@ -68,6 +71,7 @@ pub async fn spawn(net: &NetworkId, peers: Vec<Multiaddr>, bootstrap: bool) -> P
         client,
         store,
         events,
+        control,
         addr,
         shutdown,
         dir,

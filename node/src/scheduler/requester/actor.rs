@@ -626,7 +626,8 @@ impl Actor {
         let Ok(fact) = done.result else {
             return;
         };
-        if let Err(reason) = self.ctx.check_result(&done.expr, &fact, &peer) {
+        // Its inputs are checked when it is picked as a result.
+        if let Err(reason) = self.ctx.check_result(&done.expr, &fact, &peer, None) {
             tracing::debug!(%peer, %reason, "ignoring a late result");
             return;
         }

@@ -298,7 +298,7 @@ async fn collect(
                 if e != expr {
                     continue;
                 }
-                let local = ctx.pick_trusted(&ctx.parts().store.facts_for(&expr)?);
+                let local = ctx.pick_trusted(&ctx.parts().store.facts_for(&expr)?).await;
                 let found = match local {
                     Some(fact) => Some(Resolved { fact, from_cache: true }),
                     None => super::resolve::mesh_lookup(ctx, expr).await?,

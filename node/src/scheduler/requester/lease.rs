@@ -83,7 +83,7 @@ pub(super) async fn run_lease(
                 // The actor stopped: the node is shutting down.
                 Err(_) => break LeaseEnd::Cancelled,
                 Ok((done, from)) => match done.result {
-                    Ok(fact) => match ctx.check_result(&expr, &fact, &from) {
+                    Ok(fact) => match ctx.check_result(&expr, &fact, &from, Some(&advert.inputs)) {
                         Ok(()) => break LeaseEnd::Fact(Box::new(fact)),
                         Err(reason) => {
                             client.penalise(from, Offence::BadMessage).await;

@@ -28,18 +28,20 @@ mod auction;
 mod lease;
 mod resolve;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
 use oda_protocol::messages::{Done, JobAdvert, Offer, Progress};
-use oda_protocol::{ExprId, Expression, Outcome, SignedFact};
+use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, SignedFact};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::input_facts;
 use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
-use super::trust::TrustPolicy;
+use super::trust::{TrustPolicy, CHAIN_LIMIT};
 use super::worker::Worker;
 use super::{ask, SchedulerConfig};
 use crate::identity::{peer_id_of, NodeKey};
@@ -209,23 +211,75 @@ impl Ctx {
         self.tell(Cmd::SetState { expr, state }).await
     }
 
-    /// The best trusted fact among `facts`: successes before analysis errors.
-    fn pick_trusted(&self, facts: &[SignedFact]) -> Option<SignedFact> {
+    /// The best fact among `facts` that is a trusted result: by a signer
+    /// the policy accepts, resting on input facts it accepts too
+    /// ([`Ctx::inputs_trusted`]); successes before analysis errors.
+    async fn pick_trusted(&self, facts: &[SignedFact]) -> Option<SignedFact> {
         let trust = &self.parts().trust;
-        let mut trusted: Vec<&SignedFact> = facts.iter().filter(|f| trust.accepts(f)).collect();
-        trusted.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
-        trusted.first().map(|f| (*f).clone())
+        let mut candidates: Vec<&SignedFact> = facts.iter().filter(|f| trust.accepts(f)).collect();
+        candidates.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
+        for fact in candidates {
+            match self.inputs_trusted(fact).await {
+                Ok(()) => return Some(fact.clone()),
+                Err(reason) => {
+                    tracing::info!(fact = %fact.id(), %reason, "not a trusted result: an input is not trusted here");
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether every input fact behind `fact`, back to the sources, is by a
+    /// signer the policy accepts and gives the bytes the fact says were
+    /// used. Input facts not in the store are asked of the worker that
+    /// named them, then of the mesh, and kept once checked.
+    async fn inputs_trusted(&self, fact: &SignedFact) -> Result<(), String> {
+        let parts = self.parts();
+        let by = |f: &SignedFact| peer_id_of(&f.body.worker);
+        let mut pending: Vec<(ResolvedInput, Option<PeerId>)> = fact
+            .body
+            .inputs
+            .iter()
+            .map(|i| (i.clone(), by(fact)))
+            .collect();
+        let mut seen = HashSet::new();
+        while let Some((input, named_by)) = pending.pop() {
+            if !seen.insert(input.fact) {
+                continue;
+            }
+            if seen.len() > CHAIN_LIMIT {
+                return Err(format!(
+                    "its provenance has more than {CHAIN_LIMIT} input facts"
+                ));
+            }
+            if let Some(why) = parts.trust.untrusted_input(&input) {
+                return Err(why);
+            }
+            let found = input_facts::checked(&parts.store, &parts.client, &input, named_by).await?;
+            pending.extend(found.body.inputs.iter().map(|i| (i.clone(), by(&found))));
+        }
+        Ok(())
     }
 
     /// Whether `fact`, sent by `from`, is a valid result for `expr` that the
-    /// trust policy accepts.
-    fn check_result(&self, expr: &ExprId, fact: &SignedFact, from: &PeerId) -> Result<(), String> {
+    /// trust policy accepts. `advertised`: the inputs the advert gave, which
+    /// the fact must name (they were resolved by this node under its policy).
+    fn check_result(
+        &self,
+        expr: &ExprId,
+        fact: &SignedFact,
+        from: &PeerId,
+        advertised: Option<&[ResolvedInput]>,
+    ) -> Result<(), String> {
         fact.verify_for(expr).map_err(|e| e.to_string())?;
         if peer_id_of(&fact.body.worker).as_ref() != Some(from) {
             return Err("fact signed by a key other than the sender's".into());
         }
         if !self.parts().trust.accepts(fact) {
             return Err("fact signer is not trusted".into());
+        }
+        if advertised.is_some_and(|inputs| fact.body.inputs != inputs) {
+            return Err("the fact names other inputs than the advert gave".into());
         }
         Ok(())
     }

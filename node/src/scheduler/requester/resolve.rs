@@ -31,7 +31,7 @@ pub(super) async fn resolve(
         .expr(&expr)?
         .ok_or(ResolveError::UnknownExpression(expr))?;
     if !no_cache {
-        if let Some(fact) = ctx.pick_trusted(&store.facts_for(&expr)?) {
+        if let Some(fact) = ctx.pick_trusted(&store.facts_for(&expr)?).await {
             tracing::debug!(%expr, "served from the local store");
             return Ok(Resolved {
                 fact,
@@ -110,7 +110,7 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
             trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
         })
         .await;
-    let Some(fact) = ctx.pick_trusted(&facts) else {
+    let Some(fact) = ctx.pick_trusted(&facts).await else {
         if !facts.is_empty() {
             tracing::info!(%expr, n = facts.len(), "mesh has facts, none by a trusted signer");
         }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::admission::{refusal, workflow_trust};
+use super::inputs::unfit;
 use super::join::{self, SharedRun};
 use super::journal::Redelivery;
 use super::run::{deliver, heartbeats, mark_delivered, offer_and_run};
@@ -231,6 +232,11 @@ impl Actor {
         if let Some(reason) = reason {
             self.ctx.stats.declined.fetch_add(1, Ordering::Relaxed);
             tracing::info!(expr = %advert.expr.id(), ?reason, "not offering");
+            return;
+        }
+        if let Some(problem) = unfit(&self.ctx, &advert) {
+            self.ctx.stats.declined.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(expr = %advert.expr.id(), %problem, "not offering");
             return;
         }
         let expr = advert.expr.id();

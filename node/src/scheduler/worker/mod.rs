@@ -24,6 +24,7 @@
 
 mod actor;
 mod admission;
+mod inputs;
 mod join;
 mod journal;
 mod run;

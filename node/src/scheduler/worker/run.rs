@@ -20,11 +20,14 @@ use libp2p::PeerId;
 use oda_protocol::messages::{
     Done, JobAdvert, JobRequest, JobResponse, LeaseId, Offer, Progress, RunFailure,
 };
-use oda_protocol::{BlobId, ExprId, Fact, Outcome, OutputRef, SignedFact, Value, Wire, Workflow};
+use oda_protocol::{
+    BlobId, ExprId, Fact, Outcome, OutputRef, ResolvedInput, SignedFact, Value, Wire, Workflow,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::actor::Cmd;
+use super::inputs;
 use super::journal::Entry;
 use super::Ctx;
 use crate::executor::{self, RunOutcome, RunRequest};
@@ -289,8 +292,8 @@ async fn execute(
 ) -> Result<SignedFact, RunFailure> {
     let expr = advert.expr.id();
     let own = {
-        let ctx = ctx.clone();
-        off_async(move || Ok(own_fact(&ctx, &expr))).await?
+        let (ctx, inputs) = (ctx.clone(), advert.inputs.clone());
+        off_async(move || Ok(own_fact(&ctx, &expr, &inputs))).await?
     };
     if let Some(fact) = own {
         tracing::info!("computed here before; sending the stored fact");
@@ -299,6 +302,9 @@ async fn execute(
     let parts = &ctx.parts;
     let workflow = ensure_workflow(ctx, advert).await.map_err(failure)?;
     executor::supported(&workflow.manifest.executor).map_err(failure)?;
+    inputs::verify(ctx, advert, &workflow.manifest)
+        .await
+        .map_err(failure)?;
     // Inputs: upstream outputs and literal blobs, fetched if missing.
     let mut needed: Vec<BlobId> = advert.inputs.iter().map(|i| i.blob).collect();
     needed.extend(advert.expr.args.values().flat_map(literal_blobs));
@@ -384,15 +390,16 @@ async fn execute(
     .await
 }
 
-/// A fact this worker signed earlier for `expr`, if its store still has it
-/// and its outputs (blocking).
-fn own_fact(ctx: &Ctx, expr: &ExprId) -> Option<SignedFact> {
+/// A fact this worker signed earlier for `expr` from the same `inputs`, if
+/// its store still has it and its outputs (blocking). A fact computed from
+/// other input facts is another result, never handed out for these.
+fn own_fact(ctx: &Ctx, expr: &ExprId, inputs: &[ResolvedInput]) -> Option<SignedFact> {
     let (store, own) = (&ctx.parts.store, ctx.parts.key.public());
-    store
-        .facts_for(expr)
-        .ok()?
-        .into_iter()
-        .find(|f| f.body.worker == own && f.body.output_blobs().iter().all(|b| store.has_blob(b)))
+    store.facts_for(expr).ok()?.into_iter().find(|f| {
+        f.body.worker == own
+            && f.body.inputs == inputs
+            && f.body.output_blobs().iter().all(|b| store.has_blob(b))
+    })
 }
 
 /// Import the outputs, sign the fact and store it (blocking).
