@@ -82,6 +82,7 @@ pub fn print_job(job: &Json) {
             text(r, "worker_peer"),
             text(r, "worker_key")
         );
+        println!("trust     {}", trust_label(r));
         println!(
             "time      {elapsed} since submission; the run took {}",
             render::duration_ms(num(r, "run_ms"))
@@ -644,8 +645,9 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
         }
     }
     let mut t = Table::new(&[
-        "FACT", "OUTCOME", "WORKER", "RUN", "FINISHED", "HELD", "OUTPUTS",
+        "FACT", "TRUST", "OUTCOME", "WORKER", "RUN", "FINISHED", "HELD", "OUTPUTS",
     ]);
+    let mut reasons = Vec::new();
     for fact in f
         .get("facts")
         .and_then(Json::as_array)
@@ -664,8 +666,16 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
                 text(fact, "error_message")
             ),
         };
+        let id = render::short(&text(fact, "fact"), 12);
+        reasons.push(format!("{id}  {}", trust_label(fact)));
         t.row(vec![
-            render::short(&text(fact, "fact"), 12),
+            id,
+            if flag(fact, "trusted") {
+                "trusted"
+            } else {
+                "UNTRUSTED"
+            }
+            .into(),
             text(fact, "outcome"),
             render::short(&text(fact, "worker_peer"), 10),
             render::duration_ms(num(fact, "run_ms")),
@@ -685,8 +695,25 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
         );
     } else {
         t.print();
+        println!();
+        for line in reasons {
+            println!("{line}");
+        }
     }
     Ok(OK)
+}
+
+/// "trusted: why" or "UNTRUSTED: why" for a fact's JSON view; untrusted
+/// facts are never results, and say so.
+fn trust_label(fact: &Json) -> String {
+    if flag(fact, "trusted") {
+        format!("trusted: {}", text(fact, "trust"))
+    } else {
+        format!(
+            "UNTRUSTED (never returned as a result): {}",
+            text(fact, "trust")
+        )
+    }
 }
 
 fn print_workflow(w: &Json) {

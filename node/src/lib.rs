@@ -19,3 +19,5 @@ pub mod registry;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+#[cfg(test)]
+mod test_facts;

@@ -48,6 +48,9 @@ pub struct Node {
     pub requester: Requester,
     /// Computes jobs, if enabled.
     pub worker: Option<Worker>,
+    /// Whose facts this node trusts (the requester's policy; views label
+    /// every fact with [`TrustPolicy::verdict`]).
+    pub trust: TrustPolicy,
     data_dir: PathBuf,
     /// Stops the requester.
     stop_scheduler: CancellationToken,
@@ -139,7 +142,7 @@ impl Node {
             client: client.clone(),
             store: store.clone(),
             key: key.clone(),
-            trust,
+            trust: trust.clone(),
             cfg: cfg.scheduler.clone(),
             local_worker: worker.clone(),
         };
@@ -170,6 +173,7 @@ impl Node {
             key,
             requester,
             worker,
+            trust,
             data_dir: data_dir.to_path_buf(),
             stop_scheduler,
             stop_network,

@@ -1064,6 +1064,39 @@ impl Attacker {
         Self { peer, results }
     }
 
+    /// The attacker's advert of `expr` with `inputs` (its workflow is one R holds).
+    fn advert(
+        &self,
+        r: &Node,
+        expr: &Expression,
+        inputs: Vec<oda_protocol::ResolvedInput>,
+    ) -> oda_protocol::messages::JobAdvert {
+        let (wf, bundle) = r
+            .store
+            .workflow(&expr.workflow)
+            .expect("store")
+            .expect("workflow known");
+        oda_protocol::messages::JobAdvert {
+            expr: expr.clone(),
+            inputs,
+            requester: self.peer.key.public(),
+            requirements: wf.manifest.resources.clone(),
+            deadline: oda_node::scheduler::jobs::now_ms() + 60_000,
+            priority: 0,
+            token: None,
+            bundle,
+            endorsements: vec![],
+        }
+    }
+
+    /// Publish `advert` on its workflow's jobs topic (an error while W is
+    /// not yet known to subscribe is expected: the caller publishes again).
+    async fn publish(&self, advert: &oda_protocol::messages::JobAdvert) {
+        let topic = oda_protocol::names::Topic::jobs(&advert.expr.workflow);
+        let gossip = oda_protocol::messages::Gossip::JobAdvert(Box::new(advert.clone()));
+        let _ = self.peer.client.publish(topic, gossip).await;
+    }
+
     /// Advertise `expr` with `inputs` (again until a result comes) and
     /// return W's result.
     async fn run(
@@ -1072,33 +1105,10 @@ impl Attacker {
         expr: &Expression,
         inputs: Vec<oda_protocol::ResolvedInput>,
     ) -> Result<oda_protocol::SignedFact, String> {
-        use oda_protocol::messages::{Gossip, JobAdvert};
-        let (wf, bundle) = r
-            .store
-            .workflow(&expr.workflow)
-            .expect("store")
-            .expect("workflow known");
-        let now = oda_node::scheduler::jobs::now_ms();
-        let advert = JobAdvert {
-            expr: expr.clone(),
-            inputs,
-            requester: self.peer.key.public(),
-            requirements: wf.manifest.resources.clone(),
-            deadline: now + 60_000,
-            priority: 0,
-            token: None,
-            bundle,
-            endorsements: vec![],
-        };
-        let topic = oda_protocol::names::Topic::jobs(&expr.workflow);
+        let advert = self.advert(r, expr, inputs);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            // Published until W is known to subscribe (then it is heard).
-            let _ = self
-                .peer
-                .client
-                .publish(topic.clone(), Gossip::JobAdvert(Box::new(advert.clone())))
-                .await;
+            self.publish(&advert).await;
             match tokio::time::timeout(Duration::from_millis(500), self.results.recv()).await {
                 Ok(Some(result)) => return result,
                 Ok(None) => panic!("the attacker's RPC task stopped"),
@@ -1106,6 +1116,34 @@ impl Attacker {
             }
         }
     }
+}
+
+/// A worker never offers for (so never runs or signs) an advert whose
+/// expression is not in normal form for the workflow's manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_advert_not_in_normal_form_is_never_offered_for() {
+    let gc = gen_and_count("unnormal", 1, "open('out.txt', 'w').write(sys.argv[1])\n").await;
+    let (m, markers, gen_id) = (&gc.m, &gc.markers, gc.gen_id);
+    let r = &m.requester;
+    let w = m.workers[0].worker.as_ref().expect("a worker");
+    let mut attacker = Attacker::join(m).await;
+    // `x` is an int in the manifest; a string would reach the command line.
+    let bad = Expression {
+        workflow: gen_id,
+        args: BTreeMap::from([("x".to_string(), Value::Str("7; rm -rf ~".into()))]),
+    };
+    assert!(bad
+        .check(&r.store.workflow(&gen_id).unwrap().unwrap().0.manifest)
+        .is_err());
+    let advert = attacker.advert(r, &bad, vec![]);
+    let before = w.declined();
+    eventually("W declines the advert", DEADLINE, || async {
+        attacker.publish(&advert).await;
+        (w.declined() > before).then_some(())
+    })
+    .await;
+    assert!(attacker.results.try_recv().is_err(), "no result was sent");
+    assert_eq!(executions(markers.path(), "gen"), 0, "gen never ran");
 }
 
 /// Inputs are facts, not claims: a peer that advertises a job with bytes of

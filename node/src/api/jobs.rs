@@ -22,6 +22,7 @@ use super::{blocking, parse_id, ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 use crate::identity::peer_id_of;
 use crate::runtime::Node;
 use crate::scheduler::jobs::now_ms;
+use crate::scheduler::trust::Verdict;
 use crate::scheduler::{JobEvent, JobId, JobRecord};
 
 /// `POST /v1/jobs` body.
@@ -95,14 +96,22 @@ pub struct FactView {
     pub cpu_ms: u64,
     /// Peak resident memory of the run, KiB.
     pub peak_rss_kib: u64,
-    /// Whether this node holds the fact in its store (facts found only in the
-    /// mesh are not yet accepted by this node).
+    /// Whether this node holds the fact in its store. A held fact is not
+    /// necessarily trusted: a worker keeps the input facts of what it
+    /// computed, whoever signed them.
     pub local: bool,
+    /// Whether this node would take the fact as a result: its signer and
+    /// every input fact behind it (as far as this node holds them) are
+    /// trusted here.
+    pub trusted: bool,
+    /// Why it is trusted or not, e.g. "signed by <key>, listed in [trust]
+    /// keys" or "signed by <key>, whom this node does not trust".
+    pub trust: String,
 }
 
 impl FactView {
-    /// The view of a fact.
-    pub fn new(f: &SignedFact, local: bool) -> Self {
+    /// The view of a fact, with this node's verdict on it.
+    pub fn new(f: &SignedFact, local: bool, verdict: Verdict) -> Self {
         let b = &f.body;
         let (outcome, outputs, error_kind, error_message) = match &b.outcome {
             Outcome::Success { outputs } => (
@@ -146,8 +155,22 @@ impl FactView {
             cpu_ms: b.usage.cpu_ms,
             peak_rss_kib: b.usage.peak_rss_kib,
             local,
+            trusted: verdict.trusted,
+            trust: verdict.why,
         }
     }
+
+    /// The view of a fact this node holds, judged with the input facts its
+    /// store holds (blocking).
+    pub fn held(node: &Node, f: &SignedFact) -> Self {
+        Self::new(f, true, judge(node, f))
+    }
+}
+
+/// This node's verdict on `f`, with the input facts its store holds (blocking).
+fn judge(node: &Node, f: &SignedFact) -> Verdict {
+    node.trust
+        .verdict(f, |id| node.store.fact(id).ok().flatten())
 }
 
 /// A job as the API shows it.
@@ -201,7 +224,7 @@ pub fn job_view(node: &Node, r: &JobRecord) -> JobView {
     let result = r
         .fact
         .and_then(|id| store.fact(&id).ok().flatten())
-        .map(|f| FactView::new(&f, true));
+        .map(|f| FactView::held(node, &f));
     let terminal = r.state.is_terminal();
     let end = if terminal { r.updated_at } else { now_ms() };
     JobView {
@@ -475,10 +498,11 @@ pub struct FactsView {
 }
 
 /// `GET /v1/exprs/{id}/facts`: the facts this node holds for an expression
-/// (facts are stored only once accepted: own or by a trusted signer), and with
-/// `?mesh=true` also those the mesh holds (verified signatures, trust not
-/// judged: `local` is false for them). 404 if neither the expression nor any
-/// fact is known.
+/// and, with `?mesh=true`, also those the mesh holds (signatures verified).
+/// Every fact says whether this node trusts it and why (`trusted`, `trust`):
+/// a held fact may be untrusted (a worker keeps the input facts of what it
+/// computed), and so may a fact from the mesh. 404 if neither the
+/// expression nor any fact is known.
 pub async fn facts(
     State(s): State<ApiState>,
     ApiPath(id): ApiPath<String>,
@@ -486,13 +510,13 @@ pub async fn facts(
 ) -> Result<Json<FactsView>, ApiError> {
     let expr: ExprId = parse_id("expression", &id)?;
     let node = s.node.clone();
-    let (expression, local) = blocking(move || {
+    let (expression, mut views) = blocking(move || {
         let e = node.store.expr(&expr)?;
-        let f = node.store.facts_for(&expr)?;
-        Ok((e, f))
+        let held = node.store.facts_for(&expr)?;
+        let views: Vec<FactView> = held.iter().map(|f| FactView::held(&node, f)).collect();
+        Ok((e, views))
     })
     .await?;
-    let mut views: Vec<FactView> = local.iter().map(|f| FactView::new(f, true)).collect();
     if q.mesh.unwrap_or(false) {
         let found = s
             .node
@@ -500,13 +524,17 @@ pub async fn facts(
             .lookup_facts(expr)
             .await
             .map_err(|e| ApiError::internal(format!("mesh lookup failed: {e}")))?;
-        let known: std::collections::HashSet<_> = local.iter().map(|f| f.id()).collect();
-        views.extend(
-            found
+        let known: std::collections::HashSet<String> =
+            views.iter().map(|v| v.fact.clone()).collect();
+        let node = s.node.clone();
+        let found: Vec<FactView> = blocking(move || {
+            Ok(found
                 .iter()
-                .filter(|f| !known.contains(&f.id()))
-                .map(|f| FactView::new(f, false)),
-        );
+                .map(|f| FactView::new(f, false, judge(&node, f)))
+                .collect())
+        })
+        .await?;
+        views.extend(found.into_iter().filter(|v| !known.contains(&v.fact)));
     }
     if expression.is_none() && views.is_empty() {
         return Err(ApiError::not_found(format!(

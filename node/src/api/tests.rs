@@ -635,3 +635,53 @@ async fn a_fifo_in_a_workflow_is_refused_without_blocking_the_node() {
     assert_eq!(status, StatusCode::OK);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn every_fact_says_whether_it_is_trusted_here_and_why() {
+    use crate::test_facts::fact;
+    let h = Harness::start("trust-labels").await;
+    let stranger = oda_protocol::SecretKey::from_seed([3; 32]);
+    let theirs = fact(&stranger, 1, &[]);
+    let mine = fact(&h.node.key.secret, 1, &[]);
+    let on_theirs = fact(&h.node.key.secret, 2, &[&theirs]);
+    for f in [&theirs, &mine, &on_theirs] {
+        h.node.store.put_fact(f).unwrap();
+    }
+    let facts_of = |expr: u8| format!("/v1/exprs/ex:{}/facts", hex::encode([expr; 32]));
+    let (status, v) = h.json("GET", &facts_of(1), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let by_id = |v: &Json, id: oda_protocol::FactId| -> Json {
+        v["facts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["fact"] == format!("{id:#}"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed: {v}"))
+    };
+    let own = by_id(&v, mine.id());
+    assert_eq!(own["trusted"], true);
+    assert_eq!(own["trust"], "signed by this node's own key");
+    let strange = by_id(&v, theirs.id());
+    assert_eq!(strange["local"], true);
+    assert_eq!(strange["trusted"], false);
+    assert_eq!(
+        strange["trust"],
+        format!(
+            "signed by {}, whom this node does not trust",
+            stranger.public()
+        )
+    );
+    // Signed by this node, but computed on the stranger's output.
+    let (_, v) = h.json("GET", &facts_of(2), None).await;
+    let derived = by_id(&v, on_theirs.id());
+    assert_eq!(derived["trusted"], false, "{derived}");
+    assert!(
+        derived["trust"]
+            .as_str()
+            .unwrap()
+            .contains("whom this node does not trust"),
+        "{derived}"
+    );
+    h.stop().await;
+}

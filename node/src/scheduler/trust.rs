@@ -154,43 +154,12 @@ impl TrustPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oda_protocol::{BlobId, ExprId, Fact, Outcome, OutputRef, RunnerClass, SecretKey, Usage};
+    use crate::test_facts::fact;
+    use oda_protocol::{BlobId, SecretKey};
     use std::collections::HashMap;
 
     fn key(seed: u8) -> SecretKey {
         SecretKey::from_seed([seed; 32])
-    }
-
-    /// A fact by `by` about expression `[expr; 32]` with output "out" =
-    /// blob `[expr; 32]`, computed from `inputs`' "out".
-    fn fact(by: &SecretKey, expr: u8, inputs: &[&SignedFact]) -> SignedFact {
-        let mut inputs: Vec<ResolvedInput> = inputs
-            .iter()
-            .map(|f| ResolvedInput::from_fact(f, "out").expect("has out"))
-            .collect();
-        inputs.sort();
-        by.sign(Fact {
-            expr: ExprId([expr; 32]),
-            workflow: WorkflowId([0; 32]),
-            outcome: Outcome::Success {
-                outputs: [(
-                    "out".to_string(),
-                    OutputRef {
-                        blob: BlobId([expr; 32]),
-                        size: 1,
-                    },
-                )]
-                .into(),
-            },
-            worker: by.public(),
-            runner_class: RunnerClass::Public,
-            inputs,
-            started_at: 1,
-            finished_at: 2,
-            usage: Usage::default(),
-            environment: [0; 32],
-        })
-        .expect("signs")
     }
 
     #[test]
@@ -238,7 +207,10 @@ mod tests {
         let all = held(&[&source]);
         let v = policy.verdict(&lying, |id| all.get(id).cloned());
         assert!(!v.trusted);
-        assert!(v.why.ends_with(&format!("not {}", BlobId([9; 32]))), "{v:?}");
+        assert!(
+            v.why.ends_with(&format!("not {}", BlobId([9; 32]))),
+            "{v:?}"
+        );
 
         // A broken signature.
         let mut bad = source.clone();
