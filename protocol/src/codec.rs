@@ -16,15 +16,19 @@ pub mod limits {
     pub const SIGNED_OBJECT: usize = 256 * 1024;
     /// A job-protocol request or response (offer, assign, progress, done, cancel).
     pub const JOB_MESSAGE: usize = 512 * 1024;
-    /// A fact-protocol request or response (`GetFacts` and its list of facts).
+    /// A fact-protocol response (a list of facts).
     pub const FACT_MESSAGE: usize = 4 * 1024 * 1024;
+    /// A fact or blob request: an id, and for a blob a range (33 and at most
+    /// 46 bytes encoded). Since v2 (it was the response's limit before), so a
+    /// peer cannot make a node hold a large buffer per stream it opens.
+    pub const SMALL_REQUEST: usize = 64;
     /// Largest number of data bytes in one blob range reply.
     pub const BLOB_CHUNK: usize = 1024 * 1024;
     /// Bytes under one leaf of the BLAKE3 tree that blob ranges are proved
     /// with (16 BLAKE3 chunks of 1 KiB): the unit a receiver checks and the
     /// alignment of every blob range request.
     pub const BLOB_CHUNK_GROUP: usize = 16 * 1024;
-    /// A blob-protocol request or response: one range of [`BLOB_CHUNK`] bytes,
+    /// A blob-protocol response: one range of [`BLOB_CHUNK`] bytes,
     /// the hash pairs proving it (at most 127 of 64 bytes: 63 inside the range
     /// and one per level above it) and framing.
     pub const BLOB_MESSAGE: usize = BLOB_CHUNK + 16 * 1024;

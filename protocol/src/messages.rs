@@ -231,7 +231,7 @@ impl FactResponse {
 
 impl Wire for FactRequest {
     const WHAT: &'static str = "fact request";
-    const MAX_SIZE: usize = limits::FACT_MESSAGE;
+    const MAX_SIZE: usize = limits::SMALL_REQUEST;
 }
 
 impl Wire for FactResponse {
@@ -281,7 +281,7 @@ pub enum BlobResponse {
 
 impl Wire for BlobRequest {
     const WHAT: &'static str = "blob request";
-    const MAX_SIZE: usize = limits::BLOB_MESSAGE;
+    const MAX_SIZE: usize = limits::SMALL_REQUEST;
 }
 
 impl Wire for BlobResponse {

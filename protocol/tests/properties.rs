@@ -315,6 +315,8 @@ fn every_decoder_refuses_oversized_input() {
     assert_eq!(Gossip::MAX_SIZE, limits::GOSSIP);
     assert_eq!(JobRequest::MAX_SIZE, limits::JOB_MESSAGE);
     assert_eq!(FactResponse::MAX_SIZE, limits::FACT_MESSAGE);
+    assert_eq!(FactRequest::MAX_SIZE, limits::SMALL_REQUEST);
+    assert_eq!(BlobRequest::MAX_SIZE, limits::SMALL_REQUEST);
     assert_eq!(BlobResponse::MAX_SIZE, limits::BLOB_MESSAGE);
     assert_eq!(SignedFact::MAX_SIZE, limits::SIGNED_OBJECT);
     // Gossipsub's default transmit limit is 64 KiB including its own framing.
@@ -1089,4 +1091,17 @@ fn a_bundle_of_exactly_the_limit_decodes() {
     let bytes = big.encode().unwrap();
     assert_eq!(bytes.len(), limits::BUNDLE);
     assert_eq!(WorkflowBundle::decode(&bytes).unwrap(), big);
+}
+
+#[test]
+fn the_largest_fact_and_blob_requests_fit_the_small_request_limit() {
+    let blob = BlobRequest {
+        blob: oda_protocol::BlobId([0xff; 32]),
+        offset: u64::MAX,
+        len: u32::MAX,
+    };
+    let len = blob.encode().expect("fits").len();
+    assert!(len <= limits::SMALL_REQUEST, "{len}");
+    let fact = FactRequest::GetFacts(oda_protocol::ExprId([0xff; 32]));
+    assert_eq!(fact.encode().expect("fits").len(), 33);
 }

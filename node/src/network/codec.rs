@@ -1,7 +1,9 @@
 //! The request-response codec for the fact, blob and job protocols: a 4-byte
 //! big-endian length prefix, then the `oda_protocol::codec` encoding of one
 //! message. Reads refuse lengths above the message type's named maximum before
-//! allocating, and every read and write has a deadline.
+//! reading on, grow their buffer only as bytes arrive (a peer that announces
+//! a large message and sends little makes the node hold little), and every
+//! read and write has a deadline.
 
 use std::io;
 use std::marker::PhantomData;
@@ -53,12 +55,38 @@ pub async fn read_message<M: Wire, T: AsyncRead + Unpin + Send>(io: &mut T) -> i
                 M::MAX_SIZE
             )));
         }
-        let mut buf = vec![0u8; len];
-        io.read_exact(&mut buf).await?;
+        let buf = read_body(io, len).await?;
         M::decode(&buf).map_err(invalid)
     })
     .await
 }
+
+/// Read exactly `len` bytes, holding no more memory than about twice what
+/// has arrived (plus [`READ_STEP`]): the announced length is never
+/// allocated up front. The buffer doubles as it fills, each byte zeroed once.
+async fn read_body<T: AsyncRead + Unpin + Send>(io: &mut T, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut filled = 0;
+    while filled < len {
+        if filled == buf.len() {
+            let grow = (len - filled).min(filled.max(READ_STEP));
+            buf.reserve_exact(grow);
+            buf.resize(filled + grow, 0);
+        }
+        let n = io.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the stream ended after {filled} of {len} announced bytes"),
+            ));
+        }
+        filled += n;
+    }
+    Ok(buf)
+}
+
+/// The first buffer of a read, and the least it grows by.
+const READ_STEP: usize = 64 * 1024;
 
 /// Write one length-prefixed message.
 pub async fn write_message<M: Wire, T: AsyncWrite + Unpin + Send>(
@@ -156,6 +184,52 @@ mod tests {
         assert!(read_message::<FactRequest, _>(&mut garbage.as_slice())
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_with_the_bytes_that_arrive_not_the_announced_length() {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        // 4 MiB announced, 100 bytes sent, then the stream ends.
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        tokio::io::AsyncWriteExt::write_all(&mut b, &[7; 100])
+            .await
+            .unwrap();
+        drop(b);
+        let err = read_body(&mut a.compat(), 4 << 20).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("after 100 of 4194304"), "{err}");
+
+        // A whole message arriving in small pieces is read exactly.
+        let (a, mut b) = tokio::io::duplex(1000);
+        let body: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let sent = body.clone();
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(777) {
+                tokio::io::AsyncWriteExt::write_all(&mut b, piece)
+                    .await
+                    .unwrap();
+            }
+        });
+        let got = read_body(&mut a.compat(), body.len()).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, body);
+        assert!(got.capacity() <= body.len(), "{}", got.capacity());
+    }
+
+    #[tokio::test]
+    async fn fact_and_blob_requests_longer_than_64_bytes_are_refused_at_the_prefix() {
+        for announced in [65u32, 4 << 20] {
+            let mut bytes = announced.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&[0; 70]);
+            let err = read_message::<FactRequest, _>(&mut bytes.as_slice())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("limit of 64"), "{err}");
+            let err = read_message::<BlobRequest, _>(&mut bytes.as_slice())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("limit of 64"), "{err}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
