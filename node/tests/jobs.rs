@@ -14,7 +14,9 @@ use oda_node::config::{Validated, WorkerSettings};
 use oda_node::identity::NodeKey;
 use oda_node::runtime::Node;
 use oda_node::scheduler::{JobRecord, JobState, SchedulerConfig};
-use oda_protocol::{Expression, NetworkId, Outcome, PublicKey, RunnerClass, Value, WorkflowId};
+use oda_protocol::{
+    ExprId, Expression, NetworkId, Outcome, PublicKey, RunnerClass, Value, WorkflowId,
+};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -1225,4 +1227,53 @@ async fn forged_inputs_are_refused_by_the_worker_or_never_trusted_by_requesters(
         vec![ResolvedInput::from_fact(&real, "out").unwrap()]
     );
     assert_eq!(executions(markers.path(), "count"), 2);
+}
+
+/// Phantom progress: a peer R does not trust keeps sending heartbeats with
+/// made-up lease ids for the expression R asks for. R neither adopts that
+/// "run" nor declines honest offers because of it: the job is computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_heartbeats_from_an_untrusted_peer_do_not_hold_a_job_back() {
+    use oda_protocol::messages::{JobRequest, JobResponse, Progress};
+    let gc = gen_and_count("phantom", 1, "open('out.txt', 'w').write(sys.argv[1])\n").await;
+    let (m, gen_id) = (&gc.m, gc.gen_id);
+    let r = &m.requester;
+    let g = expression(r, &gen_id, &[("x", Value::Int(11))]);
+    let attacker = Attacker::join(m).await;
+    let (client, to, expr) = (attacker.peer.client.clone(), r.key.peer_id(), g.id());
+    let beat = move |expr| {
+        JobRequest::Progress(Progress {
+            expr,
+            lease: rand::random(),
+            fraction: Some(0.5),
+            message: "running, honest".into(),
+        })
+    };
+    // Connected to R (answered) before the job starts.
+    let r_addr = r.client.listen_addrs().await.expect("R listens")[0].clone();
+    attacker.peer.client.dial(r_addr).await.expect("dialled");
+    eventually("R answers the attacker", DEADLINE, || {
+        let client = client.clone();
+        async move { client.send_job(to, beat(ExprId([0; 32]))).await.ok() }
+    })
+    .await;
+    let (answers_tx, mut answers) = tokio::sync::mpsc::channel(1 << 16);
+    // Made-up heartbeats one after the other (each awaits its answer), from
+    // before the job starts to its end.
+    let spam = tokio::spawn(async move {
+        loop {
+            if let Ok(answer) = client.send_job(to, beat(expr)).await {
+                let _ = answers_tx.try_send(answer);
+            }
+        }
+    });
+    let made = run(r, &g).await;
+    spam.abort();
+    assert_eq!(made.state, JobState::Done, "{made:?}");
+    assert_eq!(output_text(r, &made).await, "11");
+    let mut acked = 0;
+    while let Ok(answer) = answers.try_recv() {
+        acked += usize::from(answer == JobResponse::Ack);
+    }
+    assert_eq!(acked, 0, "no made-up heartbeat was acknowledged");
 }

@@ -107,7 +107,7 @@ impl Dispatcher {
     pub async fn on_job_request(&self, peer: PeerId, request: JobRequest, reply: JobReply) {
         match request {
             JobRequest::Offer(offer) => self.requester.on_offer(peer, offer, reply).await,
-            JobRequest::Progress(p) => self.requester.on_progress(p, reply).await,
+            JobRequest::Progress(p) => self.requester.on_progress(peer, p, reply).await,
             JobRequest::Done(done) => self.requester.on_done(peer, *done, reply).await,
             JobRequest::Cancel(cancel) => match &self.worker {
                 Some(w) => w.on_cancel(cancel, reply).await,

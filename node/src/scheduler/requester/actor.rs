@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::auction::{admit_offer, OfferIn, Windows};
+use super::lease::{heartbeat, Heartbeat};
 use super::{Ctx, JobEvent, ResolveError, Resolved};
 use crate::identity::public_key_of;
 use crate::network::JobReply;
@@ -60,15 +61,9 @@ pub(super) enum Cmd {
         reply: oneshot::Sender<Result<Option<JobRecord>, StoreError>>,
     },
     /// Every job waiting for `expr` is now in `state`.
-    SetState {
-        expr: ExprId,
-        state: JobState,
-    },
+    SetState { expr: ExprId, state: JobState },
     /// An attempt for `expr` failed.
-    Attempt {
-        expr: ExprId,
-        attempt: Attempt,
-    },
+    Attempt { expr: ExprId, attempt: Attempt },
     /// Route offers for `expr` to this auction once its workflow has room
     /// for another open auction; `admitted` says when.
     OpenAuction {
@@ -78,9 +73,7 @@ pub(super) enum Cmd {
         admitted: oneshot::Sender<()>,
     },
     /// The auction for `expr` is over.
-    CloseAuction {
-        expr: ExprId,
-    },
+    CloseAuction { expr: ExprId },
     /// Route heartbeats and the result of this lease to its resolution.
     OpenLease {
         expr: ExprId,
@@ -88,10 +81,7 @@ pub(super) enum Cmd {
         route: LeaseRoute,
     },
     /// The lease is over.
-    CloseLease {
-        expr: ExprId,
-        lease: LeaseId,
-    },
+    CloseLease { expr: ExprId, lease: LeaseId },
     /// Since when (Unix ms) this node listens to the jobs topic of
     /// `workflow`: the first time it was asked (right after subscribing).
     ListeningSince {
@@ -114,6 +104,7 @@ pub(super) enum Cmd {
         reply: JobReply,
     },
     Progress {
+        peer: PeerId,
         progress: Progress,
         reply: JobReply,
     },
@@ -318,8 +309,12 @@ impl Actor {
                 let _ = self.ctx.0.announced.send(expr);
             }
             Cmd::Offer { peer, offer, reply } => self.offer(peer, offer, reply).await,
-            Cmd::Progress { progress, reply } => {
-                let response = self.progress(progress);
+            Cmd::Progress {
+                peer,
+                progress,
+                reply,
+            } => {
+                let response = self.progress(peer, progress);
                 self.ctx.parts().client.respond_job(reply, response).await;
             }
             Cmd::Done { peer, done, reply } => {
@@ -586,35 +581,52 @@ impl Actor {
             .await;
     }
 
-    fn progress(&mut self, progress: Progress) -> JobResponse {
+    fn progress(&mut self, peer: PeerId, progress: Progress) -> JobResponse {
         let (expr, lease) = (progress.expr, progress.lease);
-        if let Some(route) = self.leases.get_mut(&(expr, lease)) {
-            route.heartbeat.notify_one();
-            let first = !route.running;
-            route.running = true;
-            let worker = route.worker.to_string();
-            if first {
-                self.set_state(&expr, &JobState::Running { worker });
+        let trusted =
+            public_key_of(&peer).is_some_and(|k| self.ctx.parts().trust.trusts_worker(&k));
+        let (issued_here, wanted) = (self.issued.contains(&lease), self.wants(&expr));
+        let route = self.leases.get_mut(&(expr, lease));
+        let lease_worker = route.as_ref().map(|r| r.worker);
+        match (
+            heartbeat(lease_worker, peer, issued_here, wanted, trusted),
+            route,
+        ) {
+            (Heartbeat::Renews, Some(route)) => {
+                route.heartbeat.notify_one();
+                let first = !route.running;
+                route.running = true;
+                let worker = route.worker.to_string();
+                if first {
+                    self.set_state(&expr, &JobState::Running { worker });
+                }
+                if !progress.message.is_empty() {
+                    self.push_log(expr, progress.message);
+                }
+                JobResponse::Ack
             }
-            if !progress.message.is_empty() {
-                self.push_log(expr, progress.message);
+            // A lease issued before this node restarted, for an expression
+            // it still wants: let the run finish; its `Done` is kept (see
+            // `done`) instead of computing the expression again.
+            (Heartbeat::Adopts, _) => {
+                self.adopted.insert(expr, now_ms());
+                JobResponse::Ack
             }
-            return JobResponse::Ack;
+            _ => {
+                tracing::debug!(%peer, %expr, lease, "refusing a heartbeat for a lease not issued to it");
+                JobResponse::Decline(DeclineReason::NotNeeded)
+            }
         }
-        // A lease issued before this node restarted, for an expression it
-        // still wants: let the run finish; its `Done` is kept (see `done`)
-        // instead of computing the expression again.
-        if !self.issued.contains(&lease) && self.wants(&expr) {
-            self.adopted.insert(expr, now_ms());
-            return JobResponse::Ack;
-        }
-        JobResponse::Decline(DeclineReason::NotNeeded)
     }
 
     /// A result: to its lease, or, for a lease that is gone (for example
     /// issued before a restart), kept if it is a valid trusted fact.
     fn done(&mut self, peer: PeerId, done: Box<Done>) {
         let key = (done.expr, done.lease);
+        if let Some(route) = self.leases.get(&key).filter(|r| r.worker != peer) {
+            tracing::debug!(%peer, worker = %route.worker, "ignoring a result for a lease issued to another worker");
+            return;
+        }
         let done = match self.leases.get_mut(&key).and_then(|r| r.done.take()) {
             Some(tx) => match tx.send((done, peer)) {
                 Ok(()) => return,

@@ -66,14 +66,15 @@ pub(super) fn admit_offer<A>(
     Ok(auction)
 }
 
-/// How an offer ranks, best first: a worker already running the expression
-/// (joining it costs nothing), then one that did not fail this job before,
-/// then the one holding more input bytes, with more free slots, starting
-/// sooner.
+/// How an offer ranks, best first: a worker that did not fail this job
+/// before, then one already running the expression (joining it costs
+/// nothing), then the one holding more input bytes, with more free slots,
+/// starting sooner. A worker that failed the job cannot win it back by
+/// claiming to be running it.
 pub(super) fn offer_rank(offer: &Offer, failed_before: bool) -> impl Ord {
     (
-        !offer.running,
         failed_before,
+        !offer.running,
         std::cmp::Reverse(offer.local_input_bytes),
         std::cmp::Reverse(offer.free_slots),
         offer.expected_start_ms,
@@ -311,7 +312,9 @@ async fn collect(
                 publish(ctx, topic, advert, give_up, &mut schedule).await;
             }
             Some(offer) = rx.recv() => {
-                if offer.offer.running {
+                // A running worker is joined at once, unless it failed this
+                // job before (then its claim weighs like any other offer).
+                if offer.offer.running && !excluded.contains(&offer.peer) {
                     offers.push(offer);
                     return Ok(None);
                 }
@@ -412,15 +415,20 @@ mod tests {
     }
 
     #[test]
-    fn offers_rank_running_then_not_failed_then_locality_then_free_slots() {
-        // A running worker wins even without inputs or slots, even if it failed before.
+    fn offers_rank_not_failed_then_running_then_locality_then_free_slots() {
+        // A running worker wins even without inputs or slots.
         assert_eq!(
-            best(&[(offer(false, 100, 8), false), (offer(true, 0, 0), true)]),
+            best(&[(offer(false, 100, 8), false), (offer(true, 0, 0), false)]),
             1
         );
-        // A worker that failed this job loses to one that did not.
+        // A worker that failed this job loses to one that did not, even
+        // when it says it is running it.
         assert_eq!(
             best(&[(offer(false, 100, 8), true), (offer(false, 0, 1), false)]),
+            1
+        );
+        assert_eq!(
+            best(&[(offer(true, 100, 8), true), (offer(false, 0, 1), false)]),
             1
         );
         // More input bytes held beats more free slots.

@@ -27,6 +27,40 @@ pub(super) enum LeaseEnd {
     Failed { outcome: String, log_tail: String },
 }
 
+/// What a `Progress` from a peer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heartbeat {
+    /// Renews the open lease it names.
+    Renews,
+    /// Names a lease this process did not issue (one from before a
+    /// restart) for an expression it still wants: the run is adopted and its
+    /// result awaited instead of a second run.
+    Adopts,
+    /// Answered `Decline(NotNeeded)` and otherwise ignored.
+    Refused,
+}
+
+/// What a `Progress` from `peer` naming a lease does: it renews the lease
+/// only when `peer` is the worker the lease was issued to (`lease_worker`);
+/// a lease this process never issued is adopted only from a trusted worker
+/// (whose result could be taken) and only for an expression still `wanted`.
+/// A made-up lease id from anyone else cannot make the requester wait for a
+/// run that does not exist.
+pub(super) fn heartbeat(
+    lease_worker: Option<PeerId>,
+    peer: PeerId,
+    issued_here: bool,
+    wanted: bool,
+    trusted: bool,
+) -> Heartbeat {
+    match lease_worker {
+        Some(worker) if worker == peer => Heartbeat::Renews,
+        Some(_) => Heartbeat::Refused,
+        None if !issued_here && wanted && trusted => Heartbeat::Adopts,
+        None => Heartbeat::Refused,
+    }
+}
+
 /// Assign `expr` to `worker` (answering its offer through `reply`) and
 /// follow the lease to its end.
 pub(super) async fn run_lease(
@@ -106,4 +140,30 @@ pub(super) async fn run_lease(
     };
     ctx.tell(Cmd::CloseLease { expr, lease }).await;
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_lease_holder_renews_and_only_a_trusted_worker_is_adopted() {
+        let (w, other) = (PeerId::random(), PeerId::random());
+        // An open lease: its worker renews it; nobody else does, whatever
+        // they claim.
+        assert_eq!(heartbeat(Some(w), w, true, true, true), Heartbeat::Renews);
+        assert_eq!(
+            heartbeat(Some(w), other, true, true, true),
+            Heartbeat::Refused
+        );
+        // A lease from before a restart, for an expression still wanted.
+        assert_eq!(heartbeat(None, w, false, true, true), Heartbeat::Adopts);
+        assert_eq!(
+            heartbeat(None, other, false, true, false),
+            Heartbeat::Refused
+        );
+        // Not wanted, or a lease this process issued and closed.
+        assert_eq!(heartbeat(None, w, false, false, true), Heartbeat::Refused);
+        assert_eq!(heartbeat(None, w, true, true, true), Heartbeat::Refused);
+    }
 }

@@ -434,8 +434,13 @@ impl Requester {
     }
 
     /// A heartbeat from a worker (network event).
-    pub async fn on_progress(&self, progress: Progress, reply: JobReply) {
-        self.deliver(Cmd::Progress { progress, reply }).await
+    pub async fn on_progress(&self, peer: PeerId, progress: Progress, reply: JobReply) {
+        self.deliver(Cmd::Progress {
+            peer,
+            progress,
+            reply,
+        })
+        .await
     }
 
     /// A result from a worker (network event).
