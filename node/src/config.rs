@@ -118,11 +118,17 @@ pub struct TrustSection {
     pub experts: Vec<String>,
 }
 
+/// Longest offer window a requester may keep: well inside the time a
+/// worker waits for the answer to its offer
+/// ([`oda_protocol::messages::OFFER_ANSWER_MS`]).
+pub const MAX_OFFER_WINDOW_MS: u64 = 2_000;
+
 /// `[scheduler]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSection {
-    /// Collect offers this long after the first, ms. Default 300.
+    /// Collect offers this long after the first, ms. Default 300, at most
+    /// 2000 (workers wait 5 s for the answer to an offer).
     pub offer_window_ms: u64,
     /// A job fails when no trusted worker offers within this long while it is
     /// advertised (busy workers queue adverts and offer when a slot frees),
@@ -399,6 +405,15 @@ impl Config {
         if sc.lease_ttl_ms < 200 {
             return Err(field("scheduler.lease_ttl_ms", "must be at least 200"));
         }
+        if sc.offer_window_ms > MAX_OFFER_WINDOW_MS {
+            return Err(field(
+                "scheduler.offer_window_ms",
+                format!(
+                    "must be at most {MAX_OFFER_WINDOW_MS} (workers wait {} ms for the answer to an offer)",
+                    oda_protocol::messages::OFFER_ANSWER_MS
+                ),
+            ));
+        }
         if sc.offer_timeout_ms < sc.offer_window_ms {
             return Err(field(
                 "scheduler.offer_timeout_ms",
@@ -521,7 +536,8 @@ keys = []
 experts = []
 
 [scheduler]
-# Collect offers this long after the first one, in ms.
+# Collect offers this long after the first one, in ms (at most 2000: workers
+# wait 5 s for the answer to an offer).
 offer_window_ms = 300
 # A job waits advertised this long for a trusted worker to offer (busy workers
 # queue adverts and offer when a slot frees), then fails, in ms.

@@ -1033,7 +1033,14 @@ struct Attacker {
 }
 
 impl Attacker {
+    /// Joins `m` and assigns every offer it gets.
     async fn join(m: &Mesh) -> Self {
+        Self::join_answering(m, true).await
+    }
+
+    /// Joins `m`; with `answer_offers` false it holds every offer unanswered
+    /// (as a slot squatter does).
+    async fn join_answering(m: &Mesh, answer_offers: bool) -> Self {
         use oda_protocol::messages::{Assign, JobRequest, JobResponse};
         let mut peer = common::spawn(&m.net, vec![m.boot_addr.clone()], false).await;
         let (tx, results) = tokio::sync::mpsc::channel(8);
@@ -1041,14 +1048,20 @@ impl Attacker {
             peer.client.clone(),
             std::mem::replace(&mut peer.control, tokio::sync::mpsc::channel(1).1),
         );
-        // Assign every offer, acknowledge heartbeats, pass results on.
+        // Assign every offer (or hold it), acknowledge heartbeats, pass
+        // results on.
         tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Some(event) = control.recv().await {
                 let oda_node::network::NetworkEvent::JobRequest { request, reply, .. } = event
                 else {
                     continue;
                 };
                 let response = match request {
+                    JobRequest::Offer(_) if !answer_offers => {
+                        held.push(reply);
+                        continue;
+                    }
                     JobRequest::Offer(offer) => JobResponse::Assign(Assign {
                         expr: offer.expr,
                         lease: 7,
@@ -1276,4 +1289,51 @@ async fn made_up_heartbeats_from_an_untrusted_peer_do_not_hold_a_job_back() {
         acked += usize::from(answer == JobResponse::Ack);
     }
     assert_eq!(acked, 0, "no made-up heartbeat was acknowledged");
+}
+
+/// Slot squatting and advert floods: a peer R does not trust advertises 50
+/// new jobs a second at the highest priority, for a workflow the worker
+/// runs, and never answers the worker's offers. R's job is still computed:
+/// an unanswered offer frees its slot after `OFFER_ANSWER_MS` (and the
+/// squatter's waiting adverts are dropped), and requesters take turns in
+/// the backlog whatever priority they claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_job() {
+    let gc = gen_and_count("squat", 1, "open('out.txt', 'w').write(sys.argv[1])\n").await;
+    let (m, gen_id) = (&gc.m, gc.gen_id);
+    let r = &m.requester;
+    let w = m.workers[0].worker.as_ref().expect("a worker");
+    let attacker = Attacker::join_answering(m, false).await;
+    let adverts: Vec<_> = (0..2_000)
+        .map(|i| {
+            let mut a = attacker.advert(
+                r,
+                &expression(r, &gen_id, &[("x", Value::Int(10_000 + i))]),
+                vec![],
+            );
+            a.priority = 255;
+            a
+        })
+        .collect();
+    let flood = {
+        let attacker_client = attacker.peer.client.clone();
+        tokio::spawn(async move {
+            for advert in adverts {
+                let topic = oda_protocol::names::Topic::jobs(&advert.expr.workflow);
+                let gossip = oda_protocol::messages::Gossip::JobAdvert(Box::new(advert));
+                let _ = attacker_client.publish(topic, gossip).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // The squat is on: every slot of W holds an unanswered offer.
+    eventually("W's slots squatted", DEADLINE, || async {
+        (w.free_slots() == 0 && w.backlog_len() > 0).then_some(())
+    })
+    .await;
+    let g = expression(r, &gen_id, &[("x", Value::Int(5))]);
+    let made = run(r, &g).await;
+    flood.abort();
+    assert_eq!(made.state, JobState::Done, "{made:?}");
+    assert_eq!(output_text(r, &made).await, "5");
 }

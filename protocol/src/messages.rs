@@ -92,6 +92,11 @@ impl Wire for Gossip {
     const MAX_SIZE: usize = limits::GOSSIP;
 }
 
+/// How long a worker waits for the answer to an [`Offer`], ms: a requester
+/// answers within this (its offer window must be shorter), else the worker
+/// frees the slot the offer held and drops the requester's waiting adverts.
+pub const OFFER_ANSWER_MS: u64 = 5_000;
+
 /// Worker → requester: "I can run it".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use libp2p::PeerId;
-use oda_protocol::messages::{Assign, JobRequest, JobResponse, LeaseId, Offer};
+use oda_protocol::messages::{Assign, JobResponse, LeaseId, Offer};
 use oda_protocol::{ExprId, PublicKey};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -60,12 +60,7 @@ pub(super) async fn offer(
         expected_start_ms: 0,
         running: true,
     };
-    match ctx
-        .parts
-        .client
-        .send_job(requester, JobRequest::Offer(offer))
-        .await
-    {
+    match super::run::send_offer(&ctx.parts.client, requester, offer).await {
         Ok(JobResponse::Assign(a)) if a.expr == expr => Some(a),
         _ => None,
     }

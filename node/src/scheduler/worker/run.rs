@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use oda_protocol::messages::{
-    Done, JobAdvert, JobRequest, JobResponse, LeaseId, Offer, Progress, RunFailure,
+    Done, JobAdvert, JobRequest, JobResponse, LeaseId, Offer, Progress, RunFailure, OFFER_ANSWER_MS,
 };
 use oda_protocol::{
     BlobId, ExprId, Fact, Outcome, OutputRef, ResolvedInput, SignedFact, Value, Wire, Workflow,
@@ -72,12 +72,9 @@ pub(super) async fn offer_and_run(
         expected_start_ms: 0,
         running: false,
     };
-    let assign = match ctx
-        .parts
-        .client
-        .send_job(requester, JobRequest::Offer(offer))
-        .await
-    {
+    // A requester that does not answer in time is treated as unreachable,
+    // so that adverts nobody answers cannot hold the slots.
+    let assign = match send_offer(&ctx.parts.client, requester, offer).await {
         Ok(JobResponse::Assign(a)) if a.expr == expr => a,
         Ok(other) => {
             tracing::debug!(?other, "offer not taken");
@@ -206,6 +203,19 @@ pub(super) async fn mark_delivered(ctx: &Ctx, lease: LeaseId, expr: ExprId, requ
             false,
         )
         .await;
+}
+
+/// Send `offer` and wait at most [`OFFER_ANSWER_MS`] for the answer.
+pub(super) async fn send_offer(
+    client: &Client,
+    requester: PeerId,
+    offer: Offer,
+) -> Result<JobResponse, String> {
+    let asked = client.send_job(requester, JobRequest::Offer(offer));
+    match tokio::time::timeout(Duration::from_millis(OFFER_ANSWER_MS), asked).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {OFFER_ANSWER_MS} ms")),
+    }
 }
 
 /// Send `Done`, retrying a few times while the requester is unreachable.
