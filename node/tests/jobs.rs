@@ -1291,12 +1291,15 @@ async fn made_up_heartbeats_from_an_untrusted_peer_do_not_hold_a_job_back() {
     assert_eq!(acked, 0, "no made-up heartbeat was acknowledged");
 }
 
-/// Slot squatting and advert floods: a peer R does not trust advertises 50
-/// new jobs a second at the highest priority, for a workflow the worker
-/// runs, and never answers the worker's offers. R's job is still computed:
-/// an unanswered offer frees its slot after `OFFER_ANSWER_MS` (and the
-/// squatter's waiting adverts are dropped), and requesters take turns in
-/// the backlog whatever priority they claim.
+/// Slot squatting, expression squatting and advert floods: a peer R does
+/// not trust advertises 50 new jobs a second at the highest priority, for a
+/// workflow the worker runs, re-advertises the very expression R is about
+/// to ask for each time, and never answers the worker's offers. R's job is
+/// still computed: R does not wait for a stranger's advert of its
+/// expression; an unanswered offer frees its slot after `OFFER_ANSWER_MS`,
+/// after which the squatter's adverts are not taken for a while; R's advert,
+/// heard while the expression was offered to the squatter, waits in the
+/// backlog; and requesters take turns there whatever priority they claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_job() {
     let gc = gen_and_count("squat", 1, "open('out.txt', 'w').write(sys.argv[1])\n").await;
@@ -1304,6 +1307,8 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
     let r = &m.requester;
     let w = m.workers[0].worker.as_ref().expect("a worker");
     let attacker = Attacker::join_answering(m, false).await;
+    let g = expression(r, &gen_id, &[("x", Value::Int(5))]);
+    let squatted = attacker.advert(r, &g, vec![]);
     let adverts: Vec<_> = (0..2_000)
         .map(|i| {
             let mut a = attacker.advert(
@@ -1318,10 +1323,17 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
     let flood = {
         let attacker_client = attacker.peer.client.clone();
         tokio::spawn(async move {
-            for advert in adverts {
-                let topic = oda_protocol::names::Topic::jobs(&advert.expr.workflow);
-                let gossip = oda_protocol::messages::Gossip::JobAdvert(Box::new(advert));
-                let _ = attacker_client.publish(topic, gossip).await;
+            for (i, advert) in adverts.into_iter().enumerate() {
+                // A new deadline makes each re-advertisement a new message.
+                let again = oda_protocol::messages::JobAdvert {
+                    deadline: squatted.deadline + i as u64,
+                    ..squatted.clone()
+                };
+                for advert in [again, advert] {
+                    let topic = oda_protocol::names::Topic::jobs(&advert.expr.workflow);
+                    let gossip = oda_protocol::messages::Gossip::JobAdvert(Box::new(advert));
+                    let _ = attacker_client.publish(topic, gossip).await;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -1331,7 +1343,6 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
         (w.free_slots() == 0 && w.backlog_len() > 0).then_some(())
     })
     .await;
-    let g = expression(r, &gen_id, &[("x", Value::Int(5))]);
     let made = run(r, &g).await;
     flood.abort();
     assert_eq!(made.state, JobState::Done, "{made:?}");

@@ -88,13 +88,14 @@ pub(super) enum Cmd {
         workflow: WorkflowId,
         reply: oneshot::Sender<u64>,
     },
-    /// Until when (Unix ms) another requester is known to compute `expr`.
+    /// Until when (Unix ms) another requester is known to compute `expr`,
+    /// and whether one of them is a key this node trusts.
     ForeignUntil {
         expr: ExprId,
-        reply: oneshot::Sender<Option<u64>>,
+        reply: oneshot::Sender<Option<(u64, bool)>>,
     },
-    /// Another requester advertised `expr` (gossip).
-    ForeignAdvert(ExprId),
+    /// Another requester, with this key, advertised `expr` (gossip).
+    ForeignAdvert(ExprId, oda_protocol::PublicKey),
     /// A fact for `expr` was announced (gossip).
     FactAnnounce(ExprId),
     /// Job RPCs from workers.
@@ -177,8 +178,9 @@ pub(super) struct Actor {
     adopted: HashMap<ExprId, u64>,
     logs: HashMap<ExprId, VecDeque<String>>,
     log_order: VecDeque<ExprId>,
-    /// Expressions other requesters advertise: until when, Unix ms.
-    foreign_adverts: HashMap<ExprId, u64>,
+    /// Expressions other requesters advertise: until when (Unix ms), and
+    /// whether a requester this node trusts is among them.
+    foreign_adverts: HashMap<ExprId, (u64, bool)>,
     /// Since when this node listens to each workflow's jobs topic (Unix ms).
     listening: HashMap<WorkflowId, u64>,
 }
@@ -297,12 +299,15 @@ impl Actor {
                 let _ = reply.send(*self.listening.entry(workflow).or_insert_with(now_ms));
             }
             Cmd::ForeignUntil { expr, reply } => {
-                let until = self.foreign_adverts.get(&expr).copied();
-                let _ = reply.send(until.filter(|u| *u > now_ms()));
+                let known = self.foreign_adverts.get(&expr).copied();
+                let _ = reply.send(known.filter(|(until, _)| *until > now_ms()));
             }
-            Cmd::ForeignAdvert(expr) => {
-                let until = now_ms() + self.ctx.parts().cfg.lease_ttl_ms * 2;
-                self.foreign_adverts.insert(expr, until);
+            Cmd::ForeignAdvert(expr, requester) => {
+                let parts = self.ctx.parts();
+                let until = now_ms() + parts.cfg.lease_ttl_ms * 2;
+                let trusted = parts.trust.trusts_worker(&requester);
+                let entry = self.foreign_adverts.entry(expr).or_insert((until, trusted));
+                *entry = (until, entry.1 || trusted);
             }
             Cmd::FactAnnounce(expr) => {
                 self.foreign_adverts.remove(&expr);
@@ -659,7 +664,7 @@ impl Actor {
     fn prune(&mut self) {
         let now = now_ms();
         let ttl = self.ctx.parts().cfg.lease_ttl_ms;
-        self.foreign_adverts.retain(|_, until| *until > now);
+        self.foreign_adverts.retain(|_, (until, _)| *until > now);
         self.adopted.retain(|_, seen| *seen + ttl > now);
         self.job_waiters.retain(|_, waiters| {
             waiters.retain(|w| !w.is_closed());

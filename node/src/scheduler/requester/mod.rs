@@ -465,7 +465,7 @@ impl Requester {
     /// Never waits: under overload the hint is dropped.
     pub fn on_foreign_advert(&self, advert: &JobAdvert) {
         if advert.requester != self.own_key {
-            self.hint(Cmd::ForeignAdvert(advert.expr.id()));
+            self.hint(Cmd::ForeignAdvert(advert.expr.id(), advert.requester));
         }
     }
 

@@ -182,7 +182,7 @@ async fn compute(
         }
         let waited = match join_foreign(ctx, expr, cancel).await? {
             Joined::Fact(found) => return Ok(*found),
-            Joined::Waited => true,
+            Joined::Waited | Joined::Stranger => true,
             Joined::Nobody => false,
         };
         let listened_ms = now_ms().saturating_sub(listening_since);
@@ -256,25 +256,35 @@ enum Joined {
     /// Another requester advertised it, but no fact came: its worker may
     /// still be running it.
     Waited,
+    /// Only requesters this node does not trust advertise it: not waited
+    /// for (a peer could advertise an expression first and never compute
+    /// it), but a worker may be running it.
+    Stranger,
     /// Nobody else is known to advertise it.
     Nobody,
 }
 
-/// If another requester is advertising `expr`, wait for its fact (up to the
-/// lease TTL) instead of advertising a duplicate.
+/// If a requester this node trusts is advertising `expr`, wait for its fact
+/// (up to twice the lease TTL) instead of advertising a duplicate. Adverts
+/// by other requesters are not waited for: a worker that runs the
+/// expression for them still answers this node's advert with a `running`
+/// offer, so the run is joined all the same.
 async fn join_foreign(
     ctx: &Ctx,
     expr: ExprId,
     cancel: &CancellationToken,
 ) -> Result<Joined, ResolveError> {
     let mut announced = ctx.0.announced.subscribe();
-    let Some(until) = ctx
+    let Some((until, trusted)) = ctx
         .ask(|reply| Cmd::ForeignUntil { expr, reply })
         .await
         .flatten()
     else {
         return Ok(Joined::Nobody);
     };
+    if !trusted {
+        return Ok(Joined::Stranger);
+    }
     tracing::info!(%expr, "another requester is computing this; waiting for its fact");
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(until.saturating_sub(now_ms()));

@@ -34,6 +34,11 @@ use crate::scheduler::jobs::now_ms;
 /// Most adverts waiting for a free slot (about 1 KiB each).
 const BACKLOG_CAP: usize = 10_000;
 
+/// How long a requester that did not answer an offer (or could not be
+/// reached) is not offered for again, ms: a peer that advertises and never
+/// answers cannot hold a slot again and again.
+const UNANSWERED_MS: u64 = 60_000;
+
 /// What the actor is told.
 pub(super) enum Cmd {
     /// A job advert (gossip or this node's requester).
@@ -82,6 +87,9 @@ pub(super) struct Actor {
     shutdown: CancellationToken,
     slots: Slots,
     backlog: Backlog,
+    /// Requesters that did not answer an offer: until when (Unix ms) their
+    /// adverts are not taken.
+    unanswered: HashMap<PublicKey, u64>,
     /// Cancellation of each lease running here.
     running: HashMap<LeaseId, CancellationToken>,
     /// Runs in progress by expression, which other requesters can join.
@@ -104,6 +112,7 @@ impl Actor {
             inbox,
             shutdown,
             backlog: Backlog::new(BACKLOG_CAP),
+            unanswered: HashMap::new(),
             running: HashMap::new(),
             shared: HashMap::new(),
             runs: JoinSet::new(),
@@ -166,7 +175,10 @@ impl Actor {
             Cmd::OfferEnded { expr, unreachable } => {
                 if let Some(requester) = unreachable {
                     // Its other waiting adverts would only hold slots while
-                    // dials time out.
+                    // dials or answers time out.
+                    let now = now_ms();
+                    self.unanswered.retain(|_, until| *until > now);
+                    self.unanswered.insert(requester, now + UNANSWERED_MS);
                     let dropped = self.backlog.remove_requester(&requester);
                     tracing::debug!(%expr, dropped, "requester unreachable; its waiting adverts dropped");
                 }
@@ -213,6 +225,9 @@ impl Actor {
             let Some(advert) = self.backlog.pop(now_ms()) else {
                 return;
             };
+            if self.offer_join(&advert) {
+                continue;
+            }
             if let Some(advert) = self.try_offer(advert) {
                 self.backlog.push(advert);
                 return;
@@ -239,8 +254,22 @@ impl Actor {
             tracing::info!(expr = %advert.expr.id(), %problem, "not offering");
             return;
         }
+        if self
+            .unanswered
+            .get(&advert.requester)
+            .is_some_and(|until| *until > now_ms())
+        {
+            self.ctx.stats.declined.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(expr = %advert.expr.id(), "not offering: the requester did not answer an offer");
+            return;
+        }
         let expr = advert.expr.id();
-        if self.offer_join(&advert) || self.slots.is_busy(&expr) {
+        if self.offer_join(&advert) {
+            return;
+        }
+        // Offered to another requester: this one waits for the answer.
+        if self.slots.is_busy(&expr) {
+            self.backlog.push(advert);
             return;
         }
         if let Some(advert) = self.try_offer(advert) {
