@@ -63,7 +63,8 @@ enum Command {
         /// Directory for --fetch (default: the current directory).
         #[arg(short = 'o', long = "out", value_name = "DIR", requires = "fetch")]
         out: Option<PathBuf>,
-        /// Skip the caches and compute the expression again.
+        /// Skip the caches and compute the expression again (also when workers
+        /// recorded that it failed on them).
         #[arg(long)]
         no_cache: bool,
     },

@@ -352,6 +352,21 @@ async fn analysis_errors_are_cached_and_crashes_retried_then_reported() {
         "no recompute of an analysis error"
     );
 
+    // Two more requesters, in the mesh before the crash (so they hear the
+    // workers' failure records).
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(
+            start(
+                &m.net,
+                vec![m.boot_addr.clone()],
+                false,
+                m.worker_keys.clone(),
+                NodeKey::generate(),
+            )
+            .await,
+        );
+    }
     let crash = expression(&m.requester, &wf, &[("x", Value::Int(13))]);
     let failed = run(&m.requester, &crash).await;
     assert_eq!(failed.state, JobState::Failed);
@@ -382,6 +397,46 @@ async fn analysis_errors_are_cached_and_crashes_retried_then_reported() {
         "{failed:?}"
     );
     assert_eq!(executions(markers.path(), "double"), 4);
+
+    // No retry storm: the other requesters know that three trusted workers
+    // failed it and fail at once, naming them, without running it again.
+    for (other, _) in &others {
+        other.add_workflow(&dir).await.expect("workflow added");
+        eventually("the failure records arrive", DEADLINE, || async {
+            (other.requester.failures(crash.id()).await.len() == 3).then_some(())
+        })
+        .await;
+        let refused = run(other, &crash).await;
+        assert_eq!(refused.state, JobState::Failed, "{refused:?}");
+        let error = refused.error.as_deref().unwrap_or("");
+        assert!(
+            error.starts_with("failed without a result on 3 workers"),
+            "{error}"
+        );
+        assert!(error.contains("exited with status 3"), "{error}");
+        assert!(refused.attempts.is_empty(), "{refused:?}");
+    }
+    assert_eq!(
+        executions(markers.path(), "double"),
+        4,
+        "run 3 times in the whole mesh"
+    );
+    // --no-cache runs it again.
+    let (other, _) = &others[0];
+    let forced = other
+        .requester
+        .submit(&crash, true)
+        .await
+        .expect("submitted");
+    let forced = other
+        .requester
+        .wait(&forced.id, DEADLINE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(forced.state, JobState::Failed, "{forced:?}");
+    assert!(!forced.attempts.is_empty(), "{forced:?}");
+    assert!(executions(markers.path(), "double") > 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

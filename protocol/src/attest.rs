@@ -1,12 +1,14 @@
 //! Signed statements other than facts: [`Endorsement`] (of a workflow or a fact),
-//! [`Dispute`], [`JobToken`] (a capability for anonymous runners) and
-//! [`GroupRoster`] (members of a group for `group` runners).
+//! [`Dispute`], [`JobToken`] (a capability for anonymous runners),
+//! [`GroupRoster`] (members of a group for `group` runners) and [`Failure`]
+//! (a worker's record that running an expression failed without a result).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{limits, Wire};
+use crate::fact::ResolvedInput;
 use crate::ids::{BlobId, ExprId, FactId, WorkflowId};
 use crate::keys::{PublicKey, Signable, Signed};
 
@@ -44,6 +46,52 @@ pub type SignedEndorsement = Signed<Endorsement>;
 
 impl Wire for SignedEndorsement {
     const WHAT: &'static str = "signed endorsement";
+    const MAX_SIZE: usize = limits::SIGNED_OBJECT;
+}
+
+/// "I, `worker`, ran `expr` on these `inputs` and it failed without a result"
+/// (since v2): an unhandled failure — a crash, a signal, a timeout, a missing
+/// output — of the run itself, never a cancellation or a fault of what the
+/// worker was handed (inputs that do not check, a fetch that failed).
+/// Requesters that trust `worker` count such records so that an expression
+/// that fails everywhere is not retried by every requester.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The worker that ran it.
+    pub worker: PublicKey,
+    /// The expression.
+    pub expr: ExprId,
+    /// Its workflow.
+    pub workflow: WorkflowId,
+    /// The inputs it ran on, as in the advert (and as a fact would name them).
+    pub inputs: Vec<ResolvedInput>,
+    /// When the run ended, Unix milliseconds.
+    pub at: u64,
+    /// What happened, for humans, at most [`Failure::MAX_REASON`] bytes.
+    pub reason: String,
+    /// The end of the run's log, at most [`Failure::MAX_LOG_TAIL`] bytes.
+    pub log_tail: String,
+}
+
+impl Failure {
+    /// Longest `reason`, bytes.
+    pub const MAX_REASON: usize = 1024;
+    /// Longest `log_tail`, bytes.
+    pub const MAX_LOG_TAIL: usize = 4096;
+}
+
+impl Signable for Failure {
+    const CONTEXT: &'static str = "failure";
+    fn signer(&self) -> &PublicKey {
+        &self.worker
+    }
+}
+
+/// A signed failure record.
+pub type SignedFailure = Signed<Failure>;
+
+impl Wire for SignedFailure {
+    const WHAT: &'static str = "signed failure";
     const MAX_SIZE: usize = limits::SIGNED_OBJECT;
 }
 

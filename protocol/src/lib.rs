@@ -26,8 +26,8 @@ pub mod names;
 pub mod value;
 
 pub use attest::{
-    Dispute, Endorsement, GroupRoster, JobToken, SignedDispute, SignedEndorsement,
-    SignedGroupRoster, SignedJobToken, Subject, TokenScope,
+    Dispute, Endorsement, Failure, GroupRoster, JobToken, SignedDispute, SignedEndorsement,
+    SignedFailure, SignedGroupRoster, SignedJobToken, Subject, TokenScope,
 };
 pub use bundle::{BundleError, WorkflowBundle};
 pub use codec::{DecodeError, EncodeError, Wire};

@@ -85,6 +85,9 @@ pub enum Gossip {
     FactAnnounce(FactAnnounce),
     /// Since v1.
     Capacity(Capacity),
+    /// Since v2, on `/oda/<net>/facts/2`: a worker's failure record,
+    /// published by that worker.
+    Failure(Box<crate::attest::SignedFailure>),
 }
 
 impl Wire for Gossip {

@@ -265,6 +265,7 @@ fn signatures_are_ed25519_over_the_signing_message() {
         "endorsement",
     );
     check(&f.dispute.body, &f.dispute.signature, "dispute");
+    check(&f.failure.body, &f.failure.signature, "failure");
     check(&f.token_exprs.body, &f.token_exprs.signature, "job-token");
     check(&f.roster.body, &f.roster.signature, "group-roster");
 }

@@ -64,6 +64,8 @@ proptest! {
     #[test]
     fn signed_dispute_round_trips(m in arb::signed(arb::dispute())) { round_trip(&m)?; }
     #[test]
+    fn signed_failure_round_trips(m in arb::signed(arb::failure())) { round_trip(&m)?; }
+    #[test]
     fn signed_job_token_round_trips(m in arb::signed(arb::job_token())) { round_trip(&m)?; }
     #[test]
     fn signed_group_roster_round_trips(m in arb::signed(arb::group_roster())) { round_trip(&m)?; }

@@ -61,6 +61,20 @@ pub fn gossip(
                 return Err("fact announcement by a peer other than the worker".into());
             }
         }
+        (Topic::Facts, Gossip::Failure(record)) => {
+            // Published only by the worker that ran it, signed by it.
+            if record.body.worker != source_key {
+                return Err("failure record by a peer other than the worker".into());
+            }
+            if record.body.reason.len() > oda_protocol::Failure::MAX_REASON
+                || record.body.log_tail.len() > oda_protocol::Failure::MAX_LOG_TAIL
+            {
+                return Err("failure record text over its limit".into());
+            }
+            record
+                .verify()
+                .map_err(|e| format!("failure record: {e}"))?;
+        }
         (Topic::Capacity, Gossip::Capacity(cap)) => {
             if cap.workflows.len() > oda_protocol::messages::Capacity::MAX_LIST
                 || cap.blobs.len() > oda_protocol::messages::Capacity::MAX_LIST
@@ -145,5 +159,49 @@ mod tests {
         .is_err());
         assert!(gossip(&net, &facts, Some(&key.peer_id()), &[1, 2, 3]).is_err());
         assert!(gossip(&net, "/oda/other/facts/2", Some(&key.peer_id()), &data).is_err());
+    }
+
+    #[test]
+    fn failure_records_come_signed_from_their_worker_with_bounded_text() {
+        let net = NetworkId::main();
+        let facts = Topic::Facts.encode(&net);
+        let key = NodeKey::from_seed([6; 32]);
+        let body = oda_protocol::Failure {
+            worker: key.public(),
+            expr: ExprId([1; 32]),
+            workflow: oda_protocol::WorkflowId([2; 32]),
+            inputs: vec![],
+            at: 5,
+            reason: "exited with status 1".into(),
+            log_tail: "Traceback ...".into(),
+        };
+        let encode = |record: oda_protocol::SignedFailure| {
+            Gossip::Failure(Box::new(record)).encode().unwrap()
+        };
+        let good = encode(key.secret.sign(body.clone()).unwrap());
+        assert!(gossip(&net, &facts, Some(&key.peer_id()), &good).is_ok());
+        // Relayed as if by another peer, or on another topic.
+        let other = NodeKey::from_seed([7; 32]);
+        assert!(gossip(&net, &facts, Some(&other.peer_id()), &good).is_err());
+        let capacity = Topic::Capacity.encode(&net);
+        assert!(gossip(&net, &capacity, Some(&key.peer_id()), &good).is_err());
+        // A forged signature.
+        let mut forged = key.secret.sign(body.clone()).unwrap();
+        forged.body.reason = "something else".into();
+        let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
+        assert!(err.starts_with("failure record:"), "{err}");
+        // Text over the limit.
+        let long = oda_protocol::Failure {
+            log_tail: "x".repeat(oda_protocol::Failure::MAX_LOG_TAIL + 1),
+            ..body
+        };
+        let err = gossip(
+            &net,
+            &facts,
+            Some(&key.peer_id()),
+            &encode(key.secret.sign(long).unwrap()),
+        )
+        .unwrap_err();
+        assert!(err.contains("over its limit"), "{err}");
     }
 }

@@ -98,6 +98,7 @@ impl Dispatcher {
                 self.requester.on_fact_announce(a.expr);
             }
             Gossip::Capacity(_) => {}
+            Gossip::Failure(record) => self.requester.on_failure(record),
         }
     }
 

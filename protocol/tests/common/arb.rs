@@ -14,7 +14,7 @@ use oda_protocol::messages::{
     RunFailure,
 };
 use oda_protocol::{
-    BlobId, Dispute, Endorsement, Executor, ExprId, Expression, Fact, FactId, GroupRoster,
+    BlobId, Dispute, Endorsement, Executor, ExprId, Expression, Fact, FactId, Failure, GroupRoster,
     InputSpec, InputType, JobToken, Manifest, Outcome, OutputRef, PublicKey, ResolvedInput,
     RunnerClass, SecretKey, Signature, Signed, Subject, TokenScope, Usage, Value, Workflow,
     WorkflowId,
@@ -300,6 +300,29 @@ pub fn endorsement() -> impl Strategy<Value = Endorsement> {
     )
 }
 
+pub fn failure() -> impl Strategy<Value = Failure> {
+    (
+        public_key(),
+        expr_id(),
+        workflow_id(),
+        vec(resolved_input(), 0..3),
+        any::<u64>(),
+        text(),
+        text(),
+    )
+        .prop_map(
+            |(worker, expr, workflow, inputs, at, reason, log_tail)| Failure {
+                worker,
+                expr,
+                workflow,
+                inputs,
+                at,
+                reason,
+                log_tail,
+            },
+        )
+}
+
 pub fn dispute() -> impl Strategy<Value = Dispute> {
     (
         public_key(),
@@ -432,6 +455,7 @@ pub fn gossip() -> impl Strategy<Value = Gossip> {
                     total_slots,
                 })
             }),
+        signed(failure()).prop_map(|f| Gossip::Failure(Box::new(f))),
     ]
 }
 

@@ -18,10 +18,10 @@ use oda_protocol::messages::{
     RunFailure,
 };
 use oda_protocol::{
-    BlobId, Dispute, Endorsement, Expression, Fact, FactId, GroupRoster, JobToken, Manifest,
-    Outcome, OutputRef, ResolvedInput, RunnerClass, SecretKey, SignedDispute, SignedEndorsement,
-    SignedFact, SignedGroupRoster, SignedJobToken, Subject, TokenScope, Usage, Value, Wire,
-    Workflow,
+    BlobId, Dispute, Endorsement, Expression, Fact, FactId, Failure, GroupRoster, JobToken,
+    Manifest, Outcome, OutputRef, ResolvedInput, RunnerClass, SecretKey, SignedDispute,
+    SignedEndorsement, SignedFact, SignedFailure, SignedGroupRoster, SignedJobToken, Subject,
+    TokenScope, Usage, Value, Wire, Workflow,
 };
 
 /// Seeds of the fixed keys. ed25519 signing is deterministic, so every signature
@@ -127,6 +127,8 @@ pub struct Fixtures {
     pub endorse_workflow: SignedEndorsement,
     pub endorse_fact: SignedEndorsement,
     pub dispute: SignedDispute,
+    /// `ex_crab` failing on the worker, on the inputs of `fact`.
+    pub failure: SignedFailure,
     pub token_exprs: SignedJobToken,
     pub token_workflow: SignedJobToken,
     pub roster: SignedGroupRoster,
@@ -307,6 +309,17 @@ impl Fixtures {
                 reason: "output fit differs".into(),
             })
             .unwrap();
+        let failure = worker
+            .sign(Failure {
+                worker: worker.public(),
+                expr: ex_crab.id(),
+                workflow: ex_crab.workflow,
+                inputs: fact.body.inputs.clone(),
+                at: T0 + 6,
+                reason: "killed by signal 11 (SIGSEGV)".into(),
+                log_tail: "fitting 3 components\nSegmentation fault\n".into(),
+            })
+            .unwrap();
         let requester = key(REQUESTER);
         let token_exprs = requester
             .sign(JobToken {
@@ -354,6 +367,7 @@ impl Fixtures {
             endorse_workflow,
             endorse_fact,
             dispute,
+            failure,
             token_exprs,
             token_workflow,
             roster,
@@ -393,6 +407,10 @@ impl Fixtures {
                     free_slots: 3,
                     total_slots: 4,
                 }),
+            ),
+            (
+                "gossip_failure",
+                Gossip::Failure(Box::new(f.failure.clone())),
             ),
         ]
     }
@@ -550,6 +568,7 @@ impl Fixtures {
             enc("signed_endorsement_workflow", &self.endorse_workflow),
             enc("signed_endorsement_fact", &self.endorse_fact),
             enc("signed_dispute", &self.dispute),
+            enc("signed_failure", &self.failure),
             enc("signed_job_token_exprs", &self.token_exprs),
             enc("signed_job_token_workflow", &self.token_workflow),
             enc("signed_group_roster", &self.roster),

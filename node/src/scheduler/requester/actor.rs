@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::auction::{admit_offer, OfferIn, Windows};
+use super::failures::Failures;
 use super::lease::{heartbeat, Heartbeat};
 use super::{Ctx, JobEvent, ResolveError, Resolved};
 use crate::identity::public_key_of;
@@ -98,6 +99,13 @@ pub(super) enum Cmd {
     ForeignAdvert(ExprId, oda_protocol::PublicKey),
     /// A fact for `expr` was announced (gossip).
     FactAnnounce(ExprId),
+    /// A worker's failure record (gossip, signature checked).
+    Failure(Box<oda_protocol::SignedFailure>),
+    /// The failure records kept for `expr`.
+    FailuresOf {
+        expr: ExprId,
+        reply: oneshot::Sender<Vec<oda_protocol::SignedFailure>>,
+    },
     /// Job RPCs from workers.
     Offer {
         peer: PeerId,
@@ -183,6 +191,8 @@ pub(super) struct Actor {
     foreign_adverts: HashMap<ExprId, (u64, bool)>,
     /// Since when this node listens to each workflow's jobs topic (Unix ms).
     listening: HashMap<WorkflowId, u64>,
+    /// Trusted workers' records of runs that failed without a result.
+    failures: Failures,
 }
 
 impl Actor {
@@ -215,6 +225,7 @@ impl Actor {
             log_order: VecDeque::new(),
             foreign_adverts: HashMap::new(),
             listening: HashMap::new(),
+            failures: Failures::default(),
         }
     }
 
@@ -308,6 +319,14 @@ impl Actor {
                 let trusted = parts.trust.trusts_worker(&requester);
                 let entry = self.foreign_adverts.entry(expr).or_insert((until, trusted));
                 *entry = (until, entry.1 || trusted);
+            }
+            Cmd::Failure(record) => {
+                if self.ctx.parts().trust.trusts_worker(&record.body.worker) {
+                    self.failures.add(*record, now_ms());
+                }
+            }
+            Cmd::FailuresOf { expr, reply } => {
+                let _ = reply.send(self.failures.of(&expr));
             }
             Cmd::FactAnnounce(expr) => {
                 self.foreign_adverts.remove(&expr);
@@ -665,6 +684,7 @@ impl Actor {
         let now = now_ms();
         let ttl = self.ctx.parts().cfg.lease_ttl_ms;
         self.foreign_adverts.retain(|_, (until, _)| *until > now);
+        self.failures.prune(now);
         self.adopted.retain(|_, seen| *seen + ttl > now);
         self.job_waiters.retain(|_, waiters| {
             waiters.retain(|w| !w.is_closed());

@@ -25,6 +25,7 @@
 
 mod actor;
 mod auction;
+mod failures;
 mod lease;
 mod resolve;
 
@@ -80,6 +81,13 @@ pub enum ResolveError {
     Exhausted {
         /// The attempts.
         attempts: Vec<Attempt>,
+    },
+    /// Trusted workers already ran it and it failed without a result on as
+    /// many of them as this node would try.
+    #[error("failed without a result on {} workers (their failure records of the last hour): {}; submit it with --no-cache to run it again", failures.len(), failures.iter().map(|(w, why)| format!("[{}: {why}]", short_peer(w))).collect::<Vec<_>>().join(" "))]
+    FailedElsewhere {
+        /// Each worker (peer id) and what happened.
+        failures: Vec<(String, String)>,
     },
     /// No trusted worker offered while the job was advertised.
     #[error("no trusted worker offered within {waited_s} s (is a worker that has or trusts this workflow online, and is its key in [trust] keys?){}", earlier(attempts))]
@@ -467,6 +475,20 @@ impl Requester {
         if advert.requester != self.own_key {
             self.hint(Cmd::ForeignAdvert(advert.expr.id(), advert.requester));
         }
+    }
+
+    /// The failure records of trusted workers this node keeps for `expr`
+    /// (runs that failed without a result in the last hour).
+    pub async fn failures(&self, expr: ExprId) -> Vec<oda_protocol::SignedFailure> {
+        ask(&self.commands, |reply| Cmd::FailuresOf { expr, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// A worker's failure record (gossip, signature checked). Never waits,
+    /// as above.
+    pub fn on_failure(&self, record: Box<oda_protocol::SignedFailure>) {
+        self.hint(Cmd::Failure(record));
     }
 
     /// A fact announcement (gossip). Never waits, as above.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Cmd;
 use super::auction::{advertise_and_choose, Choice};
+use super::failures::failed_on;
 use super::lease::{run_lease, LeaseEnd};
 use super::{Ctx, ResolveError, Resolved};
 use crate::scheduler::jobs::{now_ms, Attempt, JobState};
@@ -49,7 +50,7 @@ pub(super) async fn resolve(
     if cancel.is_cancelled() {
         return Err(ResolveError::Cancelled);
     }
-    compute(&ctx, expression, inputs, &cancel).await
+    compute(&ctx, expression, inputs, no_cache, &cancel).await
 }
 
 /// Resolve the expressions `expression` takes outputs of, in parallel;
@@ -128,11 +129,15 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
 }
 
 /// Schedule `expression` on a worker; `inputs` are its resolved `Output`
-/// arguments and their total size in bytes.
+/// arguments and their total size in bytes. Unless `no_cache`, it is not
+/// tried again once as many trusted workers as `max_attempts` are known to
+/// have failed it on these inputs (their failure records, this node's own
+/// attempts), and workers known to have failed it rank last.
 async fn compute(
     ctx: &Ctx,
     expression: Expression,
     (inputs, input_bytes): (Vec<ResolvedInput>, u64),
+    no_cache: bool,
     cancel: &CancellationToken,
 ) -> Result<Resolved, ResolveError> {
     let parts = ctx.parts();
@@ -180,6 +185,24 @@ async fn compute(
                 _ = tokio::time::sleep(backoff) => {}
             }
         }
+        let records = ctx
+            .ask(|reply| Cmd::FailuresOf { expr, reply })
+            .await
+            .unwrap_or_default();
+        let own: Vec<(PeerId, String)> = attempts
+            .iter()
+            .filter_map(|a| Some((a.worker.parse().ok()?, a.outcome.clone())))
+            .collect();
+        let failed = failed_on(&records, &advert.inputs, &own, now_ms());
+        if !no_cache && failed.len() >= cfg.max_attempts as usize {
+            return Err(ResolveError::FailedElsewhere {
+                failures: failed
+                    .into_iter()
+                    .map(|(peer, why)| (peer.to_string(), why))
+                    .collect(),
+            });
+        }
+        excluded.extend(failed.into_keys());
         let waited = match join_foreign(ctx, expr, cancel).await? {
             Joined::Fact(found) => return Ok(*found),
             Joined::Waited | Joined::Stranger => true,

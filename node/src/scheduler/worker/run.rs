@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use oda_protocol::messages::{
-    Done, JobAdvert, JobRequest, JobResponse, LeaseId, Offer, Progress, RunFailure, OFFER_ANSWER_MS,
+    Done, Gossip, JobAdvert, JobRequest, JobResponse, LeaseId, Offer, Progress, RunFailure,
+    OFFER_ANSWER_MS,
 };
 use oda_protocol::{
-    BlobId, ExprId, Fact, Outcome, OutputRef, ResolvedInput, SignedFact, Value, Wire, Workflow,
+    BlobId, ExprId, Fact, Failure, Outcome, OutputRef, ResolvedInput, SignedFact, Topic, Value,
+    Wire, Workflow,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,7 @@ use crate::identity::peer_id_of;
 use crate::network::Client;
 use crate::registry;
 use crate::scheduler::ask;
+use crate::scheduler::jobs::now_ms;
 
 /// Offer for `advert` (holding a slot, `free_slots` counting it) and, if
 /// assigned, run it to the end.
@@ -362,6 +365,7 @@ async fn execute(
         }
     };
     ctx.stats.executions.fetch_add(1, Ordering::Relaxed);
+    let cancelled = cancel.clone();
     let report = {
         let mut running = pin!(executor::run(
             RunRequest {
@@ -381,6 +385,11 @@ async fn execute(
         }
     };
     drop(in_use);
+    if let RunOutcome::Failed { reason } = &report.outcome {
+        if !cancelled.is_cancelled() {
+            publish_failure(ctx, advert, reason, &report.log_tail).await;
+        }
+    }
     // Importing the outputs (hashing, fsync), signing, storing, removing the
     // job directory and making the fact durable are blocking work.
     let (ctx, advert) = (ctx.clone(), advert.clone());
@@ -398,6 +407,53 @@ async fn execute(
         Ok(fact)
     })
     .await
+}
+
+/// Sign and publish a record of a run that failed without a result, so that
+/// requesters trusting this worker do not all try it again (a gossip
+/// message on the facts topic; a failure to publish is only logged).
+async fn publish_failure(ctx: &Ctx, advert: &JobAdvert, reason: &str, log_tail: &str) {
+    let record = Failure {
+        worker: ctx.parts.key.public(),
+        expr: advert.expr.id(),
+        workflow: advert.expr.workflow,
+        inputs: advert.inputs.clone(),
+        at: now_ms(),
+        reason: clip(reason, Failure::MAX_REASON, false),
+        log_tail: clip(log_tail, Failure::MAX_LOG_TAIL, true),
+    };
+    let published = match ctx.parts.key.secret.sign(record) {
+        Ok(signed) => ctx
+            .parts
+            .client
+            .publish(Topic::Facts, Gossip::Failure(Box::new(signed)))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        tracing::debug!(error = %e, "cannot publish the failure record");
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, keeping its
+/// end (`keep_end`) or its start.
+fn clip(text: &str, max: usize, keep_end: bool) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let cut = |mut at: usize| {
+        while !text.is_char_boundary(at) {
+            at += usize::from(keep_end);
+            at -= usize::from(!keep_end);
+        }
+        at
+    };
+    if keep_end {
+        text[cut(text.len() - max)..].to_string()
+    } else {
+        text[..cut(max)].to_string()
+    }
 }
 
 /// A fact this worker signed earlier for `expr` from the same `inputs`, if
