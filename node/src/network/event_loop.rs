@@ -765,13 +765,25 @@ impl EventLoop {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound fact request failed");
+                self.inbound_failed(peer, &error);
             }
             _ => {}
         }
     }
 
+    /// An inbound request that failed: a peer that sent one over its limit
+    /// or undecodable is penalised; timeouts and closed connections are not.
+    fn inbound_failed(&mut self, peer: PeerId, error: &request_response::InboundFailure) {
+        tracing::debug!(%peer, %error, "inbound request failed");
+        if is_bad_request(error) {
+            self.penalise(peer, Offence::BadMessage);
+        }
+    }
+
     fn on_blobs(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        if let request_response::Event::InboundFailure { peer, error, .. } = &event {
+            self.inbound_failed(*peer, error);
+        }
         if let Some((_, request, channel)) = settle(event, &mut self.pending_blobs) {
             let store = self.store.clone();
             let loopback = self.loopback.clone();
@@ -786,6 +798,9 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<oda_protocol::messages::JobRequest, JobResponse>,
     ) {
+        if let request_response::Event::InboundFailure { peer, error, .. } = &event {
+            self.inbound_failed(*peer, error);
+        }
         if let Some((peer, request, channel)) = settle(event, &mut self.pending_jobs) {
             self.emit(NetworkEvent::JobRequest {
                 peer,
@@ -796,8 +811,17 @@ impl EventLoop {
     }
 }
 
+/// Whether an inbound request failed because of what the peer sent: the
+/// codec refuses a message over its limit or one that does not decode with
+/// `InvalidData` (a timeout, a closed connection or this node's own missing
+/// answer are not the peer's fault).
+fn is_bad_request(error: &request_response::InboundFailure) -> bool {
+    matches!(error, request_response::InboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
+}
+
 /// Deliver a request-response answer or failure to whoever waits for it, and
-/// hand back an inbound request for the caller to serve.
+/// hand back an inbound request for the caller to serve (inbound failures are
+/// the caller's: [`EventLoop::inbound_failed`]).
 fn settle<Req, Resp>(
     event: request_response::Event<Req, Resp>,
     pending: &mut HashMap<OutboundRequestId, Reply<Resp>>,
@@ -825,9 +849,6 @@ fn settle<Req, Resp>(
             if let Some(reply) = pending.remove(&request_id) {
                 let _ = reply.send(Err(request_failed(peer, error)));
             }
-        }
-        request_response::Event::InboundFailure { peer, error, .. } => {
-            tracing::debug!(%peer, %error, "inbound request failed");
         }
         _ => {}
     }
@@ -869,5 +890,22 @@ fn rr_peer<Req, Resp>(event: &request_response::Event<Req, Resp>) -> PeerId {
         | request_response::Event::OutboundFailure { peer, .. }
         | request_response::Event::InboundFailure { peer, .. }
         | request_response::Event::ResponseSent { peer, .. } => *peer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use request_response::InboundFailure;
+
+    #[test]
+    fn only_requests_the_codec_refused_count_against_the_peer() {
+        let refused = |kind| InboundFailure::Io(std::io::Error::new(kind, "x"));
+        assert!(is_bad_request(&refused(std::io::ErrorKind::InvalidData)));
+        assert!(!is_bad_request(&refused(std::io::ErrorKind::TimedOut)));
+        assert!(!is_bad_request(&refused(std::io::ErrorKind::UnexpectedEof)));
+        assert!(!is_bad_request(&InboundFailure::Timeout));
+        assert!(!is_bad_request(&InboundFailure::ConnectionClosed));
+        assert!(!is_bad_request(&InboundFailure::ResponseOmission));
     }
 }
