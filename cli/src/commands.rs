@@ -700,6 +700,26 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
             println!("{line}");
         }
     }
+    let failures: Vec<&Json> = f
+        .get("failures")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if !failures.is_empty() {
+        println!(
+            "\nfailed without a result on {} trusted worker(s) in the last hour:",
+            failures.len()
+        );
+        for failure in failures {
+            println!(
+                "  {}  {}  {}",
+                render::short(&text(failure, "worker_peer"), 10),
+                render::ago(num(failure, "at")),
+                text(failure, "reason")
+            );
+        }
+    }
     Ok(OK)
 }
 

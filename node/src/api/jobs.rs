@@ -495,6 +495,36 @@ pub struct FactsView {
     pub expression: Option<serde_json::Value>,
     /// Facts, those in the local store first.
     pub facts: Vec<FactView>,
+    /// Trusted workers' records of runs of this expression that failed
+    /// without a result, in the last hour (oldest first).
+    pub failures: Vec<FailureView>,
+}
+
+/// A worker's signed record of a run that failed without a result.
+#[derive(Debug, Serialize)]
+pub struct FailureView {
+    /// The worker's public key (hex).
+    pub worker_key: String,
+    /// The worker's peer id.
+    pub worker_peer: Option<String>,
+    /// When the run ended, Unix ms.
+    pub at: u64,
+    /// What happened.
+    pub reason: String,
+    /// The end of the run's log.
+    pub log_tail: String,
+}
+
+impl FailureView {
+    fn new(f: &oda_protocol::SignedFailure) -> Self {
+        Self {
+            worker_key: f.body.worker.to_string(),
+            worker_peer: peer_id_of(&f.body.worker).map(|p| p.to_string()),
+            at: f.body.at,
+            reason: f.body.reason.clone(),
+            log_tail: f.body.log_tail.clone(),
+        }
+    }
 }
 
 /// `GET /v1/exprs/{id}/facts`: the facts this node holds for an expression
@@ -536,7 +566,9 @@ pub async fn facts(
         .await?;
         views.extend(found.into_iter().filter(|v| !known.contains(&v.fact)));
     }
-    if expression.is_none() && views.is_empty() {
+    let mut failures = s.node.requester.failures(expr).await;
+    failures.sort_by_key(|f| f.body.at);
+    if expression.is_none() && views.is_empty() && failures.is_empty() {
         return Err(ApiError::not_found(format!(
             "expression {expr:#} is unknown to this node and has no facts{}",
             if q.mesh.unwrap_or(false) {
@@ -555,5 +587,6 @@ pub async fn facts(
             })
         }),
         facts: views,
+        failures: failures.iter().map(FailureView::new).collect(),
     }))
 }

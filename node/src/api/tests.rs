@@ -427,6 +427,7 @@ async fn workflows_submission_and_jobs() {
     assert_eq!(facts["expression"]["args"]["obs_id"], 21);
     assert_eq!(facts["expression"]["args"]["rate"], 2.0);
     assert_eq!(facts["facts"].as_array().unwrap().len(), 0);
+    assert_eq!(facts["failures"], json!([]), "no failure records");
 
     // Nobody computes here: wait times out with the job still running.
     let (status, w) = h
