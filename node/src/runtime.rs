@@ -19,7 +19,7 @@ use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
 use crate::scheduler::{
-    requester, worker, Dispatcher, Requester, TrustPolicy, Worker, WorkerConfig,
+    requester, worker, Dispatcher, Requester, TrustBook, TrustPolicy, Worker, WorkerConfig,
 };
 use crate::store::{Store, StoreConfig, StoreError};
 
@@ -48,9 +48,9 @@ pub struct Node {
     pub requester: Requester,
     /// Computes jobs, if enabled.
     pub worker: Option<Worker>,
-    /// Whose facts this node trusts (the requester's policy; views label
-    /// every fact with [`TrustPolicy::verdict`]).
-    pub trust: TrustPolicy,
+    /// Whose facts this node trusts (the requester's and the worker's
+    /// policy; views label every fact with [`TrustPolicy::verdict`]).
+    pub trust: TrustBook,
     data_dir: PathBuf,
     /// Stops the requester.
     stop_scheduler: CancellationToken,
@@ -103,11 +103,11 @@ impl Node {
         let (client, inbox, event_loop) = network::new(&key, net, store.clone())?;
         let (stop_scheduler, stop_network) = (CancellationToken::new(), CancellationToken::new());
         let network_task = tokio::spawn(event_loop.run(stop_network.clone()));
-        let trust = TrustPolicy::new(
+        let trust = TrustBook::new(TrustPolicy::new(
             key.public(),
             cfg.trusted_keys.iter().copied(),
             cfg.trusted_experts.iter().copied(),
-        );
+        ));
         let mut worker_task = None;
         let worker = match &cfg.worker {
             Some(w) => {

@@ -170,6 +170,7 @@ impl FactView {
 /// This node's verdict on `f`, with the input facts its store holds (blocking).
 fn judge(node: &Node, f: &SignedFact) -> Verdict {
     node.trust
+        .now()
         .verdict(f, |id| node.store.fact(id).ok().flatten())
 }
 

@@ -14,7 +14,7 @@ use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
 
 pub use jobs::{JobId, JobRecord, JobState};
 pub use requester::{JobEvent, Requester, RequesterError};
-pub use trust::TrustPolicy;
+pub use trust::{TrustBook, TrustPolicy};
 pub use worker::{Worker, WorkerConfig};
 
 use libp2p::PeerId;

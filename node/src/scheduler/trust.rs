@@ -5,6 +5,9 @@
 //! ([`TrustPolicy::verdict`]).
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use oda_protocol::{
     FactId, PublicKey, ResolvedInput, SignedEndorsement, SignedFact, Subject, WorkflowId,
@@ -21,6 +24,31 @@ pub struct Verdict {
     /// Why, e.g. "signed by this node's own key" or "signed by K, whom this
     /// node does not trust".
     pub why: String,
+}
+
+/// The node's trust policy as it is now, shared by the requester, the worker
+/// and the API: changes (a group roster imported) replace it as a whole, and
+/// each decision reads one snapshot ([`TrustBook::now`]).
+#[derive(Debug, Clone)]
+pub struct TrustBook(Arc<watch::Sender<Arc<TrustPolicy>>>);
+
+impl TrustBook {
+    /// A book holding `policy`.
+    pub fn new(policy: TrustPolicy) -> Self {
+        Self(Arc::new(watch::Sender::new(Arc::new(policy))))
+    }
+
+    /// The policy now.
+    pub fn now(&self) -> Arc<TrustPolicy> {
+        self.0.borrow().clone()
+    }
+
+    /// Change the policy; returns what `change` returns.
+    pub fn update<T>(&self, change: impl FnOnce(&mut TrustPolicy) -> T) -> T {
+        let mut out = None;
+        self.0.send_modify(|p| out = Some(change(Arc::make_mut(p))));
+        out.expect("send_modify runs the change once")
+    }
 }
 
 /// The node's trust settings.

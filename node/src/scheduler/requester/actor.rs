@@ -316,12 +316,18 @@ impl Actor {
             Cmd::ForeignAdvert(expr, requester) => {
                 let parts = self.ctx.parts();
                 let until = now_ms() + parts.cfg.lease_ttl_ms * 2;
-                let trusted = parts.trust.trusts_worker(&requester);
+                let trusted = parts.trust.now().trusts_worker(&requester);
                 let entry = self.foreign_adverts.entry(expr).or_insert((until, trusted));
                 *entry = (until, entry.1 || trusted);
             }
             Cmd::Failure(record) => {
-                if self.ctx.parts().trust.trusts_worker(&record.body.worker) {
+                if self
+                    .ctx
+                    .parts()
+                    .trust
+                    .now()
+                    .trusts_worker(&record.body.worker)
+                {
                     self.failures.add(*record, now_ms());
                 }
             }
@@ -583,7 +589,7 @@ impl Actor {
     async fn offer(&mut self, peer: PeerId, offer: Offer, reply: JobReply) {
         let parts = self.ctx.parts();
         let auction = self.auctions.get(&offer.expr).map(|(_, offers)| offers);
-        let trusted = public_key_of(&peer).is_some_and(|k| parts.trust.trusts_worker(&k));
+        let trusted = public_key_of(&peer).is_some_and(|k| parts.trust.now().trusts_worker(&k));
         let adopted = self
             .adopted
             .get(&offer.expr)
@@ -608,7 +614,7 @@ impl Actor {
     fn progress(&mut self, peer: PeerId, progress: Progress) -> JobResponse {
         let (expr, lease) = (progress.expr, progress.lease);
         let trusted =
-            public_key_of(&peer).is_some_and(|k| self.ctx.parts().trust.trusts_worker(&k));
+            public_key_of(&peer).is_some_and(|k| self.ctx.parts().trust.now().trusts_worker(&k));
         let (issued_here, wanted) = (self.issued.contains(&lease), self.wants(&expr));
         let route = self.leases.get_mut(&(expr, lease));
         let lease_worker = route.as_ref().map(|r| r.worker);

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::input_facts;
 use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
-use super::trust::{TrustPolicy, CHAIN_LIMIT};
+use super::trust::{TrustBook, CHAIN_LIMIT};
 use super::worker::Worker;
 use super::{ask, SchedulerConfig};
 use crate::identity::{peer_id_of, NodeKey};
@@ -176,7 +176,7 @@ pub struct Parts {
     /// This node's key (adverts name it as the requester).
     pub key: NodeKey,
     /// Whose facts and offers are accepted.
-    pub trust: TrustPolicy,
+    pub trust: TrustBook,
     /// Timing and retries.
     pub cfg: SchedulerConfig,
     /// This node's own worker, which hears every advert as gossip would
@@ -223,7 +223,7 @@ impl Ctx {
     /// the policy accepts, resting on input facts it accepts too
     /// ([`Ctx::inputs_trusted`]); successes before analysis errors.
     async fn pick_trusted(&self, facts: &[SignedFact]) -> Option<SignedFact> {
-        let trust = &self.parts().trust;
+        let trust = self.parts().trust.now();
         let mut candidates: Vec<&SignedFact> = facts.iter().filter(|f| trust.accepts(f)).collect();
         candidates.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
         for fact in candidates {
@@ -260,7 +260,7 @@ impl Ctx {
                     "its provenance has more than {CHAIN_LIMIT} input facts"
                 ));
             }
-            if let Some(why) = parts.trust.untrusted_input(&input) {
+            if let Some(why) = parts.trust.now().untrusted_input(&input) {
                 return Err(why);
             }
             let found = input_facts::checked(&parts.store, &parts.client, &input, named_by).await?;
@@ -283,7 +283,7 @@ impl Ctx {
         if peer_id_of(&fact.body.worker).as_ref() != Some(from) {
             return Err("fact signed by a key other than the sender's".into());
         }
-        if !self.parts().trust.accepts(fact) {
+        if !self.parts().trust.now().accepts(fact) {
             return Err("fact signer is not trusted".into());
         }
         if advertised.is_some_and(|inputs| fact.body.inputs != inputs) {

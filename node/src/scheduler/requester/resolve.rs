@@ -104,7 +104,7 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
     let parts = ctx.parts();
     // A trusted success ends the lookup at once; otherwise every fact
     // found is considered (an analysis error, untrusted signers).
-    let trust = &parts.trust;
+    let trust = parts.trust.now();
     let facts = parts
         .client
         .lookup_facts_until(expr, |f| {

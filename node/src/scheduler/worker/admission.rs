@@ -56,6 +56,7 @@ pub(super) fn workflow_trust(ctx: &Ctx, advert: &JobAdvert) -> WorkflowTrust {
         .unwrap_or_default();
     match parts
         .trust
+        .now()
         .endorsed(&workflow, advert.endorsements.iter().chain(stored.iter()))
     {
         Some(_) => WorkflowTrust::Endorsed,

@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::Backlog;
-use super::trust::TrustPolicy;
+use super::trust::TrustBook;
 use crate::identity::NodeKey;
 use crate::network::{Client, JobReply};
 use crate::store::{Store, StoreError};
@@ -78,7 +78,7 @@ pub struct Parts {
     /// This node's key (facts are signed with it).
     pub key: NodeKey,
     /// Which workflows it runs besides its own (endorsements).
-    pub trust: TrustPolicy,
+    pub trust: TrustBook,
     /// Settings.
     pub cfg: WorkerConfig,
 }
