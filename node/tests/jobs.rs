@@ -74,8 +74,22 @@ async fn start(
     trusted: Vec<PublicKey>,
     key: NodeKey,
 ) -> (Node, tempfile::TempDir) {
+    start_with(net, peers, worker, trusted, key, |_| {}).await
+}
+
+/// [`start`] with the test settings changed by `tweak`.
+async fn start_with(
+    net: &NetworkId,
+    peers: Vec<Multiaddr>,
+    worker: bool,
+    trusted: Vec<PublicKey>,
+    key: NodeKey,
+    tweak: impl FnOnce(&mut Validated),
+) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(dir.path(), key, &settings(net, peers, worker, trusted))
+    let mut cfg = settings(net, peers, worker, trusted);
+    tweak(&mut cfg);
+    let node = Node::start(dir.path(), key, &cfg)
         .await
         .expect("node starts");
     (node, dir)
@@ -945,7 +959,7 @@ async fn a_job_nobody_can_run_fails_after_the_offer_timeout_with_a_clear_error()
 /// the requester: the mesh, its workflow folders and markers, and the ids.
 struct GenCount {
     m: Mesh,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     markers: tempfile::TempDir,
     gen_id: WorkflowId,
     count_id: WorkflowId,
@@ -968,7 +982,7 @@ async fn gen_and_count(name: &str, n: usize, gen_script: &str) -> GenCount {
     );
     GenCount {
         m,
-        _root: root,
+        root,
         markers,
         gen_id,
         count_id,
@@ -1359,7 +1373,22 @@ async fn made_up_heartbeats_from_an_untrusted_peer_do_not_hold_a_job_back() {
 async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_job() {
     let gc = gen_and_count("squat", 1, "open('out.txt', 'w').write(sys.argv[1])\n").await;
     let (m, gen_id) = (&gc.m, gc.gen_id);
-    let r = &m.requester;
+    // A requester that waits 20 s for an offer: long enough for the 5 s an
+    // unanswered offer holds a slot on a loaded machine, far shorter than
+    // the squat lasts without the defences (30 s an offer, again and again).
+    let (r, _data) = start_with(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        false,
+        m.worker_keys.clone(),
+        NodeKey::generate(),
+        |c| c.scheduler.offer_timeout_ms = 20_000,
+    )
+    .await;
+    let r = &r;
+    r.add_workflow(&gc.root.path().join("gen"))
+        .await
+        .expect("gen added");
     let w = m.workers[0].worker.as_ref().expect("a worker");
     let attacker = Attacker::join_answering(m, false).await;
     let g = expression(r, &gen_id, &[("x", Value::Int(5))]);
