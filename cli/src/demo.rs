@@ -595,7 +595,7 @@ fn settings(
         },
         trust: TrustSection {
             keys: trusted.iter().map(ToString::to_string).collect(),
-            experts: vec![],
+            ..TrustSection::default()
         },
         // Snappier than the defaults: a loopback mesh answers in milliseconds.
         scheduler: SchedulerSection {

@@ -116,6 +116,10 @@ pub struct TrustSection {
     /// Public keys (hex) of experts whose workflow endorsements the worker
     /// accepts. Default none.
     pub experts: Vec<String>,
+    /// Groups whose members' facts this node accepts, as
+    /// `"<owner key hex>/<group name>"`; the members are those of the newest
+    /// signed roster of the group imported (`oda trust import`). Default none.
+    pub groups: Vec<String>,
 }
 
 /// Longest offer window a requester may keep: well inside the time a
@@ -237,6 +241,8 @@ pub struct Validated {
     pub trusted_keys: Vec<PublicKey>,
     /// Keys whose workflow endorsements are accepted.
     pub trusted_experts: Vec<PublicKey>,
+    /// Groups whose members' facts are accepted: (owner key, name).
+    pub trusted_groups: Vec<(PublicKey, String)>,
     /// Requester settings.
     pub scheduler: crate::scheduler::SchedulerConfig,
 }
@@ -447,9 +453,30 @@ impl Config {
             worker,
             trusted_keys: keys("trust.keys", &self.trust.keys)?,
             trusted_experts: keys("trust.experts", &self.trust.experts)?,
+            trusted_groups: self
+                .trust
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| parse_group(g).map_err(|e| field(format!("trust.groups[{i}]"), e)))
+                .collect::<Result<_, _>>()?,
             scheduler,
         })
     }
+}
+
+/// A group named as `<owner key hex>/<name>`.
+pub fn parse_group(text: &str) -> Result<(PublicKey, String), String> {
+    let (owner, name) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not <owner key hex>/<group name>"))?;
+    let owner = owner
+        .parse::<PublicKey>()
+        .map_err(|e| format!("owner key of {text:?}: {e}"))?;
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("group name of {text:?} must be 1 to 128 bytes"));
+    }
+    Ok((owner, name.to_string()))
 }
 
 impl Config {
@@ -534,6 +561,10 @@ workflows = []
 keys = []
 # Public keys (hex) of experts whose workflow endorsements the worker accepts.
 experts = []
+# Groups whose members' facts this node accepts, as "<owner key hex>/<name>";
+# members come from the newest roster signed by the owner that this node
+# imported (`oda trust import ROSTER`).
+groups = []
 
 [scheduler]
 # Collect offers this long after the first one, in ms (at most 2000: workers

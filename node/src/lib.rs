@@ -16,6 +16,7 @@ pub mod executor;
 pub mod identity;
 pub mod network;
 pub mod registry;
+pub mod rosters;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
+use crate::rosters;
+use crate::scheduler::trust::RosterImport;
 use crate::scheduler::{
     requester, worker, Dispatcher, Requester, TrustBook, TrustPolicy, Worker, WorkerConfig,
 };
@@ -103,11 +105,18 @@ impl Node {
         let (client, inbox, event_loop) = network::new(&key, net, store.clone())?;
         let (stop_scheduler, stop_network) = (CancellationToken::new(), CancellationToken::new());
         let network_task = tokio::spawn(event_loop.run(stop_network.clone()));
-        let trust = TrustBook::new(TrustPolicy::new(
+        let mut policy = TrustPolicy::new(
             key.public(),
             cfg.trusted_keys.iter().copied(),
             cfg.trusted_experts.iter().copied(),
-        ));
+        )
+        .with_groups(cfg.trusted_groups.iter().cloned());
+        for roster in rosters::load(&data_dir.join(rosters::DIR)).await {
+            if let Err(e) = policy.import(roster) {
+                tracing::warn!(error = %e, "skipping a stored group roster");
+            }
+        }
+        let trust = TrustBook::new(policy);
         let mut worker_task = None;
         let worker = match &cfg.worker {
             Some(w) => {
@@ -195,6 +204,22 @@ impl Node {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Import a signed group roster: kept (in the trust policy and under
+    /// `rosters/` in the data dir) when it verifies and is newer than the
+    /// version this node holds of its group. Its members' facts are trusted
+    /// when the node names the group in `[trust] groups`.
+    pub async fn import_roster(
+        &self,
+        roster: oda_protocol::SignedGroupRoster,
+    ) -> Result<RosterImport, String> {
+        let mut probe = (*self.trust.now()).clone();
+        if probe.import(roster.clone())? == RosterImport::NotNewer {
+            return Ok(RosterImport::NotNewer);
+        }
+        rosters::save(&self.data_dir.join(rosters::DIR), &roster).await?;
+        self.trust.update(|policy| policy.import(roster))
     }
 
     /// Add a workflow folder (owner-added: trusted by this node's worker) and

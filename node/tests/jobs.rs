@@ -55,6 +55,7 @@ fn settings(
         }),
         trusted_keys: trusted,
         trusted_experts: vec![],
+        trusted_groups: vec![],
         scheduler: SchedulerConfig {
             offer_window_ms: 150,
             offer_timeout_ms: 8_000,
@@ -1431,4 +1432,89 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
     flood.abort();
     assert_eq!(made.state, JobState::Done, "{made:?}");
     assert_eq!(output_text(r, &made).await, "5");
+}
+
+/// Group trust: a requester that names a group trusts the workers its
+/// newest signed roster lists, and only those; a new roster version moves
+/// trust (old results by a removed member are no longer taken), and the
+/// imported roster is kept across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_roster_decides_whose_results_are_trusted_and_a_new_version_moves_trust() {
+    use oda_node::scheduler::trust::RosterImport;
+    use oda_protocol::GroupRoster;
+    let gc = gen_and_count("groups", 2, "open('out.txt', 'w').write(sys.argv[1])\n").await;
+    let (m, gen_id) = (&gc.m, gc.gen_id);
+    let (w1, w2) = (m.worker_keys[0], m.worker_keys[1]);
+    let admin = NodeKey::generate();
+    let roster = |version: u64, member: PublicKey| {
+        admin
+            .secret
+            .sign(GroupRoster {
+                owner: admin.public(),
+                name: "integral-team".into(),
+                version,
+                members: [member].into(),
+                issued_at: version,
+            })
+            .expect("signs")
+    };
+    let group = (admin.public(), "integral-team".to_string());
+    let key = NodeKey::generate();
+    let data = tempfile::tempdir().expect("temp dir");
+    let cfg = {
+        let mut c = settings(&m.net, vec![m.boot_addr.clone()], false, vec![]);
+        c.trusted_groups = vec![group];
+        c
+    };
+    let r = Node::start(data.path(), key.clone(), &cfg)
+        .await
+        .expect("starts");
+    let gen_dir = gc.root.path().join("gen");
+    r.add_workflow(&gen_dir).await.expect("gen added");
+    let worker_of = |r: &Node, job: &JobRecord| {
+        let fact = r.store.fact(&job.fact.expect("a fact")).unwrap().unwrap();
+        (fact.body.worker, fact)
+    };
+
+    assert_eq!(
+        r.import_roster(roster(1, w1)).await,
+        Ok(RosterImport::Newer)
+    );
+    let g1 = expression(&r, &gen_id, &[("x", Value::Int(1))]);
+    let first = run(&r, &g1).await;
+    assert_eq!(first.state, JobState::Done, "{first:?}");
+    let (by, fact1) = worker_of(&r, &first);
+    assert_eq!(by, w1, "only the member is trusted");
+
+    // Version 2: w2 instead of w1. Version 1 again changes nothing.
+    assert_eq!(
+        r.import_roster(roster(2, w2)).await,
+        Ok(RosterImport::Newer)
+    );
+    assert_eq!(
+        r.import_roster(roster(1, w1)).await,
+        Ok(RosterImport::NotNewer)
+    );
+    let g2 = expression(&r, &gen_id, &[("x", Value::Int(2))]);
+    let second = run(&r, &g2).await;
+    assert_eq!(worker_of(&r, &second).0, w2, "{second:?}");
+    let verdict = r.trust.now().verdict(&fact1, |_| None);
+    assert!(!verdict.trusted, "{verdict:?}");
+    let again = run(&r, &g1).await;
+    assert!(
+        !again.from_cache,
+        "w1's result is not taken any more: {again:?}"
+    );
+    assert_eq!(worker_of(&r, &again).0, w2);
+
+    // Kept across a restart.
+    r.shutdown().await.expect("stops");
+    drop(r);
+    let r = Node::start(data.path(), key, &cfg)
+        .await
+        .expect("starts again");
+    let why = r.trust.now().signer(&w2).expect("w2 still trusted");
+    assert!(why.contains("roster version 2"), "{why}");
+    assert!(!r.trust.now().trusts_worker(&w1));
+    r.shutdown().await.expect("stops");
 }

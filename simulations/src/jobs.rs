@@ -45,6 +45,7 @@ fn settings(
         }),
         trusted_keys: trusted,
         trusted_experts: vec![],
+        trusted_groups: vec![],
         // The node's defaults: the benchmark measures what users get.
         scheduler: SchedulerConfig::default(),
     })

@@ -1,17 +1,32 @@
 //! Trust policy: whose facts this node accepts as results, and whose workflow
-//! endorsements its worker accepts. For now: the node itself plus keys named in
-//! the config. A fact by anyone else is never returned as a trusted result,
+//! endorsements its worker accepts: the node itself, keys named in the
+//! config, and the members of the groups it names (each group a signed
+//! [`GroupRoster`](oda_protocol::GroupRoster) by its owner; the newest
+//! version imported wins). A fact by anyone else is never returned as a trusted result,
 //! and every view of a fact says whether it is trusted here and why
 //! ([`TrustPolicy::verdict`]).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use oda_protocol::{
-    FactId, PublicKey, ResolvedInput, SignedEndorsement, SignedFact, Subject, WorkflowId,
+    FactId, PublicKey, ResolvedInput, SignedEndorsement, SignedFact, SignedGroupRoster, Subject,
+    WorkflowId,
 };
+
+/// A group: its owner's key and its name.
+pub type GroupRef = (PublicKey, String);
+
+/// What importing a roster did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RosterImport {
+    /// It is the newest version of its group now.
+    Newer,
+    /// This node already has this version or a newer one.
+    NotNewer,
+}
 
 /// Most input facts one trust check follows, back to the sources.
 pub const CHAIN_LIMIT: usize = 4096;
@@ -60,6 +75,11 @@ pub struct TrustPolicy {
     pub fact_signers: BTreeSet<PublicKey>,
     /// Keys whose workflow endorsements the worker accepts.
     pub experts: BTreeSet<PublicKey>,
+    /// Groups whose members' facts are accepted.
+    pub groups: BTreeSet<GroupRef>,
+    /// The newest verified roster of each group this node knows (of the
+    /// groups above or not).
+    pub rosters: BTreeMap<GroupRef, SignedGroupRoster>,
 }
 
 impl TrustPolicy {
@@ -75,12 +95,47 @@ impl TrustPolicy {
             own,
             fact_signers: signers,
             experts: experts.into_iter().collect(),
+            groups: BTreeSet::new(),
+            rosters: BTreeMap::new(),
         }
+    }
+
+    /// This policy, also trusting the members of `groups`.
+    pub fn with_groups(mut self, groups: impl IntoIterator<Item = GroupRef>) -> Self {
+        self.groups.extend(groups);
+        self
     }
 
     /// Whether results from this worker key are acceptable.
     pub fn trusts_worker(&self, key: &PublicKey) -> bool {
-        self.fact_signers.contains(key)
+        self.fact_signers.contains(key) || self.group_of(key).is_some()
+    }
+
+    /// The roster of a trusted group that admits `key` (its owner or a
+    /// member), if any.
+    pub fn group_of(&self, key: &PublicKey) -> Option<&SignedGroupRoster> {
+        self.groups
+            .iter()
+            .filter_map(|g| self.rosters.get(g))
+            .find(|r| r.body.owner == *key || r.body.members.contains(key))
+    }
+
+    /// Keep `roster` if it verifies and is newer than the version this
+    /// policy has of its group.
+    pub fn import(&mut self, roster: SignedGroupRoster) -> Result<RosterImport, String> {
+        roster
+            .verify()
+            .map_err(|e| format!("the roster's signature does not verify: {e}"))?;
+        let group = (roster.body.owner, roster.body.name.clone());
+        if self
+            .rosters
+            .get(&group)
+            .is_some_and(|held| held.body.version >= roster.body.version)
+        {
+            return Ok(RosterImport::NotNewer);
+        }
+        self.rosters.insert(group, roster);
+        Ok(RosterImport::Newer)
     }
 
     /// Whether a fact is acceptable: valid signature by a trusted signer.
@@ -92,8 +147,13 @@ impl TrustPolicy {
     pub fn signer(&self, key: &PublicKey) -> Result<String, String> {
         if *key == self.own {
             Ok("signed by this node's own key".into())
-        } else if self.trusts_worker(key) {
+        } else if self.fact_signers.contains(key) {
             Ok(format!("signed by {key}, listed in [trust] keys"))
+        } else if let Some(r) = self.group_of(key) {
+            Ok(format!(
+                "signed by {key}, a member of group {:?} (roster version {} by {})",
+                r.body.name, r.body.version, r.body.owner
+            ))
         } else {
             Err(format!("signed by {key}, whom this node does not trust"))
         }
@@ -246,5 +306,68 @@ mod tests {
         let v = policy.verdict(&bad, |_| None);
         assert!(!v.trusted);
         assert!(v.why.contains("signature"), "{v:?}");
+    }
+
+    fn roster(
+        owner: &SecretKey,
+        name: &str,
+        version: u64,
+        members: &[&SecretKey],
+    ) -> SignedGroupRoster {
+        owner
+            .sign(oda_protocol::GroupRoster {
+                owner: owner.public(),
+                name: name.into(),
+                version,
+                members: members.iter().map(|m| m.public()).collect(),
+                issued_at: version,
+            })
+            .expect("signs")
+    }
+
+    #[test]
+    fn members_of_a_trusted_group_are_trusted_by_its_newest_roster() {
+        let (own, admin, alice, bob) = (key(1), key(2), key(3), key(4));
+        let team = (admin.public(), "team".to_string());
+        let mut policy = TrustPolicy::new(own.public(), [], []).with_groups([team.clone()]);
+        assert!(!policy.trusts_worker(&alice.public()), "no roster yet");
+
+        assert_eq!(
+            policy.import(roster(&admin, "team", 1, &[&alice])),
+            Ok(RosterImport::Newer)
+        );
+        assert!(policy.trusts_worker(&alice.public()));
+        assert!(
+            policy.trusts_worker(&admin.public()),
+            "the owner is a member"
+        );
+        assert!(!policy.trusts_worker(&bob.public()));
+        let why = policy.signer(&alice.public()).expect("trusted");
+        assert!(
+            why.contains("a member of group \"team\" (roster version 1"),
+            "{why}"
+        );
+
+        // Version 2 drops alice and adds bob; version 1 again changes nothing.
+        assert_eq!(
+            policy.import(roster(&admin, "team", 2, &[&bob])),
+            Ok(RosterImport::Newer)
+        );
+        assert_eq!(
+            policy.import(roster(&admin, "team", 1, &[&alice])),
+            Ok(RosterImport::NotNewer)
+        );
+        assert!(!policy.trusts_worker(&alice.public()));
+        assert!(policy.trusts_worker(&bob.public()));
+
+        // A group this node does not name, and a forged roster.
+        policy
+            .import(roster(&bob, "other", 1, &[&alice]))
+            .expect("valid");
+        assert!(!policy.trusts_worker(&alice.public()));
+        let mut forged = roster(&admin, "team", 3, &[&alice]);
+        forged.body.members.insert(key(9).public());
+        assert!(policy.import(forged).is_err());
+        assert!(!policy.trusts_worker(&alice.public()));
     }
 }
