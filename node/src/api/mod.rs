@@ -13,6 +13,7 @@
 //!   server-sent events; facts of an expression; blob download with `Range`;
 //! - workflows ([`workflows`]): add from a folder, list, show, endorse;
 //! - cache ([`cache`]): blobs, pin, unpin, gc, stats; peers; the node key;
+//! - trust ([`trust`]): the trust policy, importing and signing group rosters;
 //! - `/metrics` in the Prometheus text format ([`metrics`]).
 //!
 //! Arguments of a submitted expression are typed by the workflow's manifest in
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod trust;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -99,6 +101,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/cache/gc"),
     ("GET", "/v1/cache/stats"),
     ("GET", "/v1/key"),
+    ("GET", "/v1/trust"),
+    ("POST", "/v1/trust/rosters"),
+    ("POST", "/v1/groups"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -124,6 +129,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/cache/gc", post(cache::gc))
         .route("/v1/cache/stats", get(cache::stats))
         .route("/v1/key", get(cache::key))
+        .route("/v1/trust", get(trust::show))
+        .route("/v1/trust/rosters", post(trust::import))
+        .route("/v1/groups", post(trust::sign))
         .route("/metrics", get(metrics::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

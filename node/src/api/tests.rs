@@ -686,3 +686,74 @@ async fn every_fact_says_whether_it_is_trusted_here_and_why() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn group_rosters_are_signed_imported_once_and_shown_in_the_trust_policy() {
+    let h = Harness::start("rosters").await;
+    let member = oda_protocol::SecretKey::from_seed([5; 32])
+        .public()
+        .to_string();
+    let (status, signed) = h
+        .json(
+            "POST",
+            "/v1/groups",
+            Some(json!({"name": "team", "version": 2, "members": [member]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{signed}");
+    let own = h.node.key.public().to_string();
+    assert_eq!(signed["group"], format!("{own}/team"));
+    assert_eq!(signed["members"], json!([member]));
+    let roster = signed["roster"].as_str().unwrap().to_string();
+
+    let import = |roster: String| {
+        let h = &h;
+        async move {
+            h.json(
+                "POST",
+                "/v1/trust/rosters",
+                Some(json!({ "roster": roster })),
+            )
+            .await
+        }
+    };
+    let (status, first) = import(roster.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["imported"], true);
+    assert_eq!(
+        first["trusted_group"], false,
+        "[trust] groups does not name it"
+    );
+    let (_, again) = import(roster.clone()).await;
+    assert_eq!(again["imported"], false, "the same version again");
+
+    let (status, policy) = h.json("GET", "/v1/trust", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(policy["own_key"], own);
+    assert_eq!(policy["groups"], json!([]));
+    assert_eq!(policy["other_rosters"][0]["version"], 2);
+
+    // Not hex, not a roster, a roster whose bytes were changed.
+    for (bad, needle) in [
+        ("zz".to_string(), "not hex"),
+        ("00".to_string(), "not a signed group roster"),
+        (
+            roster.replacen(&hex::encode("team"), &hex::encode("tean"), 1),
+            "does not verify",
+        ),
+    ] {
+        let (status, v) = import(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(error_of(&v).contains(needle), "{v}");
+    }
+    let (status, v) = h
+        .json(
+            "POST",
+            "/v1/groups",
+            Some(json!({"name": "team", "version": 3, "members": ["nope"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("members[0]"), "{v}");
+    h.stop().await;
+}

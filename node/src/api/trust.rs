@@ -1,0 +1,214 @@
+//! Trust routes: the node's trust policy as it is now (`GET /v1/trust`),
+//! importing a signed group roster (`POST /v1/trust/rosters`), and signing a
+//! roster with the node key for a group this node owns (`POST /v1/groups`).
+//! Rosters travel as the lowercase hex of their encoding.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use oda_protocol::{GroupRoster, PublicKey, SignedGroupRoster, Wire};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiJson, ApiState};
+use crate::scheduler::jobs::now_ms;
+use crate::scheduler::trust::{GroupRef, RosterImport, TrustPolicy};
+
+/// Most members one roster may list through the API.
+pub const MAX_MEMBERS: usize = 1024;
+
+/// A group roster as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RosterView {
+    /// `<owner key hex>/<name>`, as `[trust] groups` names it.
+    pub group: String,
+    /// The owner's key (hex), who signed the roster.
+    pub owner: String,
+    /// The group's name.
+    pub name: String,
+    /// The roster's version (the newest imported wins).
+    pub version: u64,
+    /// Member keys (hex).
+    pub members: Vec<String>,
+    /// When the owner signed it, Unix ms.
+    pub issued_at: u64,
+    /// The encoded signed roster, lowercase hex (what `oda trust import` reads).
+    pub roster: String,
+}
+
+impl RosterView {
+    fn new(r: &SignedGroupRoster) -> Result<Self, ApiError> {
+        let bytes = r
+            .encode()
+            .map_err(|e| ApiError::internal(format!("cannot encode the roster: {e}")))?;
+        Ok(Self {
+            group: group_name(&(r.body.owner, r.body.name.clone())),
+            owner: r.body.owner.to_string(),
+            name: r.body.name.clone(),
+            version: r.body.version,
+            members: r.body.members.iter().map(ToString::to_string).collect(),
+            issued_at: r.body.issued_at,
+            roster: hex::encode(bytes),
+        })
+    }
+}
+
+fn group_name((owner, name): &GroupRef) -> String {
+    format!("{owner}/{name}")
+}
+
+/// A group this node's policy names, with the roster it holds.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    /// `<owner key hex>/<name>`.
+    pub group: String,
+    /// The newest roster imported, if any (no roster: nobody is trusted
+    /// through this group yet).
+    pub roster: Option<RosterView>,
+}
+
+/// `GET /v1/trust` answer.
+#[derive(Debug, Serialize)]
+pub struct TrustView {
+    /// This node's key (hex): its own facts are always trusted.
+    pub own_key: String,
+    /// `[trust] keys`: whose facts are accepted (hex), besides its own.
+    pub keys: Vec<String>,
+    /// `[trust] experts`: whose workflow endorsements the worker accepts.
+    pub experts: Vec<String>,
+    /// `[trust] groups`, each with its roster.
+    pub groups: Vec<GroupView>,
+    /// Rosters held of groups the policy does not name (not trusted).
+    pub other_rosters: Vec<RosterView>,
+}
+
+fn trust_view(p: &TrustPolicy) -> Result<TrustView, ApiError> {
+    let groups = p
+        .groups
+        .iter()
+        .map(|g| {
+            Ok(GroupView {
+                group: group_name(g),
+                roster: p.rosters.get(g).map(RosterView::new).transpose()?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(TrustView {
+        own_key: p.own.to_string(),
+        keys: p
+            .fact_signers
+            .iter()
+            .filter(|k| **k != p.own)
+            .map(ToString::to_string)
+            .collect(),
+        experts: p.experts.iter().map(ToString::to_string).collect(),
+        groups,
+        other_rosters: p
+            .rosters
+            .iter()
+            .filter(|(g, _)| !p.groups.contains(*g))
+            .map(|(_, r)| RosterView::new(r))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// `GET /v1/trust`: whose facts this node accepts and why.
+pub async fn show(State(s): State<ApiState>) -> Result<Json<TrustView>, ApiError> {
+    Ok(Json(trust_view(&s.node.trust.now())?))
+}
+
+/// `POST /v1/trust/rosters` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// The encoded signed roster, hex.
+    pub roster: String,
+}
+
+/// `POST /v1/trust/rosters` answer.
+#[derive(Debug, Serialize)]
+pub struct ImportView {
+    /// The roster.
+    #[serde(flatten)]
+    pub roster: RosterView,
+    /// True if it replaced an older version (or was the first); false if
+    /// this node already had this version or a newer one.
+    pub imported: bool,
+    /// Whether the policy names the group (`[trust] groups`): only then are
+    /// its members' facts trusted.
+    pub trusted_group: bool,
+}
+
+/// `POST /v1/trust/rosters`: import a signed group roster (kept if it
+/// verifies and is newer than the version held).
+pub async fn import(
+    State(s): State<ApiState>,
+    ApiJson(req): ApiJson<ImportRequest>,
+) -> Result<Json<ImportView>, ApiError> {
+    let bytes = hex::decode(req.roster.trim())
+        .map_err(|e| ApiError::bad_request(format!("roster is not hex: {e}")))?;
+    let roster = SignedGroupRoster::decode(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("not a signed group roster: {e}")))?;
+    let view = RosterView::new(&roster)?;
+    let group = (roster.body.owner, roster.body.name.clone());
+    let imported = s
+        .node
+        .import_roster(roster)
+        .await
+        .map_err(ApiError::bad_request)?;
+    Ok(Json(ImportView {
+        roster: view,
+        imported: imported == RosterImport::Newer,
+        trusted_group: s.node.trust.now().groups.contains(&group),
+    }))
+}
+
+/// `POST /v1/groups` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The group's name (1 to 128 bytes).
+    pub name: String,
+    /// The roster's version: higher than any version signed before.
+    pub version: u64,
+    /// Member keys (hex).
+    pub members: Vec<String>,
+}
+
+/// `POST /v1/groups`: sign a roster of a group this node's key owns (201).
+/// It is not imported here; give it to the members' requesters (`oda trust
+/// import`), and import it here too to trust the group on this node.
+pub async fn sign(
+    State(s): State<ApiState>,
+    ApiJson(req): ApiJson<SignRequest>,
+) -> Result<(StatusCode, Json<RosterView>), ApiError> {
+    if req.name.is_empty() || req.name.len() > 128 {
+        return Err(ApiError::bad_request("name must be 1 to 128 bytes"));
+    }
+    if req.members.len() > MAX_MEMBERS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_MEMBERS} members, got {}",
+            req.members.len()
+        )));
+    }
+    let members = req
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            k.parse::<PublicKey>()
+                .map_err(|e| ApiError::bad_request(format!("members[{i}]: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let key = &s.node.key;
+    let roster = key
+        .secret
+        .sign(GroupRoster {
+            owner: key.public(),
+            name: req.name,
+            version: req.version,
+            members,
+            issued_at: now_ms(),
+        })
+        .map_err(|e| ApiError::internal(format!("cannot sign: {e}")))?;
+    Ok((StatusCode::CREATED, Json(RosterView::new(&roster)?)))
+}
