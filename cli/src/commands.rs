@@ -1058,3 +1058,133 @@ pub fn key_show(api: &Api, as_json: bool) -> CliResult<u8> {
     }
     Ok(OK)
 }
+
+/// `oda trust ls`.
+pub fn trust_ls(api: &Api, as_json: bool) -> CliResult<u8> {
+    let t = api.get("/v1/trust")?;
+    if as_json {
+        print_json(&t);
+        return Ok(OK);
+    }
+    println!("own key   {} (always trusted)", text(&t, "own_key"));
+    let list = |field: &str| -> Vec<String> {
+        t.get(field)
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect()
+    };
+    for (label, field) in [("keys", "keys"), ("experts", "experts")] {
+        let keys = list(field);
+        println!(
+            "{label:<9} {}",
+            if keys.is_empty() {
+                "none".into()
+            } else {
+                keys.join(", ")
+            }
+        );
+    }
+    let groups: Vec<&Json> = t
+        .get("groups")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if groups.is_empty() {
+        println!("groups    none");
+    }
+    for g in groups {
+        match g.get("roster").filter(|r| !r.is_null()) {
+            Some(r) => println!(
+                "group     {} — roster version {}, {} member(s): {}",
+                text(g, "group"),
+                num(r, "version"),
+                r["members"].as_array().map_or(0, Vec::len),
+                r["members"].as_array().into_iter().flatten().filter_map(Json::as_str).collect::<Vec<_>>().join(", ")
+            ),
+            None => println!(
+                "group     {} — no roster imported yet: nobody is trusted through it (oda trust import FILE)",
+                text(g, "group")
+            ),
+        }
+    }
+    for r in t
+        .get("other_rosters")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "roster    {} version {} (held, not trusted: not in [trust] groups)",
+            text(r, "group"),
+            num(r, "version")
+        );
+    }
+    Ok(OK)
+}
+
+/// `oda trust import FILE`.
+pub fn trust_import(api: &Api, file: &Path, as_json: bool) -> CliResult<u8> {
+    let roster = std::fs::read_to_string(file)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+    let r = api.post(
+        "/v1/trust/rosters",
+        Some(&serde_json::json!({ "roster": roster.trim() })),
+    )?;
+    if as_json {
+        print_json(&r);
+        return Ok(OK);
+    }
+    let what = if flag(&r, "imported") {
+        "imported"
+    } else {
+        "not imported: this node already holds this version or a newer one of"
+    };
+    println!(
+        "{what} group {} version {}",
+        text(&r, "group"),
+        num(&r, "version")
+    );
+    if !flag(&r, "trusted_group") {
+        println!(
+            "note: [trust] groups does not name this group, so its members are not trusted here; add \"{}\" to it",
+            text(&r, "group")
+        );
+    }
+    Ok(OK)
+}
+
+/// `oda group sign NAME --version N --member KEY...`.
+pub fn group_sign(
+    api: &Api,
+    (name, version, members): (&str, u64, &[String]),
+    out: Option<&Path>,
+    as_json: bool,
+) -> CliResult<u8> {
+    let r = api.post(
+        "/v1/groups",
+        Some(&serde_json::json!({ "name": name, "version": version, "members": members })),
+    )?;
+    let roster = text(&r, "roster");
+    if let Some(path) = out {
+        std::fs::write(path, format!("{roster}\n"))
+            .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if as_json {
+        print_json(&r);
+    } else if let Some(path) = out {
+        println!(
+            "signed group {} version {} ({} member(s)) into {}; give it to requesters: oda trust import {}",
+            text(&r, "group"),
+            version,
+            members.len(),
+            path.display(),
+            path.display()
+        );
+    } else {
+        println!("{roster}");
+    }
+    Ok(OK)
+}

@@ -128,6 +128,15 @@ enum Command {
     /// The node's key.
     #[command(subcommand, after_help = "Example: oda key show")]
     Key(KeyCommand),
+    /// Whose results this node trusts: list the policy, import group rosters.
+    #[command(subcommand, after_help = "Example: oda trust ls")]
+    Trust(TrustCommand),
+    /// Groups owned by this node's key: sign a roster for the members.
+    #[command(
+        subcommand,
+        after_help = "Example: oda group sign integral-team --version 1 --member 3f2a...c9 -o team.roster"
+    )]
+    Group(GroupCommand),
     /// Show the facts (signed results) of an expression.
     #[command(after_help = "Example: oda facts ex:9d2f...e1 --mesh")]
     Facts {
@@ -206,6 +215,42 @@ enum KeyCommand {
     Show,
 }
 
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Show the trust policy: own key, trusted keys, experts, groups and
+    /// their rosters.
+    #[command(after_help = "Example: oda trust ls")]
+    Ls,
+    /// Import a signed group roster (a file written by `oda group sign`);
+    /// kept if it is newer than the version this node holds.
+    #[command(after_help = "Example: oda trust import team.roster")]
+    Import {
+        /// The roster file (hex).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Sign a roster of a group owned by this node's key.
+    #[command(
+        after_help = "Example: oda group sign integral-team --version 2 --member 3f2a...c9 --member 77b0...1e -o team.roster"
+    )]
+    Sign {
+        /// The group's name.
+        name: String,
+        /// The roster's version: higher than any signed before (the newest wins).
+        #[arg(long)]
+        version: u64,
+        /// A member's public key (hex); repeat for each member.
+        #[arg(long = "member", value_name = "KEY")]
+        members: Vec<String>,
+        /// Write the roster here instead of printing it.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Demo { keep } = cli.command {
@@ -274,6 +319,14 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             CacheCommand::Stats => commands::cache_stats(&api, j),
         },
         Command::Key(KeyCommand::Show) => commands::key_show(&api, j),
+        Command::Trust(TrustCommand::Ls) => commands::trust_ls(&api, j),
+        Command::Trust(TrustCommand::Import { file }) => commands::trust_import(&api, &file, j),
+        Command::Group(GroupCommand::Sign {
+            name,
+            version,
+            members,
+            out,
+        }) => commands::group_sign(&api, (&name, version, &members), out.as_deref(), j),
         Command::Facts { expr, mesh } => commands::facts(&api, &expr, mesh, j),
         // Handled in `main` before the node is looked for.
         Command::Demo { .. } => Ok(0),

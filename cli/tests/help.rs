@@ -47,6 +47,11 @@ fn every_command_has_help_with_an_example() {
         &["cache", "stats"],
         &["key"],
         &["key", "show"],
+        &["trust"],
+        &["trust", "ls"],
+        &["trust", "import"],
+        &["group"],
+        &["group", "sign"],
         &["facts"],
         &["demo"],
     ];

@@ -541,3 +541,94 @@ fn api_needs_the_token_and_answers_json_errors() {
     assert!(metrics.contains("oda_jobs{state=\"done\"} 0"), "{metrics}");
     assert!(metrics.contains("oda_peers 0"), "{metrics}");
 }
+
+/// Group trust through the command line: the worker's owner signs a roster
+/// of its group (`oda group sign`), a requester that names the group in
+/// `[trust] groups` (and lists no keys) imports it (`oda trust import`),
+/// shows it (`oda trust ls`), and gets its job computed and trusted.
+#[test]
+fn a_group_roster_signed_by_one_node_makes_another_trust_its_members() {
+    let net = network_id("groups");
+    let mut worker = NodeProc::init("worker", &net, |c| {
+        c.worker.enabled = true;
+        c.worker.slots = 1;
+    });
+    worker.start();
+    let group = format!("{}/integral-team", worker.public_key());
+    let mut requester = NodeProc::init("requester", &net, |c| {
+        c.peers = vec![worker.addr()];
+        c.trust.groups = vec![group.clone()];
+        c.scheduler.offer_window_ms = 100;
+    });
+    requester.start();
+    for node in [&worker, &requester] {
+        let dir = examples().join("events");
+        node.oda(&["workflow", "add", dir.to_str().expect("utf-8 path")])
+            .expect_code(0);
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let roster = tmp.path().join("team.roster");
+    let roster_arg = roster.to_str().expect("utf-8 path");
+    let member = requester.public_key();
+    worker
+        .oda(&[
+            "group",
+            "sign",
+            "integral-team",
+            "--version",
+            "1",
+            "--member",
+            &member,
+            "-o",
+            roster_arg,
+        ])
+        .expect_code(0);
+    let listed = requester
+        .oda(&["--json", "trust", "ls"])
+        .expect_code(0)
+        .json();
+    assert_eq!(listed["groups"][0]["group"], group.as_str());
+    assert!(listed["groups"][0]["roster"].is_null(), "{listed}");
+
+    let imported = requester
+        .oda(&["--json", "trust", "import", roster_arg])
+        .expect_code(0)
+        .json();
+    assert_eq!(imported["imported"], true, "{imported}");
+    assert_eq!(imported["trusted_group"], true, "{imported}");
+    let listed = requester.oda(&["trust", "ls"]).expect_code(0);
+    assert!(
+        listed.stdout.contains("roster version 1, 1 member(s)"),
+        "{}",
+        listed.stdout
+    );
+    let again = requester
+        .oda(&["trust", "import", roster_arg])
+        .expect_code(0);
+    assert!(again.stdout.contains("not imported"), "{}", again.stdout);
+
+    // The worker (the group's owner) computes, and its fact is trusted.
+    let job = requester
+        .oda(&[
+            "--json",
+            "submit",
+            "events",
+            "-a",
+            "obs_id=3",
+            "-a",
+            "duration=100",
+            "--wait",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["result"]["trusted"], true, "{job}");
+    let why = str_of(&job, "/result/trust");
+    assert!(why.contains("a member of group \"integral-team\""), "{why}");
+
+    // A roster file that is not one: usage error from the node, exit 1 or 2.
+    std::fs::write(&roster, "zz\n").expect("write");
+    let bad = requester.oda(&["trust", "import", roster_arg]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("not hex"), "{}", bad.stderr);
+}
