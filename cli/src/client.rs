@@ -215,6 +215,13 @@ impl Api {
                     None => req.send_empty(),
                 }
             }
+            "DELETE" => {
+                let mut req = self.agent.delete(&url).header("Authorization", &auth);
+                for (k, v) in headers {
+                    req = req.header(*k, v);
+                }
+                req.call()
+            }
             _ => {
                 let mut req = self.agent.get(&url).header("Authorization", &auth);
                 for (k, v) in headers {
@@ -270,6 +277,11 @@ impl Api {
     /// POST JSON.
     pub fn post(&self, path: &str, body: Option<&Json>) -> CliResult<Json> {
         self.json("POST", path, body)
+    }
+
+    /// DELETE, answered with JSON.
+    pub fn delete(&self, path: &str) -> CliResult<Json> {
+        self.json("DELETE", path, None)
     }
 
     /// Follow a server-sent event stream, calling `on_event(name, data)` for

@@ -1075,7 +1075,11 @@ pub fn trust_ls(api: &Api, as_json: bool) -> CliResult<u8> {
             .filter_map(|k| k.as_str().map(str::to_string))
             .collect()
     };
-    for (label, field) in [("keys", "keys"), ("experts", "experts")] {
+    for (label, field) in [
+        ("keys", "keys"),
+        ("added", "added_keys"),
+        ("experts", "experts"),
+    ] {
         let keys = list(field);
         println!(
             "{label:<9} {}",
@@ -1186,5 +1190,66 @@ pub fn group_sign(
     } else {
         println!("{roster}");
     }
+    Ok(OK)
+}
+
+/// `oda trust add KEY` (`add`) and `oda trust rm KEY`.
+pub fn trust_key(api: &Api, key: &str, add: bool, as_json: bool) -> CliResult<u8> {
+    let r = if add {
+        api.post("/v1/trust/keys", Some(&serde_json::json!({ "key": key })))?
+    } else {
+        api.delete(&format!("/v1/trust/keys/{}", url_part(key)))?
+    };
+    if as_json {
+        print_json(&r);
+        return Ok(OK);
+    }
+    let key = text(&r, "key");
+    match (add, flag(&r, "changed")) {
+        (true, true) => println!("trusting {key} from now on"),
+        (true, false) => println!("{key} was already trusted"),
+        (false, true) => println!("no longer trusting {key}"),
+        (false, false) => println!("{key} was not added with `oda trust add`; nothing changed"),
+    }
+    Ok(OK)
+}
+
+/// `oda trust show KEY`.
+pub fn trust_show(api: &Api, key: &str, as_json: bool) -> CliResult<u8> {
+    let k = api.get(&format!("/v1/trust/keys/{}", url_part(key)))?;
+    if as_json {
+        print_json(&k);
+        return Ok(OK);
+    }
+    println!("key       {}", text(&k, "key"));
+    println!("peer id   {}", text(&k, "peer_id"));
+    println!(
+        "trust     {}: {}",
+        if flag(&k, "trusted") {
+            "trusted"
+        } else {
+            "UNTRUSTED"
+        },
+        text(&k, "trust")
+    );
+    let groups: Vec<&str> = k["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .collect();
+    println!(
+        "groups    {}",
+        if groups.is_empty() {
+            "none".to_string()
+        } else {
+            groups.join(", ")
+        }
+    );
+    println!(
+        "facts     {} stored here, {} with their outputs",
+        num(&k, "facts"),
+        num(&k, "facts_held")
+    );
     Ok(OK)
 }

@@ -221,6 +221,25 @@ enum TrustCommand {
     /// their rosters.
     #[command(after_help = "Example: oda trust ls")]
     Ls,
+    /// Trust a key's facts from now on (kept across restarts).
+    #[command(after_help = "Example: oda trust add 3f2a...c9")]
+    Add {
+        /// The public key (hex).
+        key: String,
+    },
+    /// Stop trusting a key added with `oda trust add`.
+    #[command(after_help = "Example: oda trust rm 3f2a...c9")]
+    Rm {
+        /// The public key (hex).
+        key: String,
+    },
+    /// What this node knows of a key: trusted or not and why, the groups
+    /// that list it, the facts by it that it stores.
+    #[command(after_help = "Example: oda trust show 3f2a...c9")]
+    Show {
+        /// The public key (hex).
+        key: String,
+    },
     /// Import a signed group roster (a file written by `oda group sign`);
     /// kept if it is newer than the version this node holds.
     #[command(after_help = "Example: oda trust import team.roster")]
@@ -320,6 +339,9 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         },
         Command::Key(KeyCommand::Show) => commands::key_show(&api, j),
         Command::Trust(TrustCommand::Ls) => commands::trust_ls(&api, j),
+        Command::Trust(TrustCommand::Add { key }) => commands::trust_key(&api, &key, true, j),
+        Command::Trust(TrustCommand::Rm { key }) => commands::trust_key(&api, &key, false, j),
+        Command::Trust(TrustCommand::Show { key }) => commands::trust_show(&api, &key, j),
         Command::Trust(TrustCommand::Import { file }) => commands::trust_import(&api, &file, j),
         Command::Group(GroupCommand::Sign {
             name,

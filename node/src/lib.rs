@@ -16,9 +16,9 @@ pub mod executor;
 pub mod identity;
 pub mod network;
 pub mod registry;
-pub mod rosters;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
 #[cfg(test)]
 mod test_facts;
+pub mod trust_files;

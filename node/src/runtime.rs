@@ -18,12 +18,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
-use crate::rosters;
 use crate::scheduler::trust::RosterImport;
 use crate::scheduler::{
     requester, worker, Dispatcher, Requester, TrustBook, TrustPolicy, Worker, WorkerConfig,
 };
 use crate::store::{Store, StoreConfig, StoreError};
+use crate::trust_files;
+use oda_protocol::PublicKey;
 
 /// The JSON written to `node.json` in the data dir.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -86,6 +87,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The keys added with `oda trust add` could not be read.
+    #[error("{0}")]
+    TrustFiles(String),
 }
 
 impl Node {
@@ -111,7 +115,13 @@ impl Node {
             cfg.trusted_experts.iter().copied(),
         )
         .with_groups(cfg.trusted_groups.iter().cloned());
-        for roster in rosters::load(&data_dir.join(rosters::DIR)).await {
+        let added = trust_files::load_keys(&data_dir.join(trust_files::KEYS_FILE))
+            .await
+            .map_err(StartError::TrustFiles)?;
+        for key in added {
+            policy.add_key(key);
+        }
+        for roster in trust_files::load_rosters(&data_dir.join(trust_files::ROSTERS_DIR)).await {
             if let Err(e) = policy.import(roster) {
                 tracing::warn!(error = %e, "skipping a stored group roster");
             }
@@ -218,8 +228,36 @@ impl Node {
         if probe.import(roster.clone())? == RosterImport::NotNewer {
             return Ok(RosterImport::NotNewer);
         }
-        rosters::save(&self.data_dir.join(rosters::DIR), &roster).await?;
+        trust_files::save_roster(&self.data_dir.join(trust_files::ROSTERS_DIR), &roster).await?;
         self.trust.update(|policy| policy.import(roster))
+    }
+
+    /// Trust `key`'s facts from now on (kept in `trusted_keys` in the data
+    /// dir); false if they already were.
+    pub async fn add_trusted_key(&self, key: PublicKey) -> Result<bool, String> {
+        self.change_keys(|p| Ok(p.add_key(key))).await
+    }
+
+    /// Stop trusting a key added with [`Node::add_trusted_key`]; false if it
+    /// was not added. Keys of `[trust] keys` and the node's own are refused.
+    pub async fn remove_trusted_key(&self, key: PublicKey) -> Result<bool, String> {
+        self.change_keys(|p| p.remove_key(&key)).await
+    }
+
+    /// Apply `change` to a copy of the policy, store the added keys it
+    /// leaves, then make it the policy (so the file never lags a change in
+    /// force).
+    async fn change_keys(
+        &self,
+        change: impl Fn(&mut TrustPolicy) -> Result<bool, String>,
+    ) -> Result<bool, String> {
+        let mut next = (*self.trust.now()).clone();
+        if !change(&mut next)? {
+            return Ok(false);
+        }
+        let keys: Vec<PublicKey> = next.added.iter().copied().collect();
+        trust_files::save_keys(&self.data_dir.join(trust_files::KEYS_FILE), &keys).await?;
+        self.trust.update(|p| change(p))
     }
 
     /// Add a workflow folder (owner-added: trusted by this node's worker) and

@@ -626,6 +626,33 @@ fn a_group_roster_signed_by_one_node_makes_another_trust_its_members() {
     let why = str_of(&job, "/result/trust");
     assert!(why.contains("a member of group \"integral-team\""), "{why}");
 
+    // What the requester knows of the worker's key; a key added and removed.
+    let shown = requester
+        .oda(&["--json", "trust", "show", &worker.public_key()])
+        .expect_code(0)
+        .json();
+    assert_eq!(shown["trusted"], true, "{shown}");
+    assert_eq!(shown["groups"][0], group.as_str(), "{shown}");
+    assert_eq!(shown["facts"], 1, "the events fact: {shown}");
+    let other = "11".repeat(32);
+    let added = requester.oda(&["trust", "add", &other]).expect_code(0);
+    assert!(added.stdout.contains("trusting"), "{}", added.stdout);
+    let listed = requester
+        .oda(&["--json", "trust", "ls"])
+        .expect_code(0)
+        .json();
+    assert_eq!(listed["added_keys"][0], other.as_str(), "{listed}");
+    let removed = requester.oda(&["trust", "rm", &other]).expect_code(0);
+    assert!(
+        removed.stdout.contains("no longer trusting"),
+        "{}",
+        removed.stdout
+    );
+    let own = requester.public_key();
+    let refused = requester.oda(&["trust", "rm", &own]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("own key"), "{}", refused.stderr);
+
     // A roster file that is not one: usage error from the node, exit 1 or 2.
     std::fs::write(&roster, "zz\n").expect("write");
     let bad = requester.oda(&["trust", "import", roster_arg]);

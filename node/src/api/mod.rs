@@ -102,6 +102,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/cache/stats"),
     ("GET", "/v1/key"),
     ("GET", "/v1/trust"),
+    ("POST", "/v1/trust/keys"),
+    ("GET", "/v1/trust/keys/{key}"),
+    ("DELETE", "/v1/trust/keys/{key}"),
     ("POST", "/v1/trust/rosters"),
     ("POST", "/v1/groups"),
     ("GET", "/metrics"),
@@ -130,6 +133,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/cache/stats", get(cache::stats))
         .route("/v1/key", get(cache::key))
         .route("/v1/trust", get(trust::show))
+        .route("/v1/trust/keys", post(trust::add_key))
+        .route(
+            "/v1/trust/keys/{key}",
+            get(trust::show_key).delete(trust::remove_key),
+        )
         .route("/v1/trust/rosters", post(trust::import))
         .route("/v1/groups", post(trust::sign))
         .route("/metrics", get(metrics::metrics))

@@ -757,3 +757,55 @@ async fn group_rosters_are_signed_imported_once_and_shown_in_the_trust_policy() 
     assert!(error_of(&v).contains("members[0]"), "{v}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn keys_are_added_shown_and_removed_at_run_time() {
+    use crate::test_facts::fact;
+    let h = Harness::start("trust-keys").await;
+    let friend = oda_protocol::SecretKey::from_seed([8; 32]);
+    let hex_key = friend.public().to_string();
+    h.node.store.put_fact(&fact(&friend, 1, &[])).unwrap();
+    let key_uri = format!("/v1/trust/keys/{hex_key}");
+    let show = || h.json("GET", &key_uri, None);
+
+    let (status, before) = show().await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before["trusted"], false);
+    assert_eq!(before["facts"], 1);
+    assert_eq!(before["facts_held"], 0);
+
+    let (status, added) = h
+        .json("POST", "/v1/trust/keys", Some(json!({ "key": hex_key })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert_eq!(added["changed"], true);
+    let (_, after) = show().await;
+    assert_eq!(after["trusted"], true);
+    assert!(
+        after["trust"].as_str().unwrap().contains("oda trust add"),
+        "{after}"
+    );
+    let (_, policy) = h.json("GET", "/v1/trust", None).await;
+    assert_eq!(policy["added_keys"], json!([hex_key]));
+    let file = std::fs::read_to_string(h._dir.path().join(crate::trust_files::KEYS_FILE)).unwrap();
+    assert_eq!(file.trim(), hex_key, "kept for the next start");
+
+    let (status, removed) = h
+        .json("DELETE", &format!("/v1/trust/keys/{hex_key}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{removed}");
+    assert_eq!(removed["changed"], true);
+    let (_, gone) = show().await;
+    assert_eq!(gone["trusted"], false);
+
+    let own = h.node.key.public().to_string();
+    let (status, v) = h
+        .json("DELETE", &format!("/v1/trust/keys/{own}"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("own key"), "{v}");
+    let (status, v) = h.json("GET", "/v1/trust/keys/xyz", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("not a public key"), "{v}");
+    h.stop().await;
+}

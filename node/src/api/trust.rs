@@ -1,6 +1,7 @@
 //! Trust routes: the node's trust policy as it is now (`GET /v1/trust`),
-//! importing a signed group roster (`POST /v1/trust/rosters`), and signing a
-//! roster with the node key for a group this node owns (`POST /v1/groups`).
+//! adding, removing and showing a key (`/v1/trust/keys[/{key}]`), importing
+//! a signed group roster (`POST /v1/trust/rosters`), and signing a roster
+//! with the node key for a group this node owns (`POST /v1/groups`).
 //! Rosters travel as the lowercase hex of their encoding.
 
 use axum::extract::State;
@@ -9,7 +10,8 @@ use axum::Json;
 use oda_protocol::{GroupRoster, PublicKey, SignedGroupRoster, Wire};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiJson, ApiState};
+use super::{blocking, ApiError, ApiJson, ApiPath, ApiState};
+use crate::identity::peer_id_of;
 use crate::scheduler::jobs::now_ms;
 use crate::scheduler::trust::{GroupRef, RosterImport, TrustPolicy};
 
@@ -75,6 +77,8 @@ pub struct TrustView {
     pub keys: Vec<String>,
     /// `[trust] experts`: whose workflow endorsements the worker accepts.
     pub experts: Vec<String>,
+    /// Keys added with `oda trust add` (kept in the data dir).
+    pub added_keys: Vec<String>,
     /// `[trust] groups`, each with its roster.
     pub groups: Vec<GroupView>,
     /// Rosters held of groups the policy does not name (not trusted).
@@ -101,6 +105,7 @@ fn trust_view(p: &TrustPolicy) -> Result<TrustView, ApiError> {
             .map(ToString::to_string)
             .collect(),
         experts: p.experts.iter().map(ToString::to_string).collect(),
+        added_keys: p.added.iter().map(ToString::to_string).collect(),
         groups,
         other_rosters: p
             .rosters
@@ -211,4 +216,118 @@ pub async fn sign(
         })
         .map_err(|e| ApiError::internal(format!("cannot sign: {e}")))?;
     Ok((StatusCode::CREATED, Json(RosterView::new(&roster)?)))
+}
+
+fn parse_key(text: &str) -> Result<PublicKey, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("not a public key: {e}")))
+}
+
+/// `POST /v1/trust/keys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddKeyRequest {
+    /// The public key (hex) whose facts to trust.
+    pub key: String,
+}
+
+/// Answer of adding or removing a key.
+#[derive(Debug, Serialize)]
+pub struct KeyChange {
+    /// The key (hex).
+    pub key: String,
+    /// Whether the policy changed (false: it was already so).
+    pub changed: bool,
+}
+
+/// `POST /v1/trust/keys`: trust a key's facts from now on (kept across
+/// restarts in `trusted_keys` in the data dir).
+pub async fn add_key(
+    State(s): State<ApiState>,
+    ApiJson(req): ApiJson<AddKeyRequest>,
+) -> Result<Json<KeyChange>, ApiError> {
+    let key = parse_key(&req.key)?;
+    let changed = s
+        .node
+        .add_trusted_key(key)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(KeyChange {
+        key: key.to_string(),
+        changed,
+    }))
+}
+
+/// `DELETE /v1/trust/keys/{key}`: stop trusting a key added at run time
+/// (400 for a key of `[trust] keys` or the node's own).
+pub async fn remove_key(
+    State(s): State<ApiState>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<KeyChange>, ApiError> {
+    let key = parse_key(&key)?;
+    let changed = s
+        .node
+        .remove_trusted_key(key)
+        .await
+        .map_err(ApiError::bad_request)?;
+    Ok(Json(KeyChange {
+        key: key.to_string(),
+        changed,
+    }))
+}
+
+/// `GET /v1/trust/keys/{key}` answer: what this node knows of a key.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    /// The key (hex).
+    pub key: String,
+    /// Its peer id.
+    pub peer_id: Option<String>,
+    /// Whether its facts are trusted here.
+    pub trusted: bool,
+    /// Why, or why not.
+    pub trust: String,
+    /// Groups (`<owner>/<name>`) whose newest roster held here lists it,
+    /// trusted or not.
+    pub groups: Vec<String>,
+    /// Facts it signed that this node stores.
+    pub facts: u64,
+    /// Of those, the ones whose outputs this node holds.
+    pub facts_held: u64,
+}
+
+/// `GET /v1/trust/keys/{key}`: whether the key is trusted and why, the
+/// groups that list it, and the facts by it this node stores.
+pub async fn show_key(
+    State(s): State<ApiState>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let key = parse_key(&key)?;
+    let policy = s.node.trust.now();
+    let (trusted, trust) = match policy.signer(&key) {
+        Ok(why) => (true, why),
+        Err(why) => (false, why),
+    };
+    let store = s.node.store.clone();
+    let (facts, facts_held) = blocking(move || {
+        store
+            .facts_signed_by(&key)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(Json(KeyView {
+        key: key.to_string(),
+        peer_id: peer_id_of(&key).map(|p| p.to_string()),
+        trusted,
+        trust,
+        groups: policy
+            .rosters
+            .iter()
+            .filter(|(_, r)| r.body.owner == key || r.body.members.contains(&key))
+            .map(|(g, _)| group_name(g))
+            .collect(),
+        facts,
+        facts_held,
+    }))
 }

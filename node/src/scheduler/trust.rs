@@ -75,6 +75,8 @@ pub struct TrustPolicy {
     pub fact_signers: BTreeSet<PublicKey>,
     /// Keys whose workflow endorsements the worker accepts.
     pub experts: BTreeSet<PublicKey>,
+    /// Keys whose facts are accepted, added at run time (`oda trust add`).
+    pub added: BTreeSet<PublicKey>,
     /// Groups whose members' facts are accepted.
     pub groups: BTreeSet<GroupRef>,
     /// The newest verified roster of each group this node knows (of the
@@ -95,6 +97,7 @@ impl TrustPolicy {
             own,
             fact_signers: signers,
             experts: experts.into_iter().collect(),
+            added: BTreeSet::new(),
             groups: BTreeSet::new(),
             rosters: BTreeMap::new(),
         }
@@ -108,7 +111,27 @@ impl TrustPolicy {
 
     /// Whether results from this worker key are acceptable.
     pub fn trusts_worker(&self, key: &PublicKey) -> bool {
-        self.fact_signers.contains(key) || self.group_of(key).is_some()
+        self.fact_signers.contains(key) || self.added.contains(key) || self.group_of(key).is_some()
+    }
+
+    /// Trust `key`'s facts from now on; false if they already were because
+    /// of the key itself (own, configured or added).
+    pub fn add_key(&mut self, key: PublicKey) -> bool {
+        !self.fact_signers.contains(&key) && self.added.insert(key)
+    }
+
+    /// Stop trusting a key added at run time; false if it was not added. A
+    /// key of `[trust] keys` or the node's own cannot be removed here.
+    pub fn remove_key(&mut self, key: &PublicKey) -> Result<bool, String> {
+        if *key == self.own {
+            return Err("this is the node's own key, always trusted".into());
+        }
+        if self.fact_signers.contains(key) {
+            return Err(format!(
+                "{key} is listed in [trust] keys of config.toml; remove it there and restart"
+            ));
+        }
+        Ok(self.added.remove(key))
     }
 
     /// The roster of a trusted group that admits `key` (its owner or a
@@ -149,6 +172,8 @@ impl TrustPolicy {
             Ok("signed by this node's own key".into())
         } else if self.fact_signers.contains(key) {
             Ok(format!("signed by {key}, listed in [trust] keys"))
+        } else if self.added.contains(key) {
+            Ok(format!("signed by {key}, added with `oda trust add`"))
         } else if let Some(r) = self.group_of(key) {
             Ok(format!(
                 "signed by {key}, a member of group {:?} (roster version {} by {})",

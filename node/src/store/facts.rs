@@ -7,7 +7,7 @@ use std::ops::Bound;
 use sled::transaction::TransactionResult;
 use sled::Transactional;
 
-use oda_protocol::{BlobId, ExprId, FactId, Outcome, SignedFact};
+use oda_protocol::{BlobId, ExprId, FactId, Outcome, PublicKey, SignedFact};
 
 use super::counts;
 use super::error::StoreError;
@@ -173,6 +173,21 @@ impl Store {
             .held
             .contains_key(id.as_bytes())
             .map_err(StoreError::db("read held facts"))
+    }
+
+    /// How many stored facts `worker` signed, and how many of those are held
+    /// (a scan of every fact: for an occasional question, not a hot path).
+    pub fn facts_signed_by(&self, worker: &PublicKey) -> Result<(u64, u64), StoreError> {
+        let (mut signed, mut held) = (0, 0);
+        for item in self.inner.t.facts.iter() {
+            let (k, v) = item.map_err(StoreError::db("scan facts"))?;
+            let f: SignedFact = decode(trees::FACTS, &k, &v)?;
+            if f.body.worker == *worker {
+                signed += 1;
+                held += u64::from(self.is_held(&f.id())?);
+            }
+        }
+        Ok((signed, held))
     }
 
     /// Number of facts stored.
