@@ -450,6 +450,35 @@ pub fn get(api: &Api, id: &str, out: Option<&Path>, as_json: bool) -> CliResult<
     Ok(OK)
 }
 
+/// The fact `oda get EXPR` downloads: a held, trusted one, successes
+/// first. A node may hold facts it does not trust (a worker keeps the input
+/// facts of what it computed): those are never taken, and say so.
+fn result_fact<'a>(expr: &str, facts: &'a [Json]) -> CliResult<&'a Json> {
+    let local: Vec<&Json> = facts.iter().filter(|f| flag(f, "local")).collect();
+    let trusted: Vec<&Json> = local
+        .iter()
+        .copied()
+        .filter(|f| flag(f, "trusted"))
+        .collect();
+    if let Some(fact) = trusted
+        .iter()
+        .find(|f| text(f, "outcome") == "success")
+        .or_else(|| trusted.first())
+    {
+        return Ok(fact);
+    }
+    match local.first() {
+        Some(untrusted) => Err(CliError::failed(format!(
+            "expression {expr} has no trusted result on this node: its fact {} is not trusted here ({}); submit it to get a trusted one",
+            text(untrusted, "fact"),
+            text(untrusted, "trust")
+        ))),
+        None => Err(CliError::usage(format!(
+            "expression {expr} has no result on this node yet; submit it (or wait for its job) first"
+        ))),
+    }
+}
+
 fn get_expr(api: &Api, facts: &Json, out: Option<&Path>, as_json: bool) -> CliResult<u8> {
     let expr = text(facts, "expr");
     let list = facts
@@ -457,16 +486,7 @@ fn get_expr(api: &Api, facts: &Json, out: Option<&Path>, as_json: bool) -> CliRe
         .and_then(Json::as_array)
         .cloned()
         .unwrap_or_default();
-    let local: Vec<&Json> = list.iter().filter(|f| flag(f, "local")).collect();
-    let Some(fact) = local
-        .iter()
-        .find(|f| text(f, "outcome") == "success")
-        .or_else(|| local.first())
-    else {
-        return Err(CliError::usage(format!(
-            "expression {expr} has no result on this node yet; submit it (or wait for its job) first"
-        )));
-    };
+    let fact = result_fact(&expr, &list)?;
     if text(fact, "outcome") != "success" {
         return Err(CliError::failed(format!(
             "expression {expr} ended in an analysis exception {}: {}",
@@ -1252,4 +1272,43 @@ pub fn trust_show(api: &Api, key: &str, as_json: bool) -> CliResult<u8> {
         num(&k, "facts_held")
     );
     Ok(OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fact(id: &str, outcome: &str, local: bool, trusted: bool) -> Json {
+        let trust = if trusted {
+            "signed by k, listed in [trust] keys"
+        } else {
+            "signed by x, whom this node does not trust"
+        };
+        json!({"fact": id, "outcome": outcome, "local": local, "trusted": trusted, "trust": trust})
+    }
+
+    #[test]
+    fn get_takes_only_a_held_trusted_fact_successes_first() {
+        let facts = vec![
+            fact("fa:untrusted", "success", true, false),
+            fact("fa:mesh", "success", false, true),
+            fact("fa:error", "analysis-error", true, true),
+            fact("fa:good", "success", true, true),
+        ];
+        let picked = result_fact("ex:1", &facts).map(|f| text(f, "fact"));
+        assert_eq!(picked.ok().as_deref(), Some("fa:good"));
+        let only_untrusted = vec![fact("fa:untrusted", "success", true, false)];
+        let err = result_fact("ex:1", &only_untrusted)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no trusted result"), "{err}");
+        assert!(err.contains("whom this node does not trust"), "{err}");
+        let none = vec![fact("fa:mesh", "success", false, true)];
+        let err = result_fact("ex:1", &none)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no result on this node yet"), "{err}");
+    }
 }
