@@ -112,6 +112,16 @@ impl ResolvedInput {
     /// Check that `fact` is the input fact this names: its id and signer,
     /// a valid signature for `expr`, and output `name` is `blob`.
     pub fn check(&self, fact: &SignedFact) -> Result<(), InputError> {
+        self.matches(fact)?;
+        fact.verify_for(&self.expr)
+            .map_err(|e| InputError::Invalid(self.fact, e))
+    }
+
+    /// [`ResolvedInput::check`] without the signature check, for a fact
+    /// whose signature was verified before (one from a store that verifies
+    /// what it stores): its id and signer, its expression, and output
+    /// `name` is `blob`.
+    pub fn matches(&self, fact: &SignedFact) -> Result<(), InputError> {
         let id = fact.id();
         if id != self.fact {
             return Err(InputError::OtherFact {
@@ -122,8 +132,9 @@ impl ResolvedInput {
         if fact.body.worker != self.signer {
             return Err(InputError::OtherSigner(self.fact));
         }
-        fact.verify_for(&self.expr)
-            .map_err(|e| InputError::Invalid(self.fact, e))?;
+        if fact.body.expr != self.expr {
+            return Err(InputError::OtherExpr(self.fact));
+        }
         let named = Self::from_fact(fact, &self.name)?;
         if named.blob != self.blob {
             return Err(InputError::OtherBlob {
@@ -154,6 +165,9 @@ pub enum InputError {
     /// The fact does not verify.
     #[error("input fact {0} is invalid: {1}")]
     Invalid(FactId, FactError),
+    /// The named fact is about another expression than the input says.
+    #[error("input fact {0} is about another expression than the input names")]
+    OtherExpr(FactId),
     /// The fact is an analysis error: it has no outputs.
     #[error("input fact {0} is an analysis error, not a success")]
     NotASuccess(FactId),

@@ -160,10 +160,14 @@ impl FactView {
         }
     }
 
-    /// The view of a fact this node holds, judged with the input facts its
-    /// store holds (blocking).
+    /// The view of a fact this node holds (its signature verified when it
+    /// was stored), judged with the input facts its store holds (blocking).
     pub fn held(node: &Node, f: &SignedFact) -> Self {
-        Self::new(f, true, judge(node, f))
+        let verdict = node
+            .trust
+            .now()
+            .verdict_of_verified(f, |id| node.store.fact(id).ok().flatten());
+        Self::new(f, true, verdict)
     }
 }
 

@@ -195,12 +195,29 @@ impl TrustPolicy {
     }
 
     /// Whether `fact` is a trusted result here, judged with the input facts
-    /// `held` gives (this node's store): its signature verifies, its signer
-    /// is trusted, and so is every input fact behind it, back to the
-    /// sources, each giving the blob the fact that names it says it used. An
-    /// input fact `held` does not give leaves the fact untrusted here (the
-    /// requester looks such facts up in the mesh before it takes a result).
+    /// `held` gives (this node's store, which verified them when it stored
+    /// them): its signature verifies, its signer is trusted, and so is
+    /// every input fact behind it, back to the sources, each giving the blob
+    /// the fact that names it says it used. An input fact `held` does not
+    /// give leaves the fact untrusted here (the requester looks such facts
+    /// up in the mesh before it takes a result).
     pub fn verdict(
+        &self,
+        fact: &SignedFact,
+        held: impl FnMut(&FactId) -> Option<SignedFact>,
+    ) -> Verdict {
+        match fact.verify_for(&fact.body.expr) {
+            Ok(()) => self.verdict_of_verified(fact, held),
+            Err(e) => Verdict {
+                trusted: false,
+                why: format!("its signature does not verify: {e}"),
+            },
+        }
+    }
+
+    /// [`TrustPolicy::verdict`] of a fact whose signature was verified
+    /// before (a fact from this node's store).
+    pub fn verdict_of_verified(
         &self,
         fact: &SignedFact,
         mut held: impl FnMut(&FactId) -> Option<SignedFact>,
@@ -209,9 +226,6 @@ impl TrustPolicy {
             trusted: false,
             why,
         };
-        if let Err(e) = fact.verify_for(&fact.body.expr) {
-            return untrusted(format!("its signature does not verify: {e}"));
-        }
         let why = match self.signer(&fact.body.worker) {
             Ok(why) => why,
             Err(why) => return untrusted(why),
@@ -236,7 +250,7 @@ impl TrustPolicy {
                     input.name, input.expr, input.fact
                 ));
             };
-            if let Err(e) = input.check(&found) {
+            if let Err(e) = input.matches(&found) {
                 return untrusted(format!("input {:?} of {}: {e}", input.name, input.expr));
             }
             pending.extend(found.body.inputs.iter().cloned());
