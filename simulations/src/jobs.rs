@@ -70,8 +70,20 @@ pub struct JobMesh {
     pub workers: Vec<Node>,
     /// The `touch out` workflow, added on every node.
     pub workflow: WorkflowId,
-    _boot: Node,
+    /// The network id.
+    pub net: NetworkId,
+    boot: Node,
     _dirs: Vec<tempfile::TempDir>,
+}
+
+/// Job `n` of the `touch out` workflow (`workflow` with `manifest`).
+pub fn touch_expression(
+    workflow: WorkflowId,
+    manifest: &oda_protocol::Manifest,
+    n: i64,
+) -> anyhow::Result<Expression> {
+    let args: BTreeMap<String, Value> = [("n".to_string(), Value::Int(n))].into();
+    Ok(Expression::new(workflow, manifest, args)?)
 }
 
 /// Gossip and DHT messages, summed over every node of a mesh.
@@ -145,7 +157,7 @@ impl JobMesh {
     /// The traffic of every node so far.
     pub async fn traffic(&self) -> anyhow::Result<Traffic> {
         let mut t = Traffic::default();
-        for node in self.workers.iter().chain([&self.requester, &self._boot]) {
+        for node in self.workers.iter().chain([&self.requester, &self.boot]) {
             let s = node.client.stats().await?;
             t.gossip_published += s.gossip_published as f64;
             t.gossip_received += s.gossip_received as f64;
@@ -199,20 +211,30 @@ impl JobMesh {
             requester,
             workers: nodes,
             workflow,
-            _boot: boot,
+            net,
+            boot,
             _dirs: dirs,
         })
     }
 
     /// The expression of job `n`.
     pub fn expression(&self, n: i64) -> anyhow::Result<Expression> {
+        touch_expression(self.workflow, &self.manifest()?, n)
+    }
+
+    /// The workflow's manifest.
+    pub fn manifest(&self) -> anyhow::Result<oda_protocol::Manifest> {
         let (wf, _) = self
             .requester
             .store
             .workflow(&self.workflow)?
             .context("the requester lost the workflow")?;
-        let args: BTreeMap<String, Value> = [("n".to_string(), Value::Int(n))].into();
-        Ok(Expression::new(self.workflow, &wf.manifest, args)?)
+        Ok(wf.manifest)
+    }
+
+    /// The bootstrap's listen addresses.
+    pub async fn boot_addrs(&self) -> anyhow::Result<Vec<Multiaddr>> {
+        Ok(self.boot.client.listen_addrs().await?)
     }
 
     /// Submit job `n` and wait up to `deadline` for it to end.

@@ -23,6 +23,7 @@
 pub mod blob;
 pub mod cache;
 pub mod dask;
+pub mod flood;
 pub mod gossip;
 pub mod jobs;
 pub mod loaded;
@@ -52,6 +53,10 @@ pub struct Sizes {
     pub sequential_jobs: usize,
     /// Jobs submitted at once.
     pub burst_jobs: usize,
+    /// Sequential honest jobs before and during the advert flood.
+    pub flood_jobs: usize,
+    /// The flood's adverts per second.
+    pub flood_rate: u64,
     /// Seconds each fork/exec loop runs.
     pub fork_secs: f64,
     /// Bytes moved by the blob and TCP transfers.
@@ -87,6 +92,8 @@ impl Sizes {
             workers: 4,
             sequential_jobs: 500,
             burst_jobs: 5_000,
+            flood_jobs: 100,
+            flood_rate: 250,
             fork_secs: 3.0,
             blob_bytes: 1 << 30,
             gossip_nodes: vec![50, 100],
@@ -110,6 +117,8 @@ impl Sizes {
             workers: 2,
             sequential_jobs: 5,
             burst_jobs: 20,
+            flood_jobs: 3,
+            flood_rate: 100,
             fork_secs: 0.3,
             blob_bytes: 8 << 20,
             gossip_nodes: vec![8],

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::python::{Peer, PeerFigures, PEERS};
 use crate::report::{Machine, Outcome, Run};
 use crate::stats::{ms, rate};
-use crate::{blob, cache, gossip, jobs, loaded, process, Sizes};
+use crate::{blob, cache, flood, gossip, jobs, loaded, process, Sizes};
 
 /// Selectable benchmarks, in run order (`--only NAME`).
 pub const NAMES: &[&str] = &[
@@ -16,6 +16,7 @@ pub const NAMES: &[&str] = &[
     "gossip",
     "jobs",
     "throughput",
+    "flood",
     "idle",
     "loaded",
     "dask",
@@ -129,6 +130,14 @@ pub async fn run(sizes: &Sizes, only: Option<&str>, command: String, say: impl F
                 &peers,
             )),
             Err(e) => results.push(failed("throughput, windowed", &e)),
+        }
+    }
+
+    if selected(only, "flood") {
+        say("honest round trip under an advert flood");
+        match flood::measure(sizes.workers, sizes.flood_jobs, sizes.flood_rate).await {
+            Ok(f) => results.push(flood_row(sizes.workers, &f)),
+            Err(e) => results.push(failed("round trip under an advert flood", &e)),
         }
     }
 
@@ -393,6 +402,41 @@ fn throughput_row(
     if let Some(e) = &t.first_error {
         o.notes.push(format!("first failure: {e}"));
     }
+    o
+}
+
+fn flood_row(workers: usize, f: &flood::Flood) -> Outcome {
+    let mut o = Outcome::new(
+        "round trip under an advert flood",
+        format!(
+            "1 requester, {workers} workers × {} slots; a peer nobody trusts advertises {} new jobs/s of the same workflow at priority 255 and never answers an offer; {} sequential honest jobs before and during the flood",
+            jobs::SLOTS,
+            f.rate,
+            f.flooded.n
+        ),
+    );
+    o.mesh = format!(
+        "flooded: {}, max {} ms; quiet: {}",
+        f.flooded.brief(),
+        ms(f.flooded.max_ms),
+        f.quiet.brief()
+    );
+    o.ratio = format!(
+        "p50 {:.2}× the quiet one, mean {:.2}×",
+        f.flooded.p50_ms / f.quiet.p50_ms,
+        f.flooded.mean_ms / f.quiet.mean_ms
+    );
+    o.figure("flooded_p50", f.flooded.p50_ms, "ms")
+        .figure("flooded_p99", f.flooded.p99_ms, "ms")
+        .figure("flooded_max", f.flooded.max_ms, "ms")
+        .figure("quiet_p50", f.quiet.p50_ms, "ms")
+        .figure("quiet_p99", f.quiet.p99_ms, "ms")
+        .figure("adverts", f.adverts as f64, "adverts")
+        .figure("offers_held", f.offers_held as f64, "offers");
+    o.notes.push(format!(
+        "the flooder published {} adverts in {:.1} s and held {} offers unanswered; each held offer kept a worker's slot for at most 5 s (`OFFER_ANSWER_MS`), after which that worker takes none of the flooder's adverts for 60 s, and the workers' backlogs take requesters in turns",
+        f.adverts, f.flood_secs, f.offers_held
+    ));
     o
 }
 

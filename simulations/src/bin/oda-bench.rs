@@ -21,7 +21,7 @@ use oda_simulations::Sizes;
 const USAGE: &str = "usage: oda-bench [--quick] [--only NAME] [--burst N] [--no-docs]
 
   --quick      tiny sizes (seconds; CI smoke), never written to the docs
-  --only NAME  run one benchmark: fork, blob, cache, gossip, jobs, throughput, idle, dask, ray
+  --only NAME  run one benchmark: fork, blob, cache, gossip, jobs, throughput, flood, idle, loaded, dask, ray
   --burst N    jobs submitted at once in the throughput benchmark (default 5000)
   --no-docs    do not update docs/benchmarks.md (a full run does otherwise)
 
