@@ -720,12 +720,7 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
             println!("{line}");
         }
     }
-    let failures: Vec<&Json> = f
-        .get("failures")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .collect();
+    let failures: Vec<&Json> = render::items(&f, "failures").collect();
     if !failures.is_empty() {
         println!(
             "\nfailed without a result on {} trusted worker(s) in the last hour:",
@@ -1087,46 +1082,20 @@ pub fn trust_ls(api: &Api, as_json: bool) -> CliResult<u8> {
         return Ok(OK);
     }
     println!("own key   {} (always trusted)", text(&t, "own_key"));
-    let list = |field: &str| -> Vec<String> {
-        t.get(field)
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str().map(str::to_string))
-            .collect()
-    };
-    for (label, field) in [
-        ("keys", "keys"),
-        ("added", "added_keys"),
-        ("experts", "experts"),
-    ] {
-        let keys = list(field);
-        println!(
-            "{label:<9} {}",
-            if keys.is_empty() {
-                "none".into()
-            } else {
-                keys.join(", ")
-            }
-        );
-    }
-    let groups: Vec<&Json> = t
-        .get("groups")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .collect();
-    if groups.is_empty() {
+    println!("keys      {}", render::list(&t, "keys"));
+    println!("added     {}", render::list(&t, "added_keys"));
+    println!("experts   {}", render::list(&t, "experts"));
+    if render::items(&t, "groups").next().is_none() {
         println!("groups    none");
     }
-    for g in groups {
+    for g in render::items(&t, "groups") {
         match g.get("roster").filter(|r| !r.is_null()) {
             Some(r) => println!(
                 "group     {} — roster version {}, {} member(s): {}",
                 text(g, "group"),
                 num(r, "version"),
-                r["members"].as_array().map_or(0, Vec::len),
-                r["members"].as_array().into_iter().flatten().filter_map(Json::as_str).collect::<Vec<_>>().join(", ")
+                render::items(r, "members").count(),
+                render::list(r, "members")
             ),
             None => println!(
                 "group     {} — no roster imported yet: nobody is trusted through it (oda trust import FILE)",
@@ -1134,12 +1103,7 @@ pub fn trust_ls(api: &Api, as_json: bool) -> CliResult<u8> {
             ),
         }
     }
-    for r in t
-        .get("other_rosters")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for r in render::items(&t, "other_rosters") {
         println!(
             "roster    {} version {} (held, not trusted: not in [trust] groups)",
             text(r, "group"),
@@ -1252,20 +1216,7 @@ pub fn trust_show(api: &Api, key: &str, as_json: bool) -> CliResult<u8> {
         },
         text(&k, "trust")
     );
-    let groups: Vec<&str> = k["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Json::as_str)
-        .collect();
-    println!(
-        "groups    {}",
-        if groups.is_empty() {
-            "none".to_string()
-        } else {
-            groups.join(", ")
-        }
-    );
+    println!("groups    {}", render::list(&k, "groups"));
     println!(
         "facts     {} stored here, {} with their outputs",
         num(&k, "facts"),
@@ -1297,18 +1248,14 @@ mod tests {
         ];
         let picked = result_fact("ex:1", &facts).map(|f| text(f, "fact"));
         assert_eq!(picked.ok().as_deref(), Some("fa:good"));
-        let only_untrusted = vec![fact("fa:untrusted", "success", true, false)];
-        let err = result_fact("ex:1", &only_untrusted)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let refusal = |facts: &[Json]| match result_fact("ex:1", facts) {
+            Ok(f) => panic!("took {f}"),
+            Err(e) => e.to_string(),
+        };
+        let err = refusal(&[fact("fa:untrusted", "success", true, false)]);
         assert!(err.contains("no trusted result"), "{err}");
         assert!(err.contains("whom this node does not trust"), "{err}");
-        let none = vec![fact("fa:mesh", "success", false, true)];
-        let err = result_fact("ex:1", &none)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&[fact("fa:mesh", "success", false, true)]);
         assert!(err.contains("no result on this node yet"), "{err}");
     }
 }

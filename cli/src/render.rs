@@ -140,6 +140,21 @@ pub fn num(v: &Json, key: &str) -> u64 {
     v.get(key).and_then(Json::as_u64).unwrap_or(0)
 }
 
+/// A JSON field's array items (none when absent or not an array).
+pub fn items<'a>(v: &'a Json, key: &str) -> impl Iterator<Item = &'a Json> + 'a {
+    v.get(key).and_then(Json::as_array).into_iter().flatten()
+}
+
+/// A JSON field's strings joined with ", ", or "none".
+pub fn list(v: &Json, key: &str) -> String {
+    let all: Vec<&str> = items(v, key).filter_map(Json::as_str).collect();
+    if all.is_empty() {
+        "none".into()
+    } else {
+        all.join(", ")
+    }
+}
+
 /// A JSON field as a bool (false when absent).
 pub fn flag(v: &Json, key: &str) -> bool {
     v.get(key).and_then(Json::as_bool).unwrap_or(false)

@@ -465,6 +465,14 @@ impl Config {
     }
 }
 
+/// Longest group name, bytes.
+pub const MAX_GROUP_NAME: usize = 128;
+
+/// Whether `name` can name a group: 1 to [`MAX_GROUP_NAME`] bytes.
+pub fn valid_group_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_GROUP_NAME
+}
+
 /// A group named as `<owner key hex>/<name>`.
 pub fn parse_group(text: &str) -> Result<(PublicKey, String), String> {
     let (owner, name) = text
@@ -473,8 +481,10 @@ pub fn parse_group(text: &str) -> Result<(PublicKey, String), String> {
     let owner = owner
         .parse::<PublicKey>()
         .map_err(|e| format!("owner key of {text:?}: {e}"))?;
-    if name.is_empty() || name.len() > 128 {
-        return Err(format!("group name of {text:?} must be 1 to 128 bytes"));
+    if !valid_group_name(name) {
+        return Err(format!(
+            "group name of {text:?} must be 1 to {MAX_GROUP_NAME} bytes"
+        ));
     }
     Ok((owner, name.to_string()))
 }

@@ -11,6 +11,7 @@
 //! - [`scheduler`]: jobs: requester, worker, trust policy.
 
 pub mod api;
+mod blocking;
 pub mod config;
 pub mod executor;
 pub mod identity;

@@ -54,6 +54,9 @@ pub struct Node {
     /// Whose facts this node trusts (the requester's and the worker's
     /// policy; views label every fact with [`TrustPolicy::verdict`]).
     pub trust: TrustBook,
+    /// Held while a change of the trust policy is made and stored, so that
+    /// concurrent changes neither lose one another nor write a file at once.
+    trust_writes: tokio::sync::Mutex<()>,
     data_dir: PathBuf,
     /// Stops the requester.
     stop_scheduler: CancellationToken,
@@ -193,6 +196,7 @@ impl Node {
             requester,
             worker,
             trust,
+            trust_writes: tokio::sync::Mutex::new(()),
             data_dir: data_dir.to_path_buf(),
             stop_scheduler,
             stop_network,
@@ -224,6 +228,7 @@ impl Node {
         &self,
         roster: oda_protocol::SignedGroupRoster,
     ) -> Result<RosterImport, String> {
+        let _one_change = self.trust_writes.lock().await;
         let mut probe = (*self.trust.now()).clone();
         if probe.import(roster.clone())? == RosterImport::NotNewer {
             return Ok(RosterImport::NotNewer);
@@ -251,6 +256,7 @@ impl Node {
         &self,
         change: impl Fn(&mut TrustPolicy) -> Result<bool, String>,
     ) -> Result<bool, String> {
+        let _one_change = self.trust_writes.lock().await;
         let mut next = (*self.trust.now()).clone();
         if !change(&mut next)? {
             return Ok(false);

@@ -3,12 +3,15 @@
 //! `oda trust import` (one file per group under `rosters/`: the encoded
 //! signed roster, named by the owner key and a hash of the group name), and
 //! keys added with `oda trust add` (`trusted_keys`, one hex key per line).
-//! Files are written to a temporary file, fsynced, then renamed; all file
-//! I/O runs on the blocking pool.
+//! Files are written atomically with mode 0600 (a temporary file, fsynced,
+//! then renamed); all file I/O runs on the blocking pool.
 
 use std::path::{Path, PathBuf};
 
 use oda_protocol::{PublicKey, SignedGroupRoster, Wire};
+
+use crate::blocking::run as blocking;
+use crate::identity::write_private_file;
 
 /// The rosters' folder under the data dir.
 pub const ROSTERS_DIR: &str = "rosters";
@@ -24,34 +27,21 @@ fn roster_file(dir: &Path, roster: &SignedGroupRoster) -> PathBuf {
     ))
 }
 
-/// Write `bytes` to `path` durably: a temporary file, fsync, rename, fsync
-/// of the folder (blocking).
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+/// Write `bytes` to `path` (its folder made if need be), atomically and
+/// readable by the owner only ([`write_private_file`]): nobody else may
+/// read or change whom this node trusts (blocking).
+fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_private_file(path, bytes)
 }
 
 /// Every roster stored in `dir` that decodes (others are skipped with a
 /// warning; signatures are checked when they are imported).
 pub async fn load_rosters(dir: &Path) -> Vec<SignedGroupRoster> {
     let dir = dir.to_path_buf();
-    let read = blocking(move || {
+    let read = blocking(move || -> std::io::Result<Vec<SignedGroupRoster>> {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(Vec::new());
         };
@@ -80,7 +70,7 @@ pub async fn load_rosters(dir: &Path) -> Vec<SignedGroupRoster> {
 pub async fn save_roster(dir: &Path, roster: &SignedGroupRoster) -> Result<(), String> {
     let bytes = roster.encode().map_err(|e| e.to_string())?;
     let path = roster_file(dir, roster);
-    blocking(move || write_durably(&path, &bytes))
+    blocking(move || write(&path, &bytes))
         .await
         .map_err(|e| format!("cannot store the roster: {e}"))
 }
@@ -103,7 +93,12 @@ pub async fn load_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
         .filter(|(_, l)| !l.is_empty())
         .map(|(i, l)| {
             l.parse::<PublicKey>()
-                .map_err(|e| format!("{shown} line {}: {e}", i + 1))
+                .map_err(|e| {
+                    format!(
+                        "{shown} line {}: {e}; correct or delete the line (the file lists keys added with `oda trust add`)",
+                        i + 1
+                    )
+                })
         })
         .collect()
 }
@@ -112,7 +107,7 @@ pub async fn load_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
 pub async fn save_keys(path: &Path, keys: &[PublicKey]) -> Result<(), String> {
     let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
     let path = path.to_path_buf();
-    blocking(move || write_durably(&path, text.as_bytes()))
+    blocking(move || write(&path, text.as_bytes()))
         .await
         .map_err(|e| format!("cannot store the trusted keys: {e}"))
 }

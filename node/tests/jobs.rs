@@ -242,7 +242,12 @@ fn expression(node: &Node, workflow: &WorkflowId, args: &[(&str, Value)]) -> Exp
 }
 
 async fn run(node: &Node, e: &Expression) -> JobRecord {
-    let job = node.requester.submit(e, false).await.expect("submitted");
+    run_as(node, e, false).await
+}
+
+/// [`run`], skipping the caches (and failure records) when `no_cache`.
+async fn run_as(node: &Node, e: &Expression, no_cache: bool) -> JobRecord {
+    let job = node.requester.submit(e, no_cache).await.expect("submitted");
     let done = node
         .requester
         .wait(&job.id, DEADLINE)
@@ -438,17 +443,7 @@ async fn analysis_errors_are_cached_and_crashes_retried_then_reported() {
     );
     // --no-cache runs it again.
     let (other, _) = &others[0];
-    let forced = other
-        .requester
-        .submit(&crash, true)
-        .await
-        .expect("submitted");
-    let forced = other
-        .requester
-        .wait(&forced.id, DEADLINE)
-        .await
-        .unwrap()
-        .unwrap();
+    let forced = run_as(other, &crash, true).await;
     assert_eq!(forced.state, JobState::Failed, "{forced:?}");
     assert!(!forced.attempts.is_empty(), "{forced:?}");
     assert!(executions(markers.path(), "double") > 4);

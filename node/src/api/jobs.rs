@@ -160,22 +160,16 @@ impl FactView {
         }
     }
 
-    /// The view of a fact this node holds (its signature verified when it
-    /// was stored), judged with the input facts its store holds (blocking).
-    pub fn held(node: &Node, f: &SignedFact) -> Self {
+    /// The view of a fact whose signature was verified (held here: when it
+    /// was stored; from the mesh: by the lookup), judged with the input
+    /// facts the store holds (blocking).
+    pub fn judged(node: &Node, f: &SignedFact, local: bool) -> Self {
         let verdict = node
             .trust
             .now()
             .verdict_of_verified(f, |id| node.store.fact(id).ok().flatten());
-        Self::new(f, true, verdict)
+        Self::new(f, local, verdict)
     }
-}
-
-/// This node's verdict on `f`, with the input facts its store holds (blocking).
-fn judge(node: &Node, f: &SignedFact) -> Verdict {
-    node.trust
-        .now()
-        .verdict(f, |id| node.store.fact(id).ok().flatten())
 }
 
 /// A job as the API shows it.
@@ -229,7 +223,7 @@ pub fn job_view(node: &Node, r: &JobRecord) -> JobView {
     let result = r
         .fact
         .and_then(|id| store.fact(&id).ok().flatten())
-        .map(|f| FactView::held(node, &f));
+        .map(|f| FactView::judged(node, &f, true));
     let terminal = r.state.is_terminal();
     let end = if terminal { r.updated_at } else { now_ms() };
     JobView {
@@ -548,7 +542,10 @@ pub async fn facts(
     let (expression, mut views) = blocking(move || {
         let e = node.store.expr(&expr)?;
         let held = node.store.facts_for(&expr)?;
-        let views: Vec<FactView> = held.iter().map(|f| FactView::held(&node, f)).collect();
+        let views: Vec<FactView> = held
+            .iter()
+            .map(|f| FactView::judged(&node, f, true))
+            .collect();
         Ok((e, views))
     })
     .await?;
@@ -565,7 +562,7 @@ pub async fn facts(
         let found: Vec<FactView> = blocking(move || {
             Ok(found
                 .iter()
-                .map(|f| FactView::new(f, false, judge(&node, f)))
+                .map(|f| FactView::judged(&node, f, false))
                 .collect())
         })
         .await?;

@@ -186,8 +186,11 @@ pub async fn sign(
     State(s): State<ApiState>,
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Result<(StatusCode, Json<RosterView>), ApiError> {
-    if req.name.is_empty() || req.name.len() > 128 {
-        return Err(ApiError::bad_request("name must be 1 to 128 bytes"));
+    if !crate::config::valid_group_name(&req.name) {
+        return Err(ApiError::bad_request(format!(
+            "name must be 1 to {} bytes",
+            crate::config::MAX_GROUP_NAME
+        )));
     }
     if req.members.len() > MAX_MEMBERS {
         return Err(ApiError::bad_request(format!(

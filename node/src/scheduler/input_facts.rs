@@ -8,18 +8,9 @@
 use libp2p::PeerId;
 use oda_protocol::{ResolvedInput, SignedFact};
 
+use crate::blocking::run as blocking;
 use crate::network::Client;
 use crate::store::Store;
-
-/// Run a store call on the blocking pool; its error as text.
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("a store task failed: {e}"))?
-        .map_err(|e| e.to_string())
-}
 
 /// The fact `input` names, checked against it: from the store, else asked
 /// of `first` and then of the mesh (and then stored). The error says which

@@ -31,6 +31,25 @@ pub enum RosterImport {
 /// Most input facts one trust check follows, back to the sources.
 pub const CHAIN_LIMIT: usize = 4096;
 
+/// What following a fact's inputs back to the sources found
+/// ([`TrustPolicy::walk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walk {
+    /// Trusted, and why.
+    Trusted(String),
+    /// Not trusted, and why.
+    Untrusted(String),
+    /// An input fact the lookup does not give: until it is found, nothing
+    /// is known. `named_by` signed the fact that names it (the peer most
+    /// likely to hold it).
+    Missing {
+        /// The input whose fact is missing.
+        input: ResolvedInput,
+        /// The signer of the fact that names it.
+        named_by: PublicKey,
+    },
+}
+
 /// Whether a fact is a trusted result here, and why, in words for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -220,47 +239,69 @@ impl TrustPolicy {
     pub fn verdict_of_verified(
         &self,
         fact: &SignedFact,
-        mut held: impl FnMut(&FactId) -> Option<SignedFact>,
+        held: impl FnMut(&FactId) -> Option<SignedFact>,
     ) -> Verdict {
-        let untrusted = |why: String| Verdict {
-            trusted: false,
-            why,
-        };
+        match self.walk(fact, held) {
+            Walk::Trusted(why) => Verdict { trusted: true, why },
+            Walk::Untrusted(why) => Verdict {
+                trusted: false,
+                why,
+            },
+            Walk::Missing { input, .. } => Verdict {
+                trusted: false,
+                why: format!(
+                    "input {:?} of {}: its fact {} is not held here, so it is not checked",
+                    input.name, input.expr, input.fact
+                ),
+            },
+        }
+    }
+
+    /// Follow `fact` (its signature verified before) and its input facts,
+    /// as `held` gives them (facts verified when they were stored), back to
+    /// the sources: each signer must be trusted and each input fact must be
+    /// the one named, giving the blob named. Stops at the first input fact
+    /// `held` does not give.
+    pub fn walk(
+        &self,
+        fact: &SignedFact,
+        mut held: impl FnMut(&FactId) -> Option<SignedFact>,
+    ) -> Walk {
         let why = match self.signer(&fact.body.worker) {
             Ok(why) => why,
-            Err(why) => return untrusted(why),
+            Err(why) => return Walk::Untrusted(why),
         };
-        let mut pending: Vec<ResolvedInput> = fact.body.inputs.clone();
+        fn named(f: &SignedFact) -> impl Iterator<Item = (ResolvedInput, PublicKey)> + '_ {
+            f.body.inputs.iter().map(|i| (i.clone(), f.body.worker))
+        }
+        let mut pending: Vec<(ResolvedInput, PublicKey)> = named(fact).collect();
         let mut seen = HashSet::new();
-        while let Some(input) = pending.pop() {
+        while let Some((input, named_by)) = pending.pop() {
             if !seen.insert(input.fact) {
                 continue;
             }
             if seen.len() > CHAIN_LIMIT {
-                return untrusted(format!(
+                return Walk::Untrusted(format!(
                     "its provenance has more than {CHAIN_LIMIT} input facts"
                 ));
             }
             if let Some(why) = self.untrusted_input(&input) {
-                return untrusted(why);
+                return Walk::Untrusted(why);
             }
             let Some(found) = held(&input.fact) else {
-                return untrusted(format!(
-                    "input {:?} of {}: its fact {} is not held here, so it is not checked",
-                    input.name, input.expr, input.fact
-                ));
+                return Walk::Missing { input, named_by };
             };
             if let Err(e) = input.matches(&found) {
-                return untrusted(format!("input {:?} of {}: {e}", input.name, input.expr));
+                let why = format!("input {:?} of {}: {e}", input.name, input.expr);
+                return Walk::Untrusted(why);
             }
-            pending.extend(found.body.inputs.iter().cloned());
+            pending.extend(named(&found));
         }
-        let why = match seen.len() {
+        Walk::Trusted(match seen.len() {
             0 => why,
             1 => format!("{why}; its input fact is by a trusted signer"),
             n => format!("{why}; its {n} input facts are by trusted signers"),
-        };
-        Verdict { trusted: true, why }
+        })
     }
 
     /// The first valid endorsement of `workflow` by a trusted expert, if any.

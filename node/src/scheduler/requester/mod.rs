@@ -29,7 +29,6 @@ mod failures;
 mod lease;
 mod resolve;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::input_facts;
 use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
-use super::trust::{TrustBook, CHAIN_LIMIT};
+use super::trust::{TrustBook, Walk, CHAIN_LIMIT};
 use super::worker::Worker;
 use super::{ask, SchedulerConfig};
 use crate::identity::{peer_id_of, NodeKey};
@@ -239,34 +238,30 @@ impl Ctx {
 
     /// Whether every input fact behind `fact`, back to the sources, is by a
     /// signer the policy accepts and gives the bytes the fact says were
-    /// used. Input facts not in the store are asked of the worker that
-    /// named them, then of the mesh, and kept once checked.
+    /// used ([`TrustPolicy::walk`](super::trust::TrustPolicy::walk) over the
+    /// store, on the blocking pool). An input fact not in the store is asked
+    /// of the worker that named it, then of the mesh, checked and kept, and
+    /// the walk starts again.
     async fn inputs_trusted(&self, fact: &SignedFact) -> Result<(), String> {
         let parts = self.parts();
-        let by = |f: &SignedFact| peer_id_of(&f.body.worker);
-        let mut pending: Vec<(ResolvedInput, Option<PeerId>)> = fact
-            .body
-            .inputs
-            .iter()
-            .map(|i| (i.clone(), by(fact)))
-            .collect();
-        let mut seen = HashSet::new();
-        while let Some((input, named_by)) = pending.pop() {
-            if !seen.insert(input.fact) {
-                continue;
+        for _ in 0..=CHAIN_LIMIT {
+            let (policy, store, fact) = (parts.trust.now(), parts.store.clone(), fact.clone());
+            let walk = crate::blocking::run(move || {
+                Ok::<_, String>(policy.walk(&fact, |id| store.fact(id).ok().flatten()))
+            })
+            .await?;
+            match walk {
+                Walk::Trusted(_) => return Ok(()),
+                Walk::Untrusted(why) => return Err(why),
+                Walk::Missing { input, named_by } => {
+                    let first = peer_id_of(&named_by);
+                    input_facts::checked(&parts.store, &parts.client, &input, first).await?;
+                }
             }
-            if seen.len() > CHAIN_LIMIT {
-                return Err(format!(
-                    "its provenance has more than {CHAIN_LIMIT} input facts"
-                ));
-            }
-            if let Some(why) = parts.trust.now().untrusted_input(&input) {
-                return Err(why);
-            }
-            let found = input_facts::checked(&parts.store, &parts.client, &input, named_by).await?;
-            pending.extend(found.body.inputs.iter().map(|i| (i.clone(), by(&found))));
         }
-        Ok(())
+        Err(format!(
+            "its provenance has more than {CHAIN_LIMIT} input facts not held here"
+        ))
     }
 
     /// Whether `fact`, sent by `from`, is a valid result for `expr` that the

@@ -236,6 +236,17 @@ impl Actor {
     }
 
     fn advert(&mut self, advert: JobAdvert) {
+        // First, before any store read: a requester that left an offer
+        // unanswered may be flooding.
+        if self
+            .unanswered
+            .get(&advert.requester)
+            .is_some_and(|until| *until > now_ms())
+        {
+            self.ctx.stats.declined.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(expr = %advert.expr.id(), "not offering: the requester did not answer an offer");
+            return;
+        }
         let parts = &self.ctx.parts;
         let reason = refusal(
             parts.cfg.runner_class,
@@ -252,15 +263,6 @@ impl Actor {
         if let Some(problem) = unfit(&self.ctx, &advert) {
             self.ctx.stats.declined.fetch_add(1, Ordering::Relaxed);
             tracing::info!(expr = %advert.expr.id(), %problem, "not offering");
-            return;
-        }
-        if self
-            .unanswered
-            .get(&advert.requester)
-            .is_some_and(|until| *until > now_ms())
-        {
-            self.ctx.stats.declined.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(expr = %advert.expr.id(), "not offering: the requester did not answer an offer");
             return;
         }
         let expr = advert.expr.id();
