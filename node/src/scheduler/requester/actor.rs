@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::auction::{admit_offer, OfferIn, Windows};
 use super::failures::Failures;
 use super::lease::{heartbeat, Heartbeat};
+use super::speculate::LookupHistory;
 use super::{Ctx, JobEvent, ResolveError, Resolved};
 use crate::identity::public_key_of;
 use crate::network::JobReply;
@@ -101,6 +102,11 @@ pub(super) enum Cmd {
     FactAnnounce(ExprId),
     /// A worker's failure record (gossip, signature checked).
     Failure(Box<oda_protocol::SignedFailure>),
+    /// Whether to advertise a job while its mesh lookup runs
+    /// ([`LookupHistory::speculate`]).
+    Speculate { reply: oneshot::Sender<bool> },
+    /// A job's mesh lookup ended: `true` if it found a trusted fact.
+    LookupEnded(bool),
     /// The failure records kept for `expr`.
     FailuresOf {
         expr: ExprId,
@@ -193,6 +199,8 @@ pub(super) struct Actor {
     listening: HashMap<WorkflowId, u64>,
     /// Trusted workers' records of runs that failed without a result.
     failures: Failures,
+    /// Whether recent mesh lookups of jobs hit or missed.
+    lookups: LookupHistory,
 }
 
 impl Actor {
@@ -226,6 +234,7 @@ impl Actor {
             foreign_adverts: HashMap::new(),
             listening: HashMap::new(),
             failures: Failures::default(),
+            lookups: LookupHistory::default(),
         }
     }
 
@@ -309,6 +318,10 @@ impl Actor {
             Cmd::ListeningSince { workflow, reply } => {
                 let _ = reply.send(*self.listening.entry(workflow).or_insert_with(now_ms));
             }
+            Cmd::Speculate { reply } => {
+                let _ = reply.send(self.lookups.speculate());
+            }
+            Cmd::LookupEnded(hit) => self.lookups.record(hit),
             Cmd::ForeignUntil { expr, reply } => {
                 let known = self.foreign_adverts.get(&expr).copied();
                 let _ = reply.send(known.filter(|(until, _)| *until > now_ms()));

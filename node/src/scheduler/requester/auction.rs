@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actor::Cmd;
+use super::resolve::Lookup;
 use super::{Ctx, ResolveError, Resolved};
 use crate::network::{JobReply, NetworkError};
 use crate::scheduler::jobs::now_ms;
@@ -46,6 +47,13 @@ const READVERTISE_MAX: Duration = Duration::from_secs(30);
 const UNPUBLISHED_RETRY: Duration = Duration::from_millis(500);
 /// The least time an ideal offer waits for a better one.
 const MIN_GRACE: Duration = Duration::from_millis(2);
+/// How long offers are held while the job's mesh lookup still runs; then
+/// they are declined (the advert goes out again once the lookup has
+/// missed). Well under the [`OFFER_ANSWER_MS`] a worker waits for an
+/// answer before it takes the requester for unreachable.
+///
+/// [`OFFER_ANSWER_MS`]: oda_protocol::messages::OFFER_ANSWER_MS
+const LOOKUP_HOLD: Duration = Duration::from_millis(1_000);
 
 /// Whether an offer goes to the `auction` for its expression: only while
 /// one is open, from a worker the trust policy accepts, and not while a
@@ -136,6 +144,11 @@ impl Republish {
     fn unpublished(&mut self, now: Instant) {
         self.next = now + self.every.min(UNPUBLISHED_RETRY);
     }
+
+    /// Publish again now (the offers that came were let go).
+    fn again(&mut self, now: Instant) {
+        self.next = now;
+    }
 }
 
 /// Which auctions may be open: at most `limit` per workflow, the others
@@ -209,6 +222,7 @@ pub(super) async fn advertise_and_choose(
     (advert, input_bytes): (&JobAdvert, u64),
     (excluded, contested): (&HashSet<PeerId>, bool),
     cancel: &CancellationToken,
+    lookup: &mut Option<Lookup<'_>>,
 ) -> Result<Choice, ResolveError> {
     let expr = advert.expr.id();
     let (tx, mut rx) = mpsc::channel(OFFERS_HELD);
@@ -242,7 +256,7 @@ pub(super) async fn advertise_and_choose(
         (excluded, contested),
         cancel,
         (&mut rx, &mut announced),
-        &mut offers,
+        (&mut offers, lookup),
     )
     .await;
     ctx.tell(Cmd::CloseAuction { expr }).await;
@@ -261,17 +275,25 @@ pub(super) async fn advertise_and_choose(
         Ok(Some(found)) => Ok(Choice::Found(Box::new(found))),
         Err(e) => Err(e),
     };
+    decline(ctx, offers).await;
+    choice
+}
+
+/// Let the workers behind `offers` go.
+async fn decline(ctx: &Ctx, offers: impl IntoIterator<Item = OfferIn>) {
     for o in offers {
         ctx.parts()
             .client
             .respond_job(o.reply, JobResponse::Decline(DeclineReason::NotNeeded))
             .await;
     }
-    choice
 }
 
 /// The auction's loop: until the window closes (`Ok(None)`: choose among
-/// `offers`), a fact appears (`Ok(Some)`), or the job is cancelled.
+/// `offers`), a fact appears (`Ok(Some)`: the `lookup` still running hit, or
+/// a fact was announced), or the job is cancelled. The window never closes
+/// while the lookup runs; offers held for it longer than [`LOOKUP_HOLD`]
+/// are declined, and the advert is published again once it has missed.
 async fn collect(
     ctx: &Ctx,
     (topic, advert, input_bytes): (&Topic, &JobAdvert, u64),
@@ -281,18 +303,41 @@ async fn collect(
         &mut mpsc::Receiver<OfferIn>,
         &mut tokio::sync::broadcast::Receiver<oda_protocol::ExprId>,
     ),
-    offers: &mut Vec<OfferIn>,
+    (offers, lookup): (&mut Vec<OfferIn>, &mut Option<Lookup<'_>>),
 ) -> Result<Option<Resolved>, ResolveError> {
     let expr = advert.expr.id();
     let cfg = &ctx.parts().cfg;
-    let give_up = Instant::now() + Duration::from_millis(cfg.offer_timeout_ms);
+    let offer_timeout = Duration::from_millis(cfg.offer_timeout_ms);
+    let mut give_up = Instant::now() + offer_timeout;
     let mut window_end: Option<Instant> = None;
+    // When the first offer still held for the lookup came.
+    let mut held_since: Option<Instant> = None;
     let mut schedule = Republish::new(Duration::from_millis(cfg.readvertise_ms), Instant::now());
     loop {
         let deadline = window_end.unwrap_or(give_up);
         tokio::select! {
             _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
-            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            _ = tokio::time::sleep_until(deadline), if lookup.is_none() => return Ok(None),
+            found = async { lookup.as_mut().expect("checked").await }, if lookup.is_some() => {
+                *lookup = None;
+                if let Some(found) = found? {
+                    return Ok(Some(found));
+                }
+                // It missed: the job is advertised for the full offer
+                // timeout from now, as if the lookup had come first.
+                give_up = Instant::now() + offer_timeout;
+                if offers.is_empty() {
+                    schedule.again(Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(held_since.unwrap_or(give_up) + LOOKUP_HOLD),
+                if lookup.is_some() && held_since.is_some() => {
+                // The lookup is slow (unreachable peers time out): do not
+                // hold the workers' slots meanwhile.
+                decline(ctx, offers.drain(..)).await;
+                window_end = None;
+                held_since = None;
+            }
             // Somebody computed it meanwhile (for example a worker that
             // finished a lease this node lost in a restart): use that fact.
             Ok(e) = announced.recv() => {
@@ -312,11 +357,15 @@ async fn collect(
                 publish(ctx, topic, advert, give_up, &mut schedule).await;
             }
             Some(offer) = rx.recv() => {
+                if lookup.is_some() {
+                    held_since.get_or_insert_with(Instant::now);
+                }
                 // A running worker is joined at once, unless it failed this
                 // job before (then its claim weighs like any other offer).
                 if offer.offer.running && !excluded.contains(&offer.peer) {
                     offers.push(offer);
-                    return Ok(None);
+                    window_end = Some(Instant::now());
+                    continue;
                 }
                 let ideal = !excluded.contains(&offer.peer) && offer.offer.local_input_bytes >= input_bytes;
                 offers.push(offer);

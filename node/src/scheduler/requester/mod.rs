@@ -28,6 +28,7 @@ mod auction;
 mod failures;
 mod lease;
 mod resolve;
+mod speculate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -367,13 +368,14 @@ impl Requester {
                 no_cache,
             };
             jobs.put(&record)?;
-            // The caller is about to hand out the job id: the job and its
-            // expression must survive a crash (sled flushes only every 500 ms).
-            store.flush()?;
             Ok(record)
         })
         .await
         .map_err(|e| RequesterError::Task(e.to_string()))??;
+        // The resolution starts while the job is made durable: the caller
+        // gets the job id only once it is (the job and its expression must
+        // survive a crash; sled flushes by itself only every 500 ms), and
+        // a crash before that loses only a job nobody was told of.
         if self
             .commands
             .send(Cmd::Start(record.clone()))
@@ -382,6 +384,10 @@ impl Requester {
         {
             tracing::info!(job = %record.id, "the node is stopping; the job runs after the next start");
         }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| RequesterError::Task(e.to_string()))??;
         Ok(record)
     }
 

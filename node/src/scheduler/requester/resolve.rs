@@ -31,6 +31,7 @@ pub(super) async fn resolve(
     let expression = store
         .expr(&expr)?
         .ok_or(ResolveError::UnknownExpression(expr))?;
+    let mut lookup = None;
     if !no_cache {
         if let Some(fact) = ctx.pick_trusted(&store.facts_for(&expr)?).await {
             tracing::debug!(%expr, "served from the local store");
@@ -39,7 +40,14 @@ pub(super) async fn resolve(
                 from_cache: true,
             });
         }
-        if let Some(found) = mesh_lookup(&ctx, expr).await? {
+        // Without inputs to resolve first, the advert can go out while
+        // the lookup runs (see `speculate.rs`); a worker is assigned only
+        // once it has missed.
+        let speculate = expression.dependencies().is_empty()
+            && ctx.ask(|reply| Cmd::Speculate { reply }).await == Some(true);
+        if speculate {
+            lookup = Some(Box::pin(cache_lookup(&ctx, expr)) as Lookup<'_>);
+        } else if let Some(found) = cache_lookup(&ctx, expr).await? {
             return Ok(found);
         }
     }
@@ -50,7 +58,32 @@ pub(super) async fn resolve(
     if cancel.is_cancelled() {
         return Err(ResolveError::Cancelled);
     }
-    compute(&ctx, expression, inputs, no_cache, &cancel).await
+    compute(&ctx, expression, inputs, (no_cache, lookup), &cancel).await
+}
+
+/// A job's mesh lookup still running while its advert is out: its
+/// outcome decides whether a worker is assigned at all.
+pub(super) type Lookup<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = LookupResult> + Send + 'a>>;
+/// What a mesh lookup gave.
+pub(super) type LookupResult = Result<Option<Resolved>, ResolveError>;
+
+/// [`mesh_lookup`] for a job, its outcome noted for [`Cmd::Speculate`].
+async fn cache_lookup(ctx: &Ctx, expr: ExprId) -> LookupResult {
+    let found = mesh_lookup(ctx, expr).await;
+    if let Ok(hit) = &found {
+        ctx.tell(Cmd::LookupEnded(hit.is_some())).await;
+    }
+    found
+}
+
+/// The outcome of `lookup` if it is still running: `Some(found)` for a
+/// hit, `None` for a miss or no lookup.
+async fn finish(lookup: &mut Option<Lookup<'_>>) -> LookupResult {
+    match lookup.take() {
+        Some(running) => running.await,
+        None => Ok(None),
+    }
 }
 
 /// Resolve the expressions `expression` takes outputs of, in parallel;
@@ -129,15 +162,17 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
 }
 
 /// Schedule `expression` on a worker; `inputs` are its resolved `Output`
-/// arguments and their total size in bytes. Unless `no_cache`, it is not
-/// tried again once as many trusted workers as `max_attempts` are known to
-/// have failed it on these inputs (their failure records, this node's own
-/// attempts), and workers known to have failed it rank last.
+/// arguments and their total size in bytes; `lookup`, a mesh lookup still
+/// running (its fact is the result if it hits; no worker is assigned before
+/// it ends). Unless `no_cache`, it is not tried again once as many trusted
+/// workers as `max_attempts` are known to have failed it on these inputs
+/// (their failure records, this node's own attempts), and workers known to
+/// have failed it rank last.
 async fn compute(
     ctx: &Ctx,
     expression: Expression,
     (inputs, input_bytes): (Vec<ResolvedInput>, u64),
-    no_cache: bool,
+    (no_cache, mut lookup): (bool, Option<Lookup<'_>>),
     cancel: &CancellationToken,
 ) -> Result<Resolved, ResolveError> {
     let parts = ctx.parts();
@@ -195,6 +230,9 @@ async fn compute(
             .collect();
         let failed = failed_on(&records, &advert.inputs, &own, now_ms());
         if !no_cache && failed.len() >= cfg.max_attempts as usize {
+            if let Some(found) = finish(&mut lookup).await? {
+                return Ok(found);
+            }
             return Err(ResolveError::FailedElsewhere {
                 failures: failed
                     .into_iter()
@@ -216,6 +254,7 @@ async fn compute(
             (&advert, input_bytes),
             (&excluded, contested),
             cancel,
+            &mut lookup,
         )
         .await?;
         let (worker, reply) = match chosen {
