@@ -107,7 +107,7 @@ pub struct WorkerSection {
 }
 
 /// `[trust]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustSection {
     /// Public keys (hex) whose facts this node accepts as results, besides its
@@ -120,6 +120,22 @@ pub struct TrustSection {
     /// `"<owner key hex>/<group name>"`; the members are those of the newest
     /// signed roster of the group imported (`oda trust import`). Default none.
     pub groups: Vec<String>,
+    /// How many distinct trusted workers must agree on a result (the same
+    /// outcome and output bytes) before the requester accepts it; 1 takes
+    /// any trusted worker's result. Default 1, at most
+    /// [`MAX_QUORUM`](crate::scheduler::MAX_QUORUM).
+    pub quorum: u32,
+}
+
+impl Default for TrustSection {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            experts: Vec::new(),
+            groups: Vec::new(),
+            quorum: 1,
+        }
+    }
 }
 
 /// Longest offer window a requester may keep: well inside the time a
@@ -420,6 +436,13 @@ impl Config {
                 ),
             ));
         }
+        let quorum = self.trust.quorum.max(1);
+        if quorum > crate::scheduler::MAX_QUORUM {
+            return Err(field(
+                "trust.quorum",
+                format!("must be at most {}", crate::scheduler::MAX_QUORUM),
+            ));
+        }
         if sc.offer_timeout_ms < sc.offer_window_ms {
             return Err(field(
                 "scheduler.offer_timeout_ms",
@@ -432,6 +455,7 @@ impl Config {
             lease_ttl_ms: sc.lease_ttl_ms,
             max_attempts: sc.max_attempts,
             max_open_adverts: sc.max_open_adverts,
+            quorum,
             ..Default::default()
         };
         self.api_listen()?;
@@ -575,6 +599,9 @@ experts = []
 # members come from the newest roster signed by the owner that this node
 # imported (`oda trust import ROSTER`).
 groups = []
+# How many distinct trusted workers must agree on a result (same outcome, same
+# output bytes) before it is accepted; 1 accepts any trusted worker's result.
+quorum = 1
 
 [scheduler]
 # Collect offers this long after the first one, in ms (at most 2000: workers
@@ -642,6 +669,12 @@ mod tests {
         assert!(
             rejected(|c| c.scheduler.max_open_adverts = 0).contains("`scheduler.max_open_adverts`")
         );
+        assert!(rejected(|c| c.trust.quorum = 17).contains("`trust.quorum`"));
+        let mut c = Config::default();
+        c.trust.quorum = 3;
+        assert_eq!(c.validate().unwrap().scheduler.quorum, 3);
+        c.trust.quorum = 0;
+        assert_eq!(c.validate().unwrap().scheduler.quorum, 1, "0 means 1");
     }
 
     #[test]

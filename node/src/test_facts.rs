@@ -10,6 +10,11 @@ use oda_protocol::{
 /// A fact by `by` about expression `[expr; 32]` whose output "out" is blob
 /// `[expr; 32]`, computed from the output "out" of each of `inputs`.
 pub fn fact(by: &SecretKey, expr: u8, inputs: &[&SignedFact]) -> SignedFact {
+    fact_saying(by, expr, expr, inputs)
+}
+
+/// [`fact`] whose output "out" is blob `[output; 32]`.
+pub fn fact_saying(by: &SecretKey, expr: u8, output: u8, inputs: &[&SignedFact]) -> SignedFact {
     let mut inputs: Vec<ResolvedInput> = inputs
         .iter()
         .map(|f| ResolvedInput::from_fact(f, "out").expect("the input fact has an output \"out\""))
@@ -22,7 +27,7 @@ pub fn fact(by: &SecretKey, expr: u8, inputs: &[&SignedFact]) -> SignedFact {
             outputs: [(
                 "out".to_string(),
                 OutputRef {
-                    blob: BlobId([expr; 32]),
+                    blob: BlobId([output; 32]),
                     size: 1,
                 },
             )]

@@ -64,6 +64,7 @@ fn settings(
             max_attempts: 3,
             backoff_ms: 100,
             max_open_adverts: 256,
+            quorum: 1,
         },
     }
 }
@@ -1512,4 +1513,81 @@ async fn a_group_roster_decides_whose_results_are_trusted_and_a_new_version_move
     assert!(why.contains("roster version 2"), "{why}");
     assert!(!r.trust.now().trusts_worker(&w1));
     r.shutdown().await.expect("stops");
+}
+
+/// `[trust] quorum = 2`: a trusted worker that returns other bytes than the
+/// others (a liar) does not decide a result: the requester asks further
+/// workers until two distinct ones agree, and keeps the dissenting fact. With
+/// a quorum the honest workers cannot reach, the job fails saying who said
+/// what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quorum_of_workers_outvotes_a_lying_worker() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let markers = tempfile::tempdir().expect("temp dir");
+    // A run sits in <data dir>/jobs/<lease>/work: the liar is the worker
+    // whose data dir holds a file `liar`.
+    let vote = int_workflow(
+        root.path(),
+        markers.path(),
+        "vote",
+        "liar = os.path.exists(os.path.join('..', '..', '..', 'liar'))\nopen('out.txt', 'w').write('forged' if liar else str(2 * int(sys.argv[1])))\n",
+    );
+    let m = mesh("quorum", 3, &[&vote]).await;
+    // `_dirs`: the bootstrap's, then each worker's.
+    std::fs::write(m._dirs[1].path().join("liar"), "").expect("mark the liar");
+    let liar = m.worker_keys[0];
+    let with_quorum = |k: u32| {
+        let (net, boot) = (m.net.clone(), m.boot_addr.clone());
+        let (trusted, vote) = (m.worker_keys.clone(), vote.clone());
+        async move {
+            let (r, dir) = start_with(&net, vec![boot], false, trusted, NodeKey::generate(), |c| {
+                c.scheduler.quorum = k;
+            })
+            .await;
+            let id = r.add_workflow(&vote).await.expect("workflow added");
+            (r, dir, id)
+        }
+    };
+
+    let (r, _dir, vote_id) = with_quorum(2).await;
+    let mut liar_took_part = false;
+    // Each job asks the liar with probability 2/3 (one of three first, or
+    // one of the two left second): go on until it has been asked.
+    for x in 1..=12 {
+        if liar_took_part {
+            break;
+        }
+        let e = expression(&r, &vote_id, &[("x", Value::Int(x))]);
+        let done = run(&r, &e).await;
+        assert_eq!(done.state, JobState::Done, "{done:?}");
+        assert_eq!(output_text(&r, &done).await, (2 * x).to_string());
+        let result = r.store.fact(&done.fact.expect("a fact")).unwrap().unwrap();
+        assert_ne!(result.body.worker, liar, "the liar's result is never taken");
+        let held = r.store.facts_for(&e.id()).expect("store");
+        let honest = held.iter().filter(|f| f.body.worker != liar).count();
+        assert!(honest >= 2, "two honest workers agreed: {held:?}");
+        let (agreed, why) = oda_node::scheduler::quorum::verdict(&held, &result, 2);
+        assert!(agreed && why.starts_with("2 of 2 agree"), "{why}");
+        if let Some(lie) = held.iter().find(|f| f.body.worker == liar) {
+            liar_took_part = true;
+            // Kept, and shown as what it is.
+            let (agreed, why) = oda_node::scheduler::quorum::verdict(&held, lie, 2);
+            assert!(!agreed && why.starts_with("only 1 of the 2"), "{why}");
+        }
+    }
+    assert!(
+        liar_took_part,
+        "in 12 jobs the liar was never asked (chance 1 in 3^12: offers rank it like the others)"
+    );
+
+    // Three distinct workers must agree, but one of the three lies.
+    let (r3, _dir3, _) = with_quorum(3).await;
+    let e = expression(&r3, &vote_id, &[("x", Value::Int(21))]);
+    let failed = run(&r3, &e).await;
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("no 3 trusted workers agree") && error.contains("]"),
+        "the error says who said what: {error}"
+    );
 }

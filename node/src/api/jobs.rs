@@ -22,6 +22,7 @@ use super::{blocking, parse_id, ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 use crate::identity::peer_id_of;
 use crate::runtime::Node;
 use crate::scheduler::jobs::now_ms;
+use crate::scheduler::quorum;
 use crate::scheduler::trust::Verdict;
 use crate::scheduler::{JobEvent, JobId, JobRecord};
 
@@ -164,10 +165,22 @@ impl FactView {
     /// was stored; from the mesh: by the lookup), judged with the input
     /// facts the store holds (blocking).
     pub fn judged(node: &Node, f: &SignedFact, local: bool) -> Self {
-        let verdict = node
-            .trust
-            .now()
-            .verdict_of_verified(f, |id| node.store.fact(id).ok().flatten());
+        let trust = node.trust.now();
+        let mut verdict = trust.verdict_of_verified(f, |id| node.store.fact(id).ok().flatten());
+        let k = node.requester.quorum() as usize;
+        if verdict.trusted && k > 1 {
+            // Under a quorum a trusted signer is not enough: enough trusted
+            // signers must say the same.
+            let held: Vec<SignedFact> = node
+                .store
+                .facts_for(&f.body.expr)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| trust.accepts(h))
+                .collect();
+            let (trusted, why) = quorum::verdict(&held, f, k);
+            verdict = Verdict { trusted, why };
+        }
         Self::new(f, local, verdict)
     }
 }

@@ -6,6 +6,7 @@
 pub mod backlog;
 mod input_facts;
 pub mod jobs;
+pub mod quorum;
 pub mod requester;
 pub mod trust;
 pub mod worker;
@@ -53,7 +54,13 @@ pub struct SchedulerConfig {
     /// Most jobs of one workflow advertised at a time (collecting offers,
     /// not yet assigned); the others stay queued until one is assigned.
     pub max_open_adverts: usize,
+    /// Distinct trusted workers that must agree on a result before it is
+    /// accepted (`[trust] quorum`; 1: any one).
+    pub quorum: u32,
 }
+
+/// The largest `[trust] quorum`.
+pub const MAX_QUORUM: u32 = 16;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -65,6 +72,7 @@ impl Default for SchedulerConfig {
             max_attempts: 3,
             backoff_ms: 500,
             max_open_adverts: 256,
+            quorum: 1,
         }
     }
 }

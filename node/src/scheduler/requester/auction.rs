@@ -213,14 +213,16 @@ impl<T> Windows<T> {
 /// Publish the advert (repeatedly, less often each time, until offers come),
 /// collect offers for the window after the first, and pick the best one not
 /// excluded (falling back to excluded workers when nobody else offers).
-/// `contested`: a worker may already be running it ([`window_close`]).
+/// Offers from `signed` (workers whose result for it is held, when a quorum
+/// needs another) are declined outright. `contested`: a worker may already
+/// be running it ([`window_close`]).
 /// Waits first until the workflow has room for another open auction
 /// ([`Windows`]); the job is `advertised` from then on.
 pub(super) async fn advertise_and_choose(
     ctx: &Ctx,
     topic: &Topic,
     (advert, input_bytes): (&JobAdvert, u64),
-    (excluded, contested): (&HashSet<PeerId>, bool),
+    (excluded, signed, contested): (&HashSet<PeerId>, &HashSet<PeerId>, bool),
     cancel: &CancellationToken,
     lookup: &mut Option<Lookup<'_>>,
 ) -> Result<Choice, ResolveError> {
@@ -253,7 +255,7 @@ pub(super) async fn advertise_and_choose(
     let outcome = collect(
         ctx,
         (topic, advert, input_bytes),
-        (excluded, contested),
+        (excluded, signed, contested),
         cancel,
         (&mut rx, &mut announced),
         (&mut offers, lookup),
@@ -297,7 +299,7 @@ async fn decline(ctx: &Ctx, offers: impl IntoIterator<Item = OfferIn>) {
 async fn collect(
     ctx: &Ctx,
     (topic, advert, input_bytes): (&Topic, &JobAdvert, u64),
-    (excluded, contested): (&HashSet<PeerId>, bool),
+    (excluded, signed, contested): (&HashSet<PeerId>, &HashSet<PeerId>, bool),
     cancel: &CancellationToken,
     (rx, announced): (
         &mut mpsc::Receiver<OfferIn>,
@@ -357,6 +359,10 @@ async fn collect(
                 publish(ctx, topic, advert, give_up, &mut schedule).await;
             }
             Some(offer) = rx.recv() => {
+                if signed.contains(&offer.peer) {
+                    decline(ctx, [offer]).await;
+                    continue;
+                }
                 if lookup.is_some() {
                     held_since.get_or_insert_with(Instant::now);
                 }

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::input_facts;
 use super::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
+use super::quorum;
 use super::trust::{TrustBook, Walk, CHAIN_LIMIT};
 use super::worker::Worker;
 use super::{ask, SchedulerConfig};
@@ -88,6 +89,16 @@ pub enum ResolveError {
     FailedElsewhere {
         /// Each worker (peer id) and what happened.
         failures: Vec<(String, String)>,
+    },
+    /// With `[trust] quorum`: the results that came do not agree enough.
+    #[error(
+        "no {needed} trusted workers agree on a result (`[trust] quorum`); what they said: {said}"
+    )]
+    NoQuorum {
+        /// The quorum.
+        needed: usize,
+        /// Each group of agreeing signers and what they said.
+        said: String,
     },
     /// No trusted worker offered while the job was advertised.
     #[error("no trusted worker offered within {waited_s} s (is a worker that has or trusts this workflow online, and is its key in [trust] keys?){}", earlier(attempts))]
@@ -221,20 +232,26 @@ impl Ctx {
 
     /// The best fact among `facts` that is a trusted result: by a signer
     /// the policy accepts, resting on input facts it accepts too
-    /// ([`Ctx::inputs_trusted`]); successes before analysis errors.
+    /// ([`Ctx::inputs_trusted`]), and with a `quorum` k above 1 one of k
+    /// such facts by distinct signers that agree ([`quorum::agreed`]);
+    /// successes before analysis errors.
     async fn pick_trusted(&self, facts: &[SignedFact]) -> Option<SignedFact> {
         let trust = self.parts().trust.now();
+        let k = self.parts().cfg.quorum.max(1) as usize;
         let mut candidates: Vec<&SignedFact> = facts.iter().filter(|f| trust.accepts(f)).collect();
         candidates.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
+        let mut trusted = Vec::new();
         for fact in candidates {
             match self.inputs_trusted(fact).await {
-                Ok(()) => return Some(fact.clone()),
+                Ok(()) if k == 1 => return Some(fact.clone()),
+                Ok(()) => trusted.push(fact.clone()),
                 Err(reason) => {
                     tracing::info!(fact = %fact.id(), %reason, "not a trusted result: an input is not trusted here");
                 }
             }
         }
-        None
+        let agreed = quorum::agreed(&trusted, k)?;
+        Some(agreed.facts[0].clone())
     }
 
     /// Whether every input fact behind `fact`, back to the sources, is by a
@@ -297,6 +314,7 @@ pub struct Requester {
     store: Store,
     events: broadcast::Sender<JobEvent>,
     own_key: oda_protocol::PublicKey,
+    quorum: u32,
 }
 
 impl Requester {
@@ -322,6 +340,7 @@ impl Requester {
             store: parts.store.clone(),
             events: events.clone(),
             own_key: parts.key.public(),
+            quorum: parts.cfg.quorum.max(1),
         };
         let ctx = Ctx(Arc::new(Shared {
             parts,
@@ -336,6 +355,12 @@ impl Requester {
             actor.start_job(&record);
         }
         Ok((handle, resumed, tokio::spawn(actor.run())))
+    }
+
+    /// How many distinct trusted workers must agree on a result
+    /// (`[trust] quorum`).
+    pub fn quorum(&self) -> u32 {
+        self.quorum
     }
 
     /// Subscribe to job changes and log lines.

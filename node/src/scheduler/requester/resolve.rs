@@ -18,7 +18,9 @@ use super::auction::{advertise_and_choose, Choice};
 use super::failures::failed_on;
 use super::lease::{run_lease, LeaseEnd};
 use super::{Ctx, ResolveError, Resolved};
+use crate::identity::peer_id_of;
 use crate::scheduler::jobs::{now_ms, Attempt, JobState};
+use crate::scheduler::quorum;
 
 /// Resolve `expr`: from a cache unless `no_cache`, else by computing it.
 pub(super) async fn resolve(
@@ -138,10 +140,12 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
     // A trusted success ends the lookup at once; otherwise every fact
     // found is considered (an analysis error, untrusted signers).
     let trust = parts.trust.now();
+    // With a quorum, every fact found counts.
+    let single = parts.cfg.quorum <= 1;
     let facts = parts
         .client
         .lookup_facts_until(expr, |f| {
-            trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
+            single && trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
         })
         .await;
     let Some(fact) = ctx.pick_trusted(&facts).await else {
@@ -151,6 +155,11 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
         return Ok(None);
     };
     parts.store.put_fact(&fact)?;
+    if !single {
+        for f in facts.iter().filter(|f| trust.accepts(f)) {
+            parts.store.put_fact(f)?;
+        }
+    }
     // Keep it and say so: the next ask from a neighbour is one
     // request-response away.
     parts.client.announce_facts_held(&expr).await;
@@ -212,6 +221,11 @@ async fn compute(
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut excluded: HashSet<PeerId> = HashSet::new();
     let cfg = &parts.cfg;
+    let quorum = cfg.quorum.max(1) as usize;
+    // With a quorum: results that came without agreement, and how many
+    // more than the quorum may come before the job fails.
+    let mut results = 0;
+    let most_results = quorum + cfg.max_attempts as usize - 1;
     while attempts.len() < cfg.max_attempts as usize {
         if !attempts.is_empty() {
             let backoff = Duration::from_millis(cfg.backoff_ms << (attempts.len() - 1).min(6));
@@ -248,11 +262,18 @@ async fn compute(
         };
         let listened_ms = now_ms().saturating_sub(listening_since);
         let contested = contested(waited, attempts.len(), listened_ms, cfg.lease_ttl_ms);
+        // A quorum needs distinct workers: those whose facts are held
+        // already are not asked again.
+        let signed = if quorum > 1 {
+            signers_of(ctx, expr)?
+        } else {
+            HashSet::new()
+        };
         let chosen = advertise_and_choose(
             ctx,
             &topic,
             (&advert, input_bytes),
-            (&excluded, contested),
+            (&excluded, &signed, contested),
             cancel,
             &mut lookup,
         )
@@ -260,6 +281,13 @@ async fn compute(
         let (worker, reply) = match chosen {
             Choice::Worker(worker, reply) => (worker, reply),
             Choice::Found(found) => return Ok(*found),
+            // Results came, but no other trusted worker is left to ask.
+            Choice::Nobody if results > 0 => {
+                return Err(ResolveError::NoQuorum {
+                    needed: quorum,
+                    said: what_they_said(ctx, expr)?,
+                })
+            }
             Choice::Nobody => {
                 return Err(ResolveError::NoOffer {
                     waited_s: cfg.offer_timeout_ms / 1000,
@@ -271,11 +299,28 @@ async fn compute(
         match run_lease(ctx, (expr, worker, reply), cancel, (&topic, &advert)).await {
             LeaseEnd::Fact(fact) => {
                 parts.store.put_fact(&fact)?;
-                parts.client.announce_facts_held(&expr).await;
-                return Ok(Resolved {
-                    fact: *fact,
-                    from_cache: false,
-                });
+                let accepted = if quorum > 1 {
+                    let held = parts.store.facts_for(&expr)?;
+                    ctx.pick_trusted(&held).await
+                } else {
+                    Some(*fact)
+                };
+                if let Some(fact) = accepted {
+                    parts.client.announce_facts_held(&expr).await;
+                    return Ok(Resolved {
+                        fact,
+                        from_cache: false,
+                    });
+                }
+                results += 1;
+                let said = what_they_said(ctx, expr)?;
+                if results >= most_results {
+                    return Err(ResolveError::NoQuorum {
+                        needed: quorum,
+                        said,
+                    });
+                }
+                tracing::info!(%expr, quorum, %said, "no quorum yet; asking another worker");
             }
             LeaseEnd::Cancelled => return Err(ResolveError::Cancelled),
             LeaseEnd::Failed { outcome, log_tail } => {
@@ -298,6 +343,38 @@ async fn compute(
         }
     }
     Err(ResolveError::Exhausted { attempts })
+}
+
+/// The peers whose trusted facts for `expr` this node holds.
+fn signers_of(ctx: &Ctx, expr: ExprId) -> Result<HashSet<PeerId>, ResolveError> {
+    let trust = ctx.parts().trust.now();
+    Ok(ctx
+        .parts()
+        .store
+        .facts_for(&expr)?
+        .iter()
+        .filter(|f| trust.accepts(f))
+        .filter_map(|f| peer_id_of(&f.body.worker))
+        .collect())
+}
+
+/// Who said what among the trusted facts held for `expr`
+/// ([`quorum::describe`]); a disagreement is logged as a warning.
+fn what_they_said(ctx: &Ctx, expr: ExprId) -> Result<String, ResolveError> {
+    let trust = ctx.parts().trust.now();
+    let held: Vec<_> = ctx
+        .parts()
+        .store
+        .facts_for(&expr)?
+        .into_iter()
+        .filter(|f| trust.accepts(f))
+        .collect();
+    let groups = quorum::groups(&held);
+    let said = quorum::describe(&groups);
+    if groups.len() > 1 {
+        tracing::warn!(%expr, %said, "trusted workers disagree on a result");
+    }
+    Ok(said)
 }
 
 /// Whether a worker may already be running an expression about to be
