@@ -29,7 +29,7 @@ pub enum Command {
     /// Dial an address.
     Dial(Multiaddr, Reply<()>),
     /// Subscribe to a gossip topic.
-    Subscribe(Topic, Reply<()>),
+    Subscribe(Topic, Reply<u64>),
     /// Unsubscribe from a gossip topic.
     Unsubscribe(Topic, Reply<()>),
     /// Publish on a gossip topic.
@@ -157,8 +157,9 @@ impl Client {
         self.ask(|r| Command::Dial(addr, r)).await
     }
 
-    /// Subscribe to a topic.
-    pub async fn subscribe(&self, topic: Topic) -> Result<(), NetworkError> {
+    /// Subscribe to a topic (again: nothing changes); since when this node
+    /// has listened to it, Unix ms.
+    pub async fn subscribe(&self, topic: Topic) -> Result<u64, NetworkError> {
         self.ask(|r| Command::Subscribe(topic, r)).await
     }
 

@@ -57,6 +57,8 @@ pub struct EventLoop {
     agents: HashMap<PeerId, String>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     listen_addrs: Vec<Multiaddr>,
+    /// Since when (Unix ms) this node listens to each topic it subscribed to.
+    subscribed: HashMap<Topic, u64>,
     pending_put: HashMap<QueryId, Reply<()>>,
     pending_provide: HashMap<QueryId, Reply<()>>,
     pending_records: HashMap<QueryId, PendingRecords>,
@@ -89,6 +91,7 @@ impl EventLoop {
             agents: HashMap::new(),
             addrs: HashMap::new(),
             listen_addrs: Vec::new(),
+            subscribed: HashMap::new(),
             pending_put: HashMap::new(),
             pending_provide: HashMap::new(),
             pending_records: HashMap::new(),
@@ -236,14 +239,23 @@ impl EventLoop {
             })
     }
 
-    fn subscribe(&mut self, topic: &Topic) -> Result<(), NetworkError> {
+    /// Subscribe to `topic` (a second time changes nothing); since when
+    /// this node listens to it, Unix ms.
+    fn subscribe(&mut self, topic: &Topic) -> Result<u64, NetworkError> {
+        if let Some(since) = self.subscribed.get(topic) {
+            return Ok(*since);
+        }
         let t = IdentTopic::new(topic.encode(&self.cfg.network));
         let gs = &mut self.swarm.behaviour_mut().gossipsub;
         gs.subscribe(&t)
             .map_err(|e| NetworkError::Publish(e.to_string()))?;
         // Every ODA topic gets the same scoring: invalid messages cost score.
         gs.set_topic_params(t, super::scoring::topic_params())
-            .map_err(|e| NetworkError::Publish(e.to_string()))
+            .map_err(|e| NetworkError::Publish(e.to_string()))?;
+        Ok(*self
+            .subscribed
+            .entry(topic.clone())
+            .or_insert_with(crate::scheduler::jobs::now_ms))
     }
 
     fn on_command(&mut self, command: Command) {
@@ -257,6 +269,7 @@ impl EventLoop {
             Command::Unsubscribe(topic, reply) => {
                 let t = IdentTopic::new(topic.encode(&self.cfg.network));
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
+                self.subscribed.remove(&topic);
                 let _ = reply.send(Ok(()));
             }
             Command::Publish(topic, message, reply) => {

@@ -84,12 +84,6 @@ pub(super) enum Cmd {
     },
     /// The lease is over.
     CloseLease { expr: ExprId, lease: LeaseId },
-    /// Since when (Unix ms) this node listens to the jobs topic of
-    /// `workflow`: the first time it was asked (right after subscribing).
-    ListeningSince {
-        workflow: WorkflowId,
-        reply: oneshot::Sender<u64>,
-    },
     /// Until when (Unix ms) another requester is known to compute `expr`,
     /// and whether one of them is a key this node trusts.
     ForeignUntil {
@@ -195,8 +189,6 @@ pub(super) struct Actor {
     /// Expressions other requesters advertise: until when (Unix ms), and
     /// whether a requester this node trusts is among them.
     foreign_adverts: HashMap<ExprId, (u64, bool)>,
-    /// Since when this node listens to each workflow's jobs topic (Unix ms).
-    listening: HashMap<WorkflowId, u64>,
     /// Trusted workers' records of runs that failed without a result.
     failures: Failures,
     /// Whether recent mesh lookups of jobs hit or missed.
@@ -232,7 +224,6 @@ impl Actor {
             logs: HashMap::new(),
             log_order: VecDeque::new(),
             foreign_adverts: HashMap::new(),
-            listening: HashMap::new(),
             failures: Failures::default(),
             lookups: LookupHistory::default(),
         }
@@ -314,9 +305,6 @@ impl Actor {
             }
             Cmd::CloseLease { expr, lease } => {
                 self.leases.remove(&(expr, lease));
-            }
-            Cmd::ListeningSince { workflow, reply } => {
-                let _ = reply.send(*self.listening.entry(workflow).or_insert_with(now_ms));
             }
             Cmd::Speculate { reply } => {
                 let _ = reply.send(self.lookups.speculate());

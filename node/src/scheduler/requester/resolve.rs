@@ -191,16 +191,15 @@ async fn compute(
         .workflow(&expression.workflow)?
         .ok_or_else(|| ResolveError::UnknownWorkflow(expression.workflow.to_string()))?;
     let topic = Topic::jobs(&expression.workflow);
-    if let Err(e) = parts.client.subscribe(topic.clone()).await {
-        tracing::debug!(error = %e, "cannot subscribe to the jobs topic");
-    }
-    let listening_since = ctx
-        .ask(|reply| Cmd::ListeningSince {
-            workflow: expression.workflow,
-            reply,
-        })
-        .await
-        .unwrap_or_else(now_ms);
+    // Listening since the workflow was added or the node started, unless
+    // this is the first the node hears of it.
+    let listening_since = match parts.client.subscribe(topic.clone()).await {
+        Ok(since) => since,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot subscribe to the jobs topic");
+            now_ms()
+        }
+    };
     let endorsements = parts
         .store
         .endorsements_of(&Subject::Workflow(expression.workflow))?
