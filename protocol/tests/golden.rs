@@ -22,7 +22,9 @@ use oda_protocol::codec::config;
 use oda_protocol::ids::contexts;
 use oda_protocol::keys::signing_message;
 use oda_protocol::messages::{BlobRequest, FactRequest, JobResponse, Progress};
-use oda_protocol::{BlobId, NetworkId, Signable, Topic, Wire};
+use oda_protocol::{
+    BlobId, Endorsement, NetworkId, PublicKey, Signable, Signature, SignedEndorsement, Topic, Wire,
+};
 
 type Sections = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -113,6 +115,10 @@ fn actual(f: &Fixtures) -> Sections {
         put("wire", &name, hex::encode(bytes));
     }
 
+    for (name, bytes) in must_reject(f) {
+        put("must_reject", name, hex::encode(bytes));
+    }
+
     let net = NetworkId::main();
     put("names", "kad_protocol", net.kad_protocol());
     put("names", "job_protocol", net.job_protocol());
@@ -183,6 +189,112 @@ fn golden_vectors_match() {
         path.display(),
         problems.join("\n")
     );
+}
+
+/// The group order L of ed25519, little-endian.
+const ORDER_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Signed endorsements (wire encoding) that every verifier must refuse,
+/// each a variation of the golden workflow endorsement by the expert key.
+fn must_reject(f: &Fixtures) -> Vec<(&'static str, Vec<u8>)> {
+    let good = &f.endorse_workflow;
+    let with = |body: Endorsement, signature: [u8; 64]| {
+        SignedEndorsement {
+            body,
+            signature: Signature(signature),
+        }
+        .encode()
+        .unwrap()
+    };
+    // S + L: the same scalar unreduced (RFC 8032 requires S < L).
+    let mut unreduced = good.signature.0;
+    let mut carry = 0u16;
+    for (s, l) in unreduced[32..].iter_mut().zip(ORDER_L) {
+        let sum = u16::from(*s) + u16::from(l) + carry;
+        *s = sum as u8;
+        carry = sum >> 8;
+    }
+    // The identity point as key, R = identity and S = 0 satisfy the
+    // cofactorless equation [S]B = R + [k]A for every message: only the
+    // small-order check refuses them. Also with the identity encoded
+    // non-canonically (y = p + 1).
+    let identity = {
+        let mut b = [0u8; 32];
+        b[0] = 1;
+        b
+    };
+    let identity_noncanonical = {
+        let mut b = [0xffu8; 32];
+        b[0] = 0xee;
+        b[31] = 0x7f;
+        b
+    };
+    let small_order = |key: [u8; 32]| {
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity);
+        with(
+            Endorsement {
+                endorser: PublicKey(key),
+                ..good.body.clone()
+            },
+            sig,
+        )
+    };
+    // The right key over the right body, but in another type's context.
+    let expert = ed25519_dalek::SigningKey::from_bytes(&[common::EXPERT; 32]);
+    let mut other_context = b"oda-mesh v1 sign fact\0".to_vec();
+    other_context.extend_from_slice(&canonical(&good.body));
+    let wrong_context = {
+        use ed25519_dalek::Signer;
+        expert.sign(&other_context).to_bytes()
+    };
+    // Signed by the controller's key while naming the expert.
+    let by_other = key(CONTROLLER)
+        .sign(Endorsement {
+            endorser: key(CONTROLLER).public(),
+            ..good.body.clone()
+        })
+        .unwrap()
+        .signature
+        .0;
+    // One byte of the body changed after signing.
+    let mut edited = good.body.clone();
+    edited.note.replace_range(0..1, "R");
+    vec![
+        ("s_not_reduced", with(good.body.clone(), unreduced)),
+        ("small_order_key_and_r", small_order(identity)),
+        (
+            "small_order_key_noncanonical",
+            small_order(identity_noncanonical),
+        ),
+        ("other_context", with(good.body.clone(), wrong_context)),
+        ("signed_by_another_key", with(good.body.clone(), by_other)),
+        ("body_changed", with(edited, good.signature.0)),
+    ]
+}
+
+/// Every `must_reject` vector decodes (it is well-formed) and fails
+/// verification; the golden endorsement they vary verifies.
+#[test]
+fn must_reject_vectors_are_refused() {
+    let f = Fixtures::new();
+    f.endorse_workflow.verify().unwrap();
+    for (name, bytes) in must_reject(&f) {
+        let decoded = SignedEndorsement::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{name}: well-formed, but: {e}"));
+        assert!(decoded.verify().is_err(), "{name} verified");
+        if name == "small_order_key_and_r" {
+            // What the vector is for: a verifier without the small-order
+            // checks (ed25519-dalek's non-strict `verify`) accepts it.
+            let lax = ed25519_dalek::VerifyingKey::from_bytes(&decoded.body.endorser.0).unwrap();
+            let sig = ed25519_dalek::Signature::from_bytes(&decoded.signature.0);
+            use ed25519_dalek::Verifier;
+            assert!(lax.verify(&signing_message(&decoded.body), &sig).is_ok());
+        }
+    }
 }
 
 /// A bundle rebuilds exactly the workflow it was made from.
