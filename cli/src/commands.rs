@@ -69,6 +69,10 @@ pub fn print_job(job: &Json) {
         line.push_str(" (recompute forced with --no-cache)");
     }
     println!("state     {line}");
+    let quorum = num(job, "quorum");
+    if quorum > 1 {
+        println!("quorum    {quorum} distinct trusted workers must agree on the result");
+    }
     let elapsed = render::duration_ms(num(job, "elapsed_ms"));
     if let Some(r) = job.get("result").filter(|r| !r.is_null()) {
         let source = if flag(job, "from_cache") {
@@ -217,15 +221,14 @@ pub fn follow(api: &Api, job: &str, quiet: bool) -> CliResult<Json> {
 }
 
 /// `oda submit`.
-#[allow(clippy::too_many_arguments)]
+/// `oda submit`: `(wait, fetch, out)` say what to do after submitting,
+/// `(no_cache, quorum)` how the result is wanted.
 pub fn submit(
     api: &Api,
     workflow: &str,
     args: &[(String, String)],
-    wait: bool,
-    fetch: bool,
-    out: Option<&Path>,
-    no_cache: bool,
+    (wait, fetch, out): (bool, bool, Option<&Path>),
+    (no_cache, quorum): (bool, Option<u32>),
     as_json: bool,
 ) -> CliResult<u8> {
     let mut map = serde_json::Map::new();
@@ -249,7 +252,7 @@ pub fn submit(
     }
     let job = api.post(
         "/v1/jobs",
-        Some(&json!({ "workflow": workflow, "args": map, "no_cache": no_cache })),
+        Some(&json!({ "workflow": workflow, "args": map, "no_cache": no_cache, "quorum": quorum })),
     )?;
     let id = text(&job, "id");
     if !as_json {

@@ -67,6 +67,11 @@ enum Command {
         /// recorded that it failed on them).
         #[arg(long)]
         no_cache: bool,
+        /// Take the result only when K distinct trusted workers agree on it
+        /// (same output bytes), running it on more workers as needed; 1 to 16
+        /// (default: the node's [trust] quorum).
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=16))]
+        quorum: Option<u32>,
     },
     /// Show a job: state, result, who computed it, outputs.
     #[command(after_help = "Example: oda status 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f")]
@@ -305,14 +310,13 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             fetch,
             out,
             no_cache,
+            quorum,
         } => commands::submit(
             &api,
             &workflow,
             &args,
-            wait,
-            fetch,
-            out.as_deref(),
-            no_cache,
+            (wait, fetch, out.as_deref()),
+            (no_cache, quorum),
             j,
         ),
         Command::Status { job } => commands::status(&api, &job, j),

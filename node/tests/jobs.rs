@@ -1550,6 +1550,7 @@ async fn a_quorum_of_workers_outvotes_a_lying_worker() {
     };
 
     let (r, _dir, vote_id) = with_quorum(2).await;
+    let e_of = |node: &Node, x: i64| expression(node, &vote_id, &[("x", Value::Int(x))]);
     let mut liar_took_part = false;
     // Each job asks the liar with probability 2/3 (one of three first, or
     // one of the two left second): go on until it has been asked.
@@ -1580,10 +1581,28 @@ async fn a_quorum_of_workers_outvotes_a_lying_worker() {
         "in 12 jobs the liar was never asked (chance 1 in 3^12: offers rank it like the others)"
     );
 
-    // Three distinct workers must agree, but one of the three lies.
-    let (r3, _dir3, _) = with_quorum(3).await;
-    let e = expression(&r3, &vote_id, &[("x", Value::Int(21))]);
-    let failed = run(&r3, &e).await;
+    // Per job, on a node whose own quorum is 1: three distinct workers
+    // must agree, but one of the three lies.
+    let r1 = &m.requester;
+    assert!(
+        r1.requester
+            .submit_with_quorum(&e_of(r1, 21), false, Some(17))
+            .await
+            .is_err(),
+        "a quorum over 16 is refused"
+    );
+    let job = r1
+        .requester
+        .submit_with_quorum(&e_of(r1, 21), false, Some(3))
+        .await
+        .expect("submitted");
+    assert_eq!(job.quorum, 3);
+    let failed = r1
+        .requester
+        .wait(&job.id, DEADLINE)
+        .await
+        .expect("status")
+        .expect("job exists");
     assert_eq!(failed.state, JobState::Failed, "{failed:?}");
     let error = failed.error.unwrap_or_default();
     assert!(

@@ -138,6 +138,7 @@ fn fill(data: &Path, facts: usize, jobs: usize) -> anyhow::Result<()> {
                     from_cache: true,
                     error: None,
                     no_cache: false,
+                    quorum: 1,
                 })
                 .context("store a job record")?;
         }

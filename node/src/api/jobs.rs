@@ -38,6 +38,10 @@ pub struct SubmitRequest {
     /// Skip the caches and compute again.
     #[serde(default)]
     pub no_cache: bool,
+    /// Distinct trusted workers that must agree on the result, 1 to 16
+    /// (default: the node's `[trust] quorum`).
+    #[serde(default)]
+    pub quorum: Option<u32>,
 }
 
 /// One attempt on one worker.
@@ -165,9 +169,14 @@ impl FactView {
     /// was stored; from the mesh: by the lookup), judged with the input
     /// facts the store holds (blocking).
     pub fn judged(node: &Node, f: &SignedFact, local: bool) -> Self {
+        Self::judged_under(node, f, local, node.requester.quorum())
+    }
+
+    /// [`FactView::judged`] under a quorum of `k` (a job's own).
+    pub fn judged_under(node: &Node, f: &SignedFact, local: bool, k: u32) -> Self {
         let trust = node.trust.now();
         let mut verdict = trust.verdict_of_verified(f, |id| node.store.fact(id).ok().flatten());
-        let k = node.requester.quorum() as usize;
+        let k = k as usize;
         if verdict.trusted && k > 1 {
             // Under a quorum a trusted signer is not enough: enough trusted
             // signers must say the same.
@@ -205,6 +214,8 @@ pub struct JobView {
     pub worker: Option<String>,
     /// Submitted with `no_cache` (forced recompute).
     pub no_cache: bool,
+    /// Distinct trusted workers that must agree on the result.
+    pub quorum: u32,
     /// The result came from a cache (this node's or the mesh's), not a new run.
     pub from_cache: bool,
     /// Submitted, Unix ms.
@@ -236,7 +247,7 @@ pub fn job_view(node: &Node, r: &JobRecord) -> JobView {
     let result = r
         .fact
         .and_then(|id| store.fact(&id).ok().flatten())
-        .map(|f| FactView::judged(node, &f, true));
+        .map(|f| FactView::judged_under(node, &f, true, r.quorum));
     let terminal = r.state.is_terminal();
     let end = if terminal { r.updated_at } else { now_ms() };
     JobView {
@@ -248,6 +259,7 @@ pub fn job_view(node: &Node, r: &JobRecord) -> JobView {
         terminal,
         worker,
         no_cache: r.no_cache,
+        quorum: r.quorum,
         from_cache: r.from_cache,
         created_at: r.created_at,
         updated_at: r.updated_at,
@@ -294,7 +306,11 @@ pub async fn submit(
             .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await?;
-    let record = s.node.requester.submit(&expression, req.no_cache).await?;
+    let record = s
+        .node
+        .requester
+        .submit_with_quorum(&expression, req.no_cache, req.quorum)
+        .await?;
     let node = s.node.clone();
     let view = blocking(move || Ok(job_view(&node, &record))).await?;
     Ok((StatusCode::CREATED, Json(view)))

@@ -231,6 +231,7 @@ impl From<crate::scheduler::RequesterError> for ApiError {
             RequesterError::Stopped => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            RequesterError::Quorum(_) => ApiError::bad_request(e.to_string()),
             RequesterError::Task(_) => ApiError::internal(e.to_string()),
         }
     }

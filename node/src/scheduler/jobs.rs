@@ -155,6 +155,9 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Skip cache lookups and force a recompute.
     pub no_cache: bool,
+    /// Distinct trusted workers that must agree on the result (1: any one).
+    /// Store format 3 and later; older records are read as 1.
+    pub quorum: u32,
 }
 
 impl Wire for JobRecord {
@@ -204,7 +207,7 @@ impl JobStore {
     /// Open the tree in `store` (counting its records once).
     pub fn open(store: &Store) -> Result<Self, StoreError> {
         let jobs = Self {
-            tree: store.tree("jobs")?,
+            tree: store.tree(crate::store::JOBS_TREE)?,
             tally: Default::default(),
         };
         let mut tally = JobTally::default();
@@ -311,6 +314,7 @@ mod tests {
             from_cache,
             error: None,
             no_cache: false,
+            quorum: 1,
         }
     }
 

@@ -5,6 +5,7 @@
 //! | from | to | change |
 //! | --- | --- | --- |
 //! | 1 | 2 | Facts name the input fact behind each input (protocol v2): v1 facts can neither be decoded nor trusted under the new rules, so they are dropped with everything that points at them (fact index, held facts, endorsements of facts). Expressions, workflows, blobs and job records stay; results are looked up or computed again. |
+//! | 2 | 3 | Job records end with the job's quorum (a varint `u32`): each record gets the encoding of 1 appended (a field added at the end of a bincode struct is exactly that), so old jobs keep their meaning. |
 
 use super::error::StoreError;
 use super::records::{trees, FORMAT_KEY, FORMAT_VERSION};
@@ -16,6 +17,9 @@ pub(super) fn upgrade(db: &sled::Db, found: u32) -> Result<u64, StoreError> {
     let mut dropped = 0;
     if found < 2 {
         dropped += drop_facts(db)?;
+    }
+    if found < 3 {
+        add_job_quorum(db)?;
     }
     let meta = db
         .open_tree(trees::STORE_META)
@@ -54,4 +58,29 @@ fn drop_facts(db: &sled::Db) -> Result<u64, StoreError> {
             .map_err(StoreError::db("remove endorsement"))?;
     }
     Ok(dropped)
+}
+
+/// 2 → 3: append a quorum of 1 (varint: the byte 1) to every job record.
+/// A crash part-way leaves some records upgraded and the version at 2: the
+/// step runs again and must not append twice, so a record is upgraded only
+/// while it is one byte short of decoding.
+fn add_job_quorum(db: &sled::Db) -> Result<(), StoreError> {
+    use crate::scheduler::jobs::JobRecord;
+    use oda_protocol::Wire;
+    let jobs = db
+        .open_tree(trees::JOBS)
+        .map_err(StoreError::db("open tree"))?;
+    for item in jobs.iter() {
+        let (key, old) = item.map_err(StoreError::db("scan jobs"))?;
+        if JobRecord::decode(&old).is_ok() {
+            continue;
+        }
+        let mut new = old.to_vec();
+        new.push(1);
+        if JobRecord::decode(&new).is_ok() {
+            jobs.insert(key, new)
+                .map_err(StoreError::db("upgrade job record"))?;
+        }
+    }
+    Ok(())
 }

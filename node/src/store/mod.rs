@@ -85,6 +85,10 @@ pub use partial::{PartialBlob, STALE_PARTIAL};
 
 use records::{trees, FORMAT_KEY, FORMAT_VERSION};
 
+/// The tree of job records (the scheduler's `JobStore`), named here for the
+/// store's format upgrades.
+pub const JOBS_TREE: &str = trees::JOBS;
+
 /// Where the store lives, how much blob data it may keep and how much
 /// memory its database may use as a cache.
 #[derive(Debug, Clone)]

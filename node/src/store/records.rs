@@ -35,6 +35,10 @@ pub(crate) mod trees {
     pub const ENDORSEMENTS: &str = "endorsements";
     pub const BLOB_META: &str = "blob_meta";
     pub const STORE_META: &str = "store_meta";
+    /// Job records: owned by the scheduler's `JobStore` (through
+    /// [`super::super::Store::tree`]); the store touches it only to upgrade
+    /// its records' format.
+    pub const JOBS: &str = "jobs";
 
     /// Every tree the store owns.
     pub const ALL: [&str; 9] = [
@@ -53,8 +57,9 @@ pub(crate) mod trees {
 /// Key in `store_meta` holding the format version (u32, little-endian).
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 /// The on-disk format this build reads and writes (2 since protocol v2's
-/// facts; older stores are upgraded by [`super::migrate`]).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// facts, 3 since job records carry a quorum; older stores are upgraded by
+/// [`super::migrate`]).
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// What the store knows about one blob file, in tree `blob_meta`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -747,6 +747,47 @@ fn a_format_1_store_is_upgraded_dropping_its_facts_and_keeping_the_rest() {
 }
 
 #[test]
+fn a_format_2_store_keeps_its_jobs_with_a_quorum_of_one() {
+    use crate::scheduler::jobs::{JobId, JobRecord, JobState, JobStore};
+    use oda_protocol::Wire;
+    let dir = tempfile::tempdir().unwrap();
+    let record = JobRecord {
+        id: JobId::random(),
+        expr: ExprId([4; 32]),
+        state: JobState::Queued,
+        attempts: Vec::new(),
+        created_at: 1,
+        updated_at: 2,
+        fact: None,
+        from_cache: false,
+        error: Some("why".into()),
+        no_cache: true,
+        quorum: 1,
+    };
+    {
+        let (store, _) = open(dir.path(), 1 << 20);
+        // A format-2 record: the same encoding without the quorum (its
+        // last byte, the varint 1).
+        let mut v2 = record.encode().unwrap();
+        assert_eq!(v2.pop(), Some(1));
+        store
+            .tree(crate::store::JOBS_TREE)
+            .unwrap()
+            .insert(record.id.0, v2)
+            .unwrap();
+        store.flush().unwrap();
+    }
+    set_format(dir.path(), 2);
+    for _ in 0..2 {
+        // Upgraded at the first open; the second finds nothing to do.
+        let (store, report) = open(dir.path(), 1 << 20);
+        assert!(report.is_clean(), "{report:?}");
+        let jobs = JobStore::open(&store).unwrap();
+        assert_eq!(jobs.get(&record.id).unwrap(), Some(record.clone()));
+    }
+}
+
+#[test]
 fn a_store_of_a_newer_format_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), 1 << 20));

@@ -26,7 +26,7 @@ use super::auction::{admit_offer, OfferIn, Windows};
 use super::failures::Failures;
 use super::lease::{heartbeat, Heartbeat};
 use super::speculate::LookupHistory;
-use super::{Ctx, JobEvent, ResolveError, Resolved};
+use super::{Ctx, JobEvent, ResolveError, Resolved, Want};
 use crate::identity::public_key_of;
 use crate::network::JobReply;
 use crate::scheduler::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
@@ -45,6 +45,7 @@ pub(super) enum Cmd {
     /// Resolve an expression (an input of another resolution).
     Resolve {
         expr: ExprId,
+        quorum: usize,
         reply: oneshot::Sender<Result<Resolved, ResolveError>>,
     },
     /// Answer once the job is terminal (at once if it is, or is unknown).
@@ -136,8 +137,8 @@ pub(super) struct LeaseRoute {
     pub running: bool,
 }
 
-/// A resolution in flight: `(expression, no_cache)`.
-pub(super) type Key = (ExprId, bool);
+/// A resolution in flight: the expression and how it is wanted.
+pub(super) type Key = (ExprId, Want);
 
 struct Resolution {
     cancel: CancellationToken,
@@ -170,8 +171,8 @@ pub(super) struct Actor {
     task_keys: HashMap<tokio::task::Id, Key>,
     /// Short jobs of this process's own (storing a late result).
     chores: JoinSet<()>,
-    /// Jobs waiting for each expression, with their `no_cache` flag.
-    attached: HashMap<ExprId, BTreeMap<JobId, bool>>,
+    /// Jobs waiting for each expression, with how each wants it.
+    attached: HashMap<ExprId, BTreeMap<JobId, Want>>,
     job_waiters: HashMap<JobId, Vec<oneshot::Sender<Option<JobRecord>>>>,
     /// Open auctions: the workflow (for its window) and where offers go.
     auctions: HashMap<ExprId, (WorkflowId, mpsc::Sender<OfferIn>)>,
@@ -257,7 +258,17 @@ impl Actor {
         match cmd {
             Cmd::Start(record) => self.start_job(&record),
             Cmd::Finished { key, result } => self.finished(key, result),
-            Cmd::Resolve { expr, reply } => self.resolution(expr, false, None).push(reply),
+            Cmd::Resolve {
+                expr,
+                quorum,
+                reply,
+            } => {
+                let want = Want {
+                    no_cache: false,
+                    quorum: quorum as u32,
+                };
+                self.resolution(expr, want, None).push(reply)
+            }
             Cmd::Wait { id, reply } => self.wait(id, reply),
             Cmd::Logs { id, reply } => {
                 let lines = match self.jobs.get(&id) {
@@ -364,18 +375,18 @@ impl Actor {
         self.attached
             .entry(record.expr)
             .or_default()
-            .insert(record.id, record.no_cache);
-        self.resolution(record.expr, record.no_cache, Some(record.id));
+            .insert(record.id, want_of(record));
+        self.resolution(record.expr, want_of(record), Some(record.id));
     }
 
-    /// The resolution of `(expr, no_cache)`, started if none is in flight.
+    /// The resolution of `expr` as `want` says, started if none is in flight.
     fn resolution(
         &mut self,
         expr: ExprId,
-        no_cache: bool,
+        want: Want,
         job: Option<JobId>,
     ) -> &mut Vec<oneshot::Sender<Result<Resolved, ResolveError>>> {
-        let key = (expr, no_cache);
+        let key = (expr, want);
         if !self.resolutions.contains_key(&key) {
             let cancel = self.shutdown.child_token();
             // Every log line of the resolution carries its expression and
@@ -384,7 +395,7 @@ impl Actor {
                 Some(job) => tracing::info_span!("job", %job, %expr),
                 None => tracing::info_span!("input", %expr),
             };
-            let work = super::resolve::resolve(self.ctx.clone(), expr, no_cache, cancel.clone());
+            let work = super::resolve::resolve(self.ctx.clone(), expr, want, cancel.clone());
             let commands = self.ctx.0.commands.clone();
             let task = self.tasks.spawn(
                 async move {
@@ -435,15 +446,15 @@ impl Actor {
                 let _ = waiter.send(result.clone());
             }
         }
-        let (expr, no_cache) = key;
+        let (expr, want) = key;
         let done: Vec<JobId> = match self.attached.get_mut(&expr) {
             Some(jobs) => {
                 let ids: Vec<JobId> = jobs
                     .iter()
-                    .filter(|(_, nc)| **nc == no_cache)
+                    .filter(|(_, w)| **w == want)
                     .map(|(id, _)| *id)
                     .collect();
-                jobs.retain(|_, nc| *nc != no_cache);
+                jobs.retain(|_, w| *w != want);
                 if jobs.is_empty() {
                     self.attached.remove(&expr);
                 }
@@ -492,11 +503,9 @@ impl Actor {
         };
         if others == 0 {
             self.attached.remove(&r.expr);
-            for no_cache in [false, true] {
-                if let Some(res) = self.resolutions.get(&(r.expr, no_cache)) {
-                    if res.waiters.iter().all(|w| w.is_closed()) {
-                        res.cancel.cancel();
-                    }
+            for ((expr, _), res) in &self.resolutions {
+                if *expr == r.expr && res.waiters.iter().all(|w| w.is_closed()) {
+                    res.cancel.cancel();
                 }
             }
         }
@@ -569,9 +578,7 @@ impl Actor {
 
     /// Whether a job or a resolution of this process waits for `expr`.
     fn wants(&self, expr: &ExprId) -> bool {
-        self.attached.contains_key(expr)
-            || self.resolutions.contains_key(&(*expr, false))
-            || self.resolutions.contains_key(&(*expr, true))
+        self.attached.contains_key(expr) || self.resolutions.keys().any(|(e, _)| e == expr)
     }
 
     /// Open the auctions of `workflow` its window has room for. One whose
@@ -722,5 +729,13 @@ fn record_result(r: &mut JobRecord, result: &Result<Resolved, ResolveError>) {
             r.state = JobState::Failed;
             r.error = Some(e.to_string());
         }
+    }
+}
+
+/// How `record` wants its expression resolved.
+fn want_of(record: &JobRecord) -> Want {
+    Want {
+        no_cache: record.no_cache,
+        quorum: record.quorum,
     }
 }

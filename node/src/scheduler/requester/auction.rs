@@ -222,7 +222,7 @@ pub(super) async fn advertise_and_choose(
     ctx: &Ctx,
     topic: &Topic,
     (advert, input_bytes): (&JobAdvert, u64),
-    (excluded, signed, contested): (&HashSet<PeerId>, &HashSet<PeerId>, bool),
+    (excluded, signed, contested, quorum): (&HashSet<PeerId>, &HashSet<PeerId>, bool, usize),
     cancel: &CancellationToken,
     lookup: &mut Option<Lookup<'_>>,
 ) -> Result<Choice, ResolveError> {
@@ -255,7 +255,7 @@ pub(super) async fn advertise_and_choose(
     let outcome = collect(
         ctx,
         (topic, advert, input_bytes),
-        (excluded, signed, contested),
+        (excluded, signed, contested, quorum),
         cancel,
         (&mut rx, &mut announced),
         (&mut offers, lookup),
@@ -299,7 +299,7 @@ async fn decline(ctx: &Ctx, offers: impl IntoIterator<Item = OfferIn>) {
 async fn collect(
     ctx: &Ctx,
     (topic, advert, input_bytes): (&Topic, &JobAdvert, u64),
-    (excluded, signed, contested): (&HashSet<PeerId>, &HashSet<PeerId>, bool),
+    (excluded, signed, contested, quorum): (&HashSet<PeerId>, &HashSet<PeerId>, bool, usize),
     cancel: &CancellationToken,
     (rx, announced): (
         &mut mpsc::Receiver<OfferIn>,
@@ -346,10 +346,10 @@ async fn collect(
                 if e != expr {
                     continue;
                 }
-                let local = ctx.pick_trusted(&ctx.parts().store.facts_for(&expr)?).await;
+                let local = ctx.pick_trusted(&ctx.parts().store.facts_for(&expr)?, quorum).await;
                 let found = match local {
                     Some(fact) => Some(Resolved { fact, from_cache: true }),
-                    None => super::resolve::mesh_lookup(ctx, expr).await?,
+                    None => super::resolve::mesh_lookup(ctx, expr, quorum).await?,
                 };
                 if found.is_some() {
                     return Ok(found);

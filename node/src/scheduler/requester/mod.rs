@@ -51,6 +51,24 @@ use crate::network::{Client, JobReply};
 use crate::store::{Store, StoreError};
 use actor::Cmd;
 
+/// How a job wants its expression resolved; one resolution per expression
+/// and `Want` is shared by every job that asks the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct Want {
+    /// Skip the caches and compute (the worker may still hand back its
+    /// earlier fact for the same inputs).
+    pub no_cache: bool,
+    /// Distinct trusted workers that must agree (at least 1); inputs are
+    /// resolved under the same quorum.
+    pub quorum: u32,
+}
+
+impl Want {
+    fn quorum(self) -> usize {
+        self.quorum.max(1) as usize
+    }
+}
+
 /// A resolved expression.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -165,6 +183,9 @@ pub enum RequesterError {
     /// The node is shutting down (the requester's actor has stopped).
     #[error("the node is shutting down")]
     Stopped,
+    /// A quorum above [`MAX_QUORUM`](super::MAX_QUORUM).
+    #[error("a quorum of {0} is more than the {max} allowed", max = super::MAX_QUORUM)]
+    Quorum(u32),
     /// A blocking step failed to run.
     #[error("a blocking step failed: {0}")]
     Task(String),
@@ -232,12 +253,11 @@ impl Ctx {
 
     /// The best fact among `facts` that is a trusted result: by a signer
     /// the policy accepts, resting on input facts it accepts too
-    /// ([`Ctx::inputs_trusted`]), and with a `quorum` k above 1 one of k
+    /// ([`Ctx::inputs_trusted`]), and with a quorum `k` above 1 one of k
     /// such facts by distinct signers that agree ([`quorum::agreed`]);
     /// successes before analysis errors.
-    async fn pick_trusted(&self, facts: &[SignedFact]) -> Option<SignedFact> {
+    async fn pick_trusted(&self, facts: &[SignedFact], k: usize) -> Option<SignedFact> {
         let trust = self.parts().trust.now();
-        let k = self.parts().cfg.quorum.max(1) as usize;
         let mut candidates: Vec<&SignedFact> = facts.iter().filter(|f| trust.accepts(f)).collect();
         candidates.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
         let mut trusted = Vec::new();
@@ -368,14 +388,29 @@ impl Requester {
         self.events.subscribe()
     }
 
-    /// Store `expression` and start a job evaluating it. Both are durable
-    /// when this returns (a job submitted while the node shuts down runs
-    /// after the next start).
+    /// Store `expression` and start a job evaluating it under the node's
+    /// quorum. Both are durable when this returns (a job submitted while
+    /// the node shuts down runs after the next start).
     pub async fn submit(
         &self,
         expression: &Expression,
         no_cache: bool,
     ) -> Result<JobRecord, RequesterError> {
+        self.submit_with_quorum(expression, no_cache, None).await
+    }
+
+    /// [`Requester::submit`] with the quorum of this job (`None`: the
+    /// node's `[trust] quorum`; at most [`MAX_QUORUM`](super::MAX_QUORUM)).
+    pub async fn submit_with_quorum(
+        &self,
+        expression: &Expression,
+        no_cache: bool,
+        quorum: Option<u32>,
+    ) -> Result<JobRecord, RequesterError> {
+        let quorum = quorum.unwrap_or(self.quorum).max(1);
+        if quorum > super::MAX_QUORUM {
+            return Err(RequesterError::Quorum(quorum));
+        }
         let (store, jobs, expression) = (self.store.clone(), self.jobs.clone(), expression.clone());
         let record = tokio::task::spawn_blocking(move || -> Result<JobRecord, StoreError> {
             let expr = store.put_expr(&expression)?;
@@ -391,6 +426,7 @@ impl Requester {
                 from_cache: false,
                 error: None,
                 no_cache,
+                quorum,
             };
             jobs.put(&record)?;
             Ok(record)

@@ -17,25 +17,27 @@ use super::actor::Cmd;
 use super::auction::{advertise_and_choose, Choice};
 use super::failures::failed_on;
 use super::lease::{run_lease, LeaseEnd};
-use super::{Ctx, ResolveError, Resolved};
+use super::{Ctx, ResolveError, Resolved, Want};
 use crate::identity::peer_id_of;
 use crate::scheduler::jobs::{now_ms, Attempt, JobState};
 use crate::scheduler::quorum;
 
-/// Resolve `expr`: from a cache unless `no_cache`, else by computing it.
+/// Resolve `expr` as `want` says: from a cache unless `no_cache`, else by
+/// computing it; under its quorum.
 pub(super) async fn resolve(
     ctx: Ctx,
     expr: ExprId,
-    no_cache: bool,
+    want: Want,
     cancel: CancellationToken,
 ) -> Result<Resolved, ResolveError> {
+    let (no_cache, quorum) = (want.no_cache, want.quorum());
     let store = &ctx.parts().store;
     let expression = store
         .expr(&expr)?
         .ok_or(ResolveError::UnknownExpression(expr))?;
     let mut lookup = None;
     if !no_cache {
-        if let Some(fact) = ctx.pick_trusted(&store.facts_for(&expr)?).await {
+        if let Some(fact) = ctx.pick_trusted(&store.facts_for(&expr)?, quorum).await {
             tracing::debug!(%expr, "served from the local store");
             return Ok(Resolved {
                 fact,
@@ -48,19 +50,19 @@ pub(super) async fn resolve(
         let speculate = expression.dependencies().is_empty()
             && ctx.ask(|reply| Cmd::Speculate { reply }).await == Some(true);
         if speculate {
-            lookup = Some(Box::pin(cache_lookup(&ctx, expr)) as Lookup<'_>);
-        } else if let Some(found) = cache_lookup(&ctx, expr).await? {
+            lookup = Some(Box::pin(cache_lookup(&ctx, expr, quorum)) as Lookup<'_>);
+        } else if let Some(found) = cache_lookup(&ctx, expr, quorum).await? {
             return Ok(found);
         }
     }
     let inputs = tokio::select! {
         _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
-        inputs = resolve_inputs(&ctx, &expression) => inputs?,
+        inputs = resolve_inputs(&ctx, &expression, quorum) => inputs?,
     };
     if cancel.is_cancelled() {
         return Err(ResolveError::Cancelled);
     }
-    compute(&ctx, expression, inputs, (no_cache, lookup), &cancel).await
+    compute(&ctx, expression, inputs, (want, lookup), &cancel).await
 }
 
 /// A job's mesh lookup still running while its advert is out: its
@@ -71,8 +73,8 @@ pub(super) type Lookup<'a> =
 pub(super) type LookupResult = Result<Option<Resolved>, ResolveError>;
 
 /// [`mesh_lookup`] for a job, its outcome noted for [`Cmd::Speculate`].
-async fn cache_lookup(ctx: &Ctx, expr: ExprId) -> LookupResult {
-    let found = mesh_lookup(ctx, expr).await;
+async fn cache_lookup(ctx: &Ctx, expr: ExprId, quorum: usize) -> LookupResult {
+    let found = mesh_lookup(ctx, expr, quorum).await;
     if let Ok(hit) = &found {
         ctx.tell(Cmd::LookupEnded(hit.is_some())).await;
     }
@@ -93,6 +95,7 @@ async fn finish(lookup: &mut Option<Lookup<'_>>) -> LookupResult {
 async fn resolve_inputs(
     ctx: &Ctx,
     expression: &Expression,
+    quorum: usize,
 ) -> Result<(Vec<ResolvedInput>, u64), ResolveError> {
     let deps = expression.dependencies();
     if deps.is_empty() {
@@ -103,7 +106,13 @@ async fn resolve_inputs(
     let results = futures::future::join_all(deps.iter().map(|dep| {
         let dep = *dep;
         async move {
-            let asked = ctx.ask(|reply| Cmd::Resolve { expr: dep, reply }).await;
+            let asked = ctx
+                .ask(|reply| Cmd::Resolve {
+                    expr: dep,
+                    quorum,
+                    reply,
+                })
+                .await;
             asked.unwrap_or(Err(ResolveError::Cancelled))
         }
     }))
@@ -131,8 +140,13 @@ async fn resolve_inputs(
     Ok((inputs, input_bytes))
 }
 
-/// Facts for `expr` in the mesh: the best trusted one, kept and provided.
-pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolved>, ResolveError> {
+/// Facts for `expr` in the mesh: the best trusted one (under a `quorum`),
+/// kept and provided.
+pub(super) async fn mesh_lookup(
+    ctx: &Ctx,
+    expr: ExprId,
+    quorum: usize,
+) -> Result<Option<Resolved>, ResolveError> {
     let Ok(_permit) = ctx.0.lookups.acquire().await else {
         return Ok(None);
     };
@@ -141,14 +155,14 @@ pub(super) async fn mesh_lookup(ctx: &Ctx, expr: ExprId) -> Result<Option<Resolv
     // found is considered (an analysis error, untrusted signers).
     let trust = parts.trust.now();
     // With a quorum, every fact found counts.
-    let single = parts.cfg.quorum <= 1;
+    let single = quorum <= 1;
     let facts = parts
         .client
         .lookup_facts_until(expr, |f| {
             single && trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
         })
         .await;
-    let Some(fact) = ctx.pick_trusted(&facts).await else {
+    let Some(fact) = ctx.pick_trusted(&facts, quorum).await else {
         if !facts.is_empty() {
             tracing::info!(%expr, n = facts.len(), "mesh has facts, none by a trusted signer");
         }
@@ -181,7 +195,7 @@ async fn compute(
     ctx: &Ctx,
     expression: Expression,
     (inputs, input_bytes): (Vec<ResolvedInput>, u64),
-    (no_cache, mut lookup): (bool, Option<Lookup<'_>>),
+    (want, mut lookup): (Want, Option<Lookup<'_>>),
     cancel: &CancellationToken,
 ) -> Result<Resolved, ResolveError> {
     let parts = ctx.parts();
@@ -220,7 +234,7 @@ async fn compute(
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut excluded: HashSet<PeerId> = HashSet::new();
     let cfg = &parts.cfg;
-    let quorum = cfg.quorum.max(1) as usize;
+    let (no_cache, quorum) = (want.no_cache, want.quorum());
     // With a quorum: results that came without agreement, and how many
     // more than the quorum may come before the job fails.
     let mut results = 0;
@@ -254,7 +268,7 @@ async fn compute(
             });
         }
         excluded.extend(failed.into_keys());
-        let waited = match join_foreign(ctx, expr, cancel).await? {
+        let waited = match join_foreign(ctx, expr, quorum, cancel).await? {
             Joined::Fact(found) => return Ok(*found),
             Joined::Waited | Joined::Stranger => true,
             Joined::Nobody => false,
@@ -272,7 +286,7 @@ async fn compute(
             ctx,
             &topic,
             (&advert, input_bytes),
-            (&excluded, &signed, contested),
+            (&excluded, &signed, contested, quorum),
             cancel,
             &mut lookup,
         )
@@ -300,7 +314,7 @@ async fn compute(
                 parts.store.put_fact(&fact)?;
                 let accepted = if quorum > 1 {
                     let held = parts.store.facts_for(&expr)?;
-                    ctx.pick_trusted(&held).await
+                    ctx.pick_trusted(&held, quorum).await
                 } else {
                     Some(*fact)
                 };
@@ -410,6 +424,7 @@ enum Joined {
 async fn join_foreign(
     ctx: &Ctx,
     expr: ExprId,
+    quorum: usize,
     cancel: &CancellationToken,
 ) -> Result<Joined, ResolveError> {
     let mut announced = ctx.0.announced.subscribe();
@@ -430,14 +445,14 @@ async fn join_foreign(
         tokio::select! {
             _ = cancel.cancelled() => return Err(ResolveError::Cancelled),
             _ = tokio::time::sleep_until(deadline) => {
-                return Ok(match mesh_lookup(ctx, expr).await? {
+                return Ok(match mesh_lookup(ctx, expr, quorum).await? {
                     Some(found) => Joined::Fact(Box::new(found)),
                     None => Joined::Waited,
                 });
             }
             got = announced.recv() => match got {
                 Ok(e) if e == expr => {
-                    if let Some(found) = mesh_lookup(ctx, expr).await? {
+                    if let Some(found) = mesh_lookup(ctx, expr, quorum).await? {
                         return Ok(Joined::Fact(Box::new(found)));
                     }
                 }
