@@ -1574,6 +1574,19 @@ async fn a_quorum_of_workers_outvotes_a_lying_worker() {
             // Kept, and shown as what it is.
             let (agreed, why) = oda_node::scheduler::quorum::verdict(&held, lie, 2);
             assert!(!agreed && why.starts_with("only 1 of the 2"), "{why}");
+            // Disputed, signed by the requester, and heard by the liar's node.
+            let disputes = r.store.disputes_of(&lie.id()).expect("store");
+            assert!(
+                disputes.iter().any(|d| d.body.controller == r.key.public()
+                    && d.body.observed["out"] == result.body.output("out").expect("out").blob),
+                "{disputes:?}"
+            );
+            let (liar_store, lie_id) = (m.workers[0].store.clone(), lie.id());
+            eventually("the liar's node keeps the dispute", DEADLINE, || {
+                let s = liar_store.clone();
+                async move { (!s.disputes_of(&lie_id).ok()?.is_empty()).then_some(()) }
+            })
+            .await;
         }
     }
     assert!(

@@ -88,6 +88,10 @@ pub enum Gossip {
     /// Since v2, on `/oda/<net>/facts/2`: a worker's failure record,
     /// published by that worker.
     Failure(Box<crate::attest::SignedFailure>),
+    /// Since v2, on `/oda/<net>/facts/2`: a signed dispute of a fact,
+    /// published by the key that disputes it (a requester whose quorum
+    /// outvoted the fact).
+    Dispute(Box<crate::attest::SignedDispute>),
 }
 
 impl Wire for Gossip {

@@ -75,6 +75,13 @@ pub fn gossip(
                 .verify()
                 .map_err(|e| format!("failure record: {e}"))?;
         }
+        (Topic::Facts, Gossip::Dispute(dispute)) => {
+            // Published only by the key that disputes, signed by it.
+            if dispute.body.controller != source_key {
+                return Err("dispute by a peer other than its signer".into());
+            }
+            dispute.verify().map_err(|e| format!("dispute: {e}"))?;
+        }
         (Topic::Capacity, Gossip::Capacity(cap)) => {
             if cap.workflows.len() > oda_protocol::messages::Capacity::MAX_LIST
                 || cap.blobs.len() > oda_protocol::messages::Capacity::MAX_LIST
@@ -159,6 +166,32 @@ mod tests {
         .is_err());
         assert!(gossip(&net, &facts, Some(&key.peer_id()), &[1, 2, 3]).is_err());
         assert!(gossip(&net, "/oda/other/facts/2", Some(&key.peer_id()), &data).is_err());
+    }
+
+    #[test]
+    fn disputes_come_signed_from_the_key_that_disputes() {
+        let net = NetworkId::main();
+        let facts = Topic::Facts.encode(&net);
+        let key = NodeKey::from_seed([8; 32]);
+        let body = oda_protocol::Dispute {
+            controller: key.public(),
+            fact: FactId([3; 32]),
+            expr: ExprId([1; 32]),
+            observed: Default::default(),
+            issued_at: 5,
+            reason: "outvoted by a quorum".into(),
+        };
+        let encode =
+            |d: oda_protocol::SignedDispute| Gossip::Dispute(Box::new(d)).encode().unwrap();
+        let good = encode(key.secret.sign(body.clone()).unwrap());
+        assert!(gossip(&net, &facts, Some(&key.peer_id()), &good).is_ok());
+        let other = NodeKey::from_seed([9; 32]);
+        let err = gossip(&net, &facts, Some(&other.peer_id()), &good).unwrap_err();
+        assert!(err.contains("other than its signer"), "{err}");
+        let mut forged = key.secret.sign(body).unwrap();
+        forged.body.reason = "something else".into();
+        let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
+        assert!(err.starts_with("dispute:"), "{err}");
     }
 
     #[test]

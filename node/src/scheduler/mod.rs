@@ -107,6 +107,7 @@ impl Dispatcher {
             }
             Gossip::Capacity(_) => {}
             Gossip::Failure(record) => self.requester.on_failure(record),
+            Gossip::Dispute(dispute) => self.requester.on_dispute(dispute),
         }
     }
 

@@ -67,6 +67,18 @@ pub fn agreed(facts: &[SignedFact], k: usize) -> Option<Group<'_>> {
     enough.into_iter().next()
 }
 
+/// The facts among `held` computed from the same input bytes as `agreed`
+/// that say something else: what a quorum outvoted.
+pub fn dissenters<'a>(held: &'a [SignedFact], agreed: &SignedFact) -> Vec<&'a SignedFact> {
+    let (inputs, outcome) = claim(agreed);
+    held.iter()
+        .filter(|f| {
+            let (i, o) = claim(f);
+            i == inputs && o != outcome
+        })
+        .collect()
+}
+
 /// Whether `fact` is a result under a quorum of `k`, judged with the
 /// trusted facts `held` about its expression: how many distinct signers
 /// agree with it (itself included) and who they are, for people.
@@ -158,6 +170,9 @@ mod tests {
         assert!(ok && why.starts_with("2 of 2 agree"), "{why}");
         let (ok, why) = verdict(&facts, &facts[1], 2);
         assert!(!ok && why.starts_with("only 1 of the 2"), "{why}");
+        let outvoted = dissenters(&facts, &facts[0]);
+        assert_eq!(outvoted.len(), 1);
+        assert_eq!(outvoted[0].body.worker, b.public());
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! Workflows (with their bundle blob), expressions and endorsements: small,
 //! content-addressed records that are never evicted.
 
-use oda_protocol::{BlobId, ExprId, Expression, SignedEndorsement, Subject, Workflow, WorkflowId};
+use oda_protocol::{
+    BlobId, ExprId, Expression, FactId, SignedDispute, SignedEndorsement, Subject, Workflow,
+    WorkflowId,
+};
 
 use super::counts;
 use super::error::StoreError;
 use super::records::{decode, encode, id_at, key_id, subject_prefix, trees, WorkflowRecord};
 use super::Store;
+
+/// Most disputes kept per fact (one per disputing key).
+pub const MAX_DISPUTES_PER_FACT: usize = 16;
 
 impl Store {
     /// Store a workflow and the blob holding its bundle; returns its id. Storing
@@ -111,6 +117,47 @@ impl Store {
             .map_err(StoreError::db("write endorsement"))?;
         counts::added(&self.inner.counts.endorsements, swapped.is_ok());
         Ok(swapped.is_ok())
+    }
+
+    /// Store a dispute of a fact this store holds, after checking its
+    /// signature. `Ok(true)` if it is new; `Ok(false)` if that key disputed
+    /// the fact before, the fact is not here (disputes of facts a node does
+    /// not hold would let anyone fill its disk), or the fact has
+    /// [`MAX_DISPUTES_PER_FACT`] disputes already.
+    pub fn put_dispute(&self, d: &SignedDispute) -> Result<bool, StoreError> {
+        d.verify()
+            .map_err(|source| StoreError::BadDispute { source })?;
+        let held = self.fact(&d.body.fact)?;
+        if held.is_none_or(|f| f.body.expr != d.body.expr) {
+            return Ok(false);
+        }
+        let disputes = &self.inner.t.disputes;
+        if disputes.scan_prefix(d.body.fact.0).count() >= MAX_DISPUTES_PER_FACT {
+            return Ok(false);
+        }
+        let key = [d.body.fact.0, d.body.controller.0].concat();
+        let swapped = disputes
+            .compare_and_swap(key, None::<&[u8]>, Some(encode(trees::DISPUTES, d)?))
+            .map_err(StoreError::db("write dispute"))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Every dispute of `fact` held here.
+    pub fn disputes_of(&self, fact: &FactId) -> Result<Vec<SignedDispute>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.t.disputes.scan_prefix(fact.0) {
+            let (k, v) = item.map_err(StoreError::db("scan disputes"))?;
+            let d: SignedDispute = decode(trees::DISPUTES, &k, &v)?;
+            if d.body.fact != *fact || k[32..] != d.body.controller.0 {
+                return Err(StoreError::corrupt(
+                    trees::DISPUTES,
+                    &k,
+                    "the dispute is about another fact or by another key than its key says",
+                ));
+            }
+            out.push(d);
+        }
+        Ok(out)
     }
 
     /// Every endorsement of `subject`.

@@ -125,6 +125,13 @@ pub enum StoreError {
         #[source]
         source: VerifyError,
     },
+    /// A dispute's signature is invalid; it was not stored.
+    #[error("dispute rejected: {source}")]
+    BadDispute {
+        /// Why it is invalid.
+        #[source]
+        source: VerifyError,
+    },
     /// `put_own_fact` was given a fact whose output bytes the store does not hold.
     #[error("fact {fact} cannot be recorded as held: its output `{output}` (blob {blob}) is not in the store; store the output bytes first")]
     MissingOutput {

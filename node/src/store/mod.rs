@@ -235,6 +235,7 @@ struct Trees {
     held: sled::Tree,
     held_by_blob: sled::Tree,
     endorsements: sled::Tree,
+    disputes: sled::Tree,
     blob_meta: sled::Tree,
 }
 
@@ -276,6 +277,7 @@ impl Store {
             held: open(trees::HELD)?,
             held_by_blob: open(trees::HELD_BY_BLOB)?,
             endorsements: open(trees::ENDORSEMENTS)?,
+            disputes: open(trees::DISPUTES)?,
             blob_meta: open(trees::BLOB_META)?,
         };
         let store = Store {

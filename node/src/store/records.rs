@@ -12,6 +12,7 @@
 //! | `held_facts` | `FactId` | [`HeldRecord`] (its output blobs) |
 //! | `held_by_blob` | `BlobId ‖ FactId` | empty |
 //! | `endorsements` | subject tag (0 workflow, 1 fact) ‖ id ‖ BLAKE3 of the record | [`SignedEndorsement`](oda_protocol::SignedEndorsement) |
+//! | `disputes` | `FactId` ‖ the disputing key | [`SignedDispute`](oda_protocol::SignedDispute) |
 //! | `blob_meta` | `BlobId` | [`BlobRecord`] |
 //! | `store_meta` | name (UTF-8) | small values (the format version) |
 //!
@@ -33,6 +34,7 @@ pub(crate) mod trees {
     pub const HELD: &str = "held_facts";
     pub const HELD_BY_BLOB: &str = "held_by_blob";
     pub const ENDORSEMENTS: &str = "endorsements";
+    pub const DISPUTES: &str = "disputes";
     pub const BLOB_META: &str = "blob_meta";
     pub const STORE_META: &str = "store_meta";
     /// Job records: owned by the scheduler's `JobStore` (through
@@ -41,7 +43,7 @@ pub(crate) mod trees {
     pub const JOBS: &str = "jobs";
 
     /// Every tree the store owns.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         EXPRS,
         WORKFLOWS,
         FACTS,
@@ -49,6 +51,7 @@ pub(crate) mod trees {
         HELD,
         HELD_BY_BLOB,
         ENDORSEMENTS,
+        DISPUTES,
         BLOB_META,
         STORE_META,
     ];

@@ -788,6 +788,58 @@ fn a_format_2_store_keeps_its_jobs_with_a_quorum_of_one() {
 }
 
 #[test]
+fn disputes_are_kept_only_for_held_facts_once_per_key() {
+    use oda_protocol::{Dispute, SecretKey, Signature};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 1 << 20);
+    let blob = store.put_blob(b"alpha").unwrap();
+    let held = fact(9, &[("out", blob, 5)]);
+    store.put_fact(&held).unwrap();
+    let dispute = |by: &SecretKey, fact: FactId| {
+        by.sign(Dispute {
+            controller: by.public(),
+            fact,
+            expr: ExprId([9; 32]),
+            observed: [("out".to_string(), BlobId([7; 32]))].into(),
+            issued_at: 5,
+            reason: "2 of 2 trusted workers agree on other outputs".into(),
+        })
+        .unwrap()
+    };
+    let (a, b) = (
+        SecretKey::from_seed([21; 32]),
+        SecretKey::from_seed([22; 32]),
+    );
+    assert!(store.put_dispute(&dispute(&a, held.id())).unwrap());
+    assert!(
+        !store.put_dispute(&dispute(&a, held.id())).unwrap(),
+        "once per key"
+    );
+    assert!(store.put_dispute(&dispute(&b, held.id())).unwrap());
+    assert!(
+        !store.put_dispute(&dispute(&a, FactId([1; 32]))).unwrap(),
+        "a fact not held here"
+    );
+    let mut forged = dispute(&a, held.id());
+    forged.signature = Signature([0; 64]);
+    assert!(matches!(
+        store.put_dispute(&forged),
+        Err(StoreError::BadDispute { .. })
+    ));
+    let kept = store.disputes_of(&held.id()).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|d| d.body.fact == held.id()));
+    for seed in 0..40u8 {
+        let _ = store.put_dispute(&dispute(&SecretKey::from_seed([100 + seed; 32]), held.id()));
+    }
+    assert_eq!(
+        store.disputes_of(&held.id()).unwrap().len(),
+        super::catalog::MAX_DISPUTES_PER_FACT,
+        "bounded per fact"
+    );
+}
+
+#[test]
 fn a_store_of_a_newer_format_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), 1 << 20));

@@ -412,6 +412,10 @@ impl Fixtures {
                 "gossip_failure",
                 Gossip::Failure(Box::new(f.failure.clone())),
             ),
+            (
+                "gossip_dispute",
+                Gossip::Dispute(Box::new(f.dispute.clone())),
+            ),
         ]
     }
 

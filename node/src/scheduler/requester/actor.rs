@@ -97,6 +97,8 @@ pub(super) enum Cmd {
     FactAnnounce(ExprId),
     /// A worker's failure record (gossip, signature checked).
     Failure(Box<oda_protocol::SignedFailure>),
+    /// A dispute of a fact (gossip, signature checked).
+    Dispute(Box<oda_protocol::SignedDispute>),
     /// Whether to advertise a job while its mesh lookup runs
     /// ([`LookupHistory::speculate`]).
     Speculate { reply: oneshot::Sender<bool> },
@@ -331,6 +333,15 @@ impl Actor {
                 let trusted = parts.trust.now().trusts_worker(&requester);
                 let entry = self.foreign_adverts.entry(expr).or_insert((until, trusted));
                 *entry = (until, entry.1 || trusted);
+            }
+            Cmd::Dispute(dispute) => {
+                let store = self.ctx.parts().store.clone();
+                self.chores.spawn(async move {
+                    let kept = crate::blocking::run(move || store.put_dispute(&dispute)).await;
+                    if let Err(e) = kept {
+                        tracing::debug!(error = %e, "cannot keep a dispute");
+                    }
+                });
             }
             Cmd::Failure(record) => {
                 if self

@@ -553,6 +553,12 @@ impl Requester {
         self.hint(Cmd::Failure(record));
     }
 
+    /// A dispute of a fact (gossip, signature checked): kept if this node
+    /// holds the fact. Never waits, as above.
+    pub fn on_dispute(&self, dispute: Box<oda_protocol::SignedDispute>) {
+        self.hint(Cmd::Dispute(dispute));
+    }
+
     /// A fact announcement (gossip). Never waits, as above.
     pub fn on_fact_announce(&self, expr: ExprId) {
         self.hint(Cmd::FactAnnounce(expr));

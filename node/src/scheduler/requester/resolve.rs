@@ -3,13 +3,15 @@
 //! one expression is resolved once however many ask), then compute it with
 //! up to `max_attempts` auctions and leases.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use oda_protocol::messages::JobAdvert;
+use oda_protocol::messages::{Gossip, JobAdvert};
 use oda_protocol::names::Topic;
-use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, Subject};
+use oda_protocol::{
+    BlobId, Dispute, ExprId, Expression, Outcome, ResolvedInput, SignedFact, Subject,
+};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -319,6 +321,9 @@ async fn compute(
                     Some(*fact)
                 };
                 if let Some(fact) = accepted {
+                    if quorum > 1 {
+                        dispute_dissenters(ctx, &fact, quorum).await?;
+                    }
                     parts.client.announce_facts_held(&expr).await;
                     return Ok(Resolved {
                         fact,
@@ -356,6 +361,51 @@ async fn compute(
         }
     }
     Err(ResolveError::Exhausted { attempts })
+}
+
+/// Sign, keep and publish a dispute of every trusted fact held that the
+/// quorum behind `agreed` outvoted (same input bytes, other outcome).
+async fn dispute_dissenters(
+    ctx: &Ctx,
+    agreed: &SignedFact,
+    quorum: usize,
+) -> Result<(), ResolveError> {
+    let parts = ctx.parts();
+    let trust = parts.trust.now();
+    let held: Vec<SignedFact> = parts
+        .store
+        .facts_for(&agreed.body.expr)?
+        .into_iter()
+        .filter(|f| trust.accepts(f))
+        .collect();
+    let (_, why) = quorum::verdict(&held, agreed, quorum);
+    let observed: BTreeMap<String, BlobId> = match &agreed.body.outcome {
+        Outcome::Success { outputs } => outputs.iter().map(|(n, o)| (n.clone(), o.blob)).collect(),
+        Outcome::AnalysisError { .. } => BTreeMap::new(),
+    };
+    for outvoted in quorum::dissenters(&held, agreed) {
+        let dispute = Dispute {
+            controller: parts.key.public(),
+            fact: outvoted.id(),
+            expr: agreed.body.expr,
+            observed: observed.clone(),
+            issued_at: now_ms(),
+            reason: format!("outvoted by a quorum: {why}"),
+        };
+        let Ok(signed) = parts.key.secret.sign(dispute) else {
+            continue;
+        };
+        tracing::warn!(fact = %outvoted.id(), worker = %outvoted.body.worker, "disputing a result the quorum outvoted");
+        parts.store.put_dispute(&signed)?;
+        if let Err(e) = parts
+            .client
+            .publish(Topic::Facts, Gossip::Dispute(Box::new(signed)))
+            .await
+        {
+            tracing::debug!(error = %e, "cannot publish the dispute");
+        }
+    }
+    Ok(())
 }
 
 /// The peers whose trusted facts for `expr` this node holds.
