@@ -691,6 +691,18 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
         };
         let id = render::short(&text(fact, "fact"), 12);
         reasons.push(format!("{id}  {}", trust_label(fact)));
+        for dispute in render::items(fact, "disputes") {
+            reasons.push(format!(
+                "{id}  DISPUTED by {}{}: {}",
+                render::short(&text(dispute, "by"), 8),
+                if flag(dispute, "by_trusted") {
+                    " (trusted)"
+                } else {
+                    ""
+                },
+                text(dispute, "reason")
+            ));
+        }
         t.row(vec![
             id,
             if flag(fact, "trusted") {

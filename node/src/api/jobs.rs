@@ -112,6 +112,24 @@ pub struct FactView {
     /// Why it is trusted or not, e.g. "signed by <key>, listed in [trust]
     /// keys" or "signed by <key>, whom this node does not trust".
     pub trust: String,
+    /// Disputes of this fact this node keeps (signed by whoever disputes
+    /// it: a requester whose quorum outvoted it).
+    pub disputes: Vec<DisputeView>,
+}
+
+/// A signed dispute of a fact.
+#[derive(Debug, Serialize)]
+pub struct DisputeView {
+    /// The disputing key (hex).
+    pub by: String,
+    /// Whether this node trusts that key.
+    pub by_trusted: bool,
+    /// What the disputer takes the outputs to be, blob by output name.
+    pub observed: BTreeMap<String, String>,
+    /// Unix ms.
+    pub issued_at: u64,
+    /// Why, e.g. "outvoted by a quorum: 2 of 2 agree: A, B".
+    pub reason: String,
 }
 
 impl FactView {
@@ -162,6 +180,7 @@ impl FactView {
             local,
             trusted: verdict.trusted,
             trust: verdict.why,
+            disputes: Vec::new(),
         }
     }
 
@@ -190,7 +209,26 @@ impl FactView {
             let (trusted, why) = quorum::verdict(&held, f, k);
             verdict = Verdict { trusted, why };
         }
-        Self::new(f, local, verdict)
+        let mut view = Self::new(f, local, verdict);
+        view.disputes = node
+            .store
+            .disputes_of(&f.id())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DisputeView {
+                by: d.body.controller.to_string(),
+                by_trusted: trust.trusts_worker(&d.body.controller),
+                observed: d
+                    .body
+                    .observed
+                    .iter()
+                    .map(|(n, b)| (n.clone(), format!("{b:#}")))
+                    .collect(),
+                issued_at: d.body.issued_at,
+                reason: d.body.reason,
+            })
+            .collect();
+        view
     }
 }
 
