@@ -102,6 +102,13 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     );
     metric(
         &mut out,
+        "oda_adverts_over_budget_total",
+        "counter",
+        "Valid job adverts dropped, not forwarded, because their author published over its budget (1,000 at once, 200/s).",
+        &[("", net.adverts_over_budget as f64)],
+    );
+    metric(
+        &mut out,
         "oda_gossip_received_total",
         "counter",
         "Gossip messages received, each once (adverts, fact announcements, capacity).",

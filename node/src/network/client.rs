@@ -77,6 +77,9 @@ pub enum Command {
 pub struct NetStats {
     /// Gossip messages shed since start because the gossip queue was full.
     pub gossip_shed: u64,
+    /// Valid job adverts dropped (not delivered, not forwarded) because
+    /// their author was over its advert budget.
+    pub adverts_over_budget: u64,
     /// Job RPCs and connection events waiting for room in the control queue.
     pub control_waiting: usize,
     /// Gossip messages received (each once, after gossipsub's de-duplication).

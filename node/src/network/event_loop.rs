@@ -52,6 +52,8 @@ pub struct EventLoop {
     /// Gossip shed and traffic so far (`control_waiting` is counted when asked).
     stats: NetStats,
     reputation: Reputation,
+    /// Job adverts each author may still publish.
+    advert_budget: super::budget::AdvertBudget,
     /// When each peer last exchanged a request with this node (trimming).
     activity: Activity,
     agents: HashMap<PeerId, String>,
@@ -87,6 +89,7 @@ impl EventLoop {
             gossip,
             stats: NetStats::default(),
             reputation: Reputation::default(),
+            advert_budget: Default::default(),
             activity: Activity::default(),
             agents: HashMap::new(),
             addrs: HashMap::new(),
@@ -698,7 +701,14 @@ impl EventLoop {
             message.source.as_ref(),
             &message.data,
         );
+        // A valid advert over its author's budget is dropped: neither
+        // delivered nor forwarded, and not held against the relaying peer.
+        let over_budget = matches!(verdict, Ok(oda_protocol::messages::Gossip::JobAdvert(_)))
+            && message
+                .source
+                .is_some_and(|author| !self.advert_budget.admit(author, std::time::Instant::now()));
         let acceptance = match &verdict {
+            Ok(_) if over_budget => MessageAcceptance::Ignore,
             Ok(_) => MessageAcceptance::Accept,
             Err(reason) => {
                 tracing::warn!(peer = %propagation_source, %reason, "rejected gossip message");
@@ -709,6 +719,10 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        if over_budget {
+            self.stats.adverts_over_budget += 1;
+            return;
+        }
         if let (Ok(msg), Some(source)) = (verdict, message.source) {
             self.emit_gossip(NetworkEvent::Gossip {
                 source,

@@ -12,6 +12,7 @@
 //! blob bytes (BLAKE3). Offenders are penalised ([`scoring`]).
 
 mod behaviour;
+mod budget;
 mod client;
 pub mod codec;
 mod event_loop;
