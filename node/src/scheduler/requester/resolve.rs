@@ -371,13 +371,7 @@ async fn dispute_dissenters(
     quorum: usize,
 ) -> Result<(), ResolveError> {
     let parts = ctx.parts();
-    let trust = parts.trust.now();
-    let held: Vec<SignedFact> = parts
-        .store
-        .facts_for(&agreed.body.expr)?
-        .into_iter()
-        .filter(|f| trust.accepts(f))
-        .collect();
+    let held = trusted_held(ctx, agreed.body.expr)?;
     let (_, why) = quorum::verdict(&held, agreed, quorum);
     let observed: BTreeMap<String, BlobId> = match &agreed.body.outcome {
         Outcome::Success { outputs } => outputs.iter().map(|(n, o)| (n.clone(), o.blob)).collect(),
@@ -408,15 +402,18 @@ async fn dispute_dissenters(
     Ok(())
 }
 
+/// The facts for `expr` this node holds whose signer it trusts.
+fn trusted_held(ctx: &Ctx, expr: ExprId) -> Result<Vec<SignedFact>, ResolveError> {
+    let trust = ctx.parts().trust.now();
+    let mut held = ctx.parts().store.facts_for(&expr)?;
+    held.retain(|f| trust.accepts(f));
+    Ok(held)
+}
+
 /// The peers whose trusted facts for `expr` this node holds.
 fn signers_of(ctx: &Ctx, expr: ExprId) -> Result<HashSet<PeerId>, ResolveError> {
-    let trust = ctx.parts().trust.now();
-    Ok(ctx
-        .parts()
-        .store
-        .facts_for(&expr)?
+    Ok(trusted_held(ctx, expr)?
         .iter()
-        .filter(|f| trust.accepts(f))
         .filter_map(|f| peer_id_of(&f.body.worker))
         .collect())
 }
@@ -424,14 +421,7 @@ fn signers_of(ctx: &Ctx, expr: ExprId) -> Result<HashSet<PeerId>, ResolveError> 
 /// Who said what among the trusted facts held for `expr`
 /// ([`quorum::describe`]); a disagreement is logged as a warning.
 fn what_they_said(ctx: &Ctx, expr: ExprId) -> Result<String, ResolveError> {
-    let trust = ctx.parts().trust.now();
-    let held: Vec<_> = ctx
-        .parts()
-        .store
-        .facts_for(&expr)?
-        .into_iter()
-        .filter(|f| trust.accepts(f))
-        .collect();
+    let held = trusted_held(ctx, expr)?;
     let groups = quorum::groups(&held);
     let said = quorum::describe(&groups);
     if groups.len() > 1 {
