@@ -66,6 +66,8 @@ pub struct Config {
     pub worker: WorkerSection,
     /// Trust settings.
     pub trust: TrustSection,
+    /// Controller settings.
+    pub controller: ControllerSection,
     /// Requester settings.
     pub scheduler: SchedulerSection,
     /// Local API settings.
@@ -125,6 +127,11 @@ pub struct TrustSection {
     /// any trusted worker's result. Default 1, at most
     /// [`MAX_QUORUM`](crate::scheduler::MAX_QUORUM).
     pub quorum: u32,
+    /// Public keys (hex) of controllers whose verdicts this node heeds: a
+    /// fact one of them endorsed is trusted (whoever signed it), a fact one
+    /// of them disputed is not, nor is any other fact by its signer unless
+    /// a controller endorsed it. Default none.
+    pub controllers: Vec<String>,
 }
 
 impl Default for TrustSection {
@@ -134,6 +141,34 @@ impl Default for TrustSection {
             experts: Vec::new(),
             groups: Vec::new(),
             quorum: 1,
+            controllers: Vec::new(),
+        }
+    }
+}
+
+/// `[controller]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerSection {
+    /// Re-compute samples of the facts other workers announce for the
+    /// deterministic workflows this node holds, and publish an endorsement
+    /// or a dispute of each. Default false.
+    pub enabled: bool,
+    /// The lowest share of a worker's facts re-computed, however long its
+    /// record of agreement (a worker with no record is sampled at 1).
+    /// Default 0.05, between 0.001 and 1.
+    pub min_rate: f64,
+    /// Re-computations at the same time; samples beyond it wait, and those
+    /// beyond [`crate::scheduler::controller::MAX_WAITING`] are skipped. Default 2.
+    pub concurrent: u32,
+}
+
+impl Default for ControllerSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_rate: 0.05,
+            concurrent: 2,
         }
     }
 }
@@ -215,6 +250,7 @@ impl Default for Config {
             store: StoreSection::default(),
             worker: WorkerSection::default(),
             trust: TrustSection::default(),
+            controller: ControllerSection::default(),
             scheduler: SchedulerSection::default(),
             api: ApiSection::default(),
         }
@@ -259,6 +295,10 @@ pub struct Validated {
     pub trusted_experts: Vec<PublicKey>,
     /// Groups whose members' facts are accepted: (owner key, name).
     pub trusted_groups: Vec<(PublicKey, String)>,
+    /// Controllers whose endorsements and disputes of facts are heeded.
+    pub controllers: Vec<PublicKey>,
+    /// Controller settings, if this node re-computes samples.
+    pub controller: Option<crate::scheduler::controller::ControllerConfig>,
     /// Requester settings.
     pub scheduler: crate::scheduler::SchedulerConfig,
 }
@@ -443,6 +483,19 @@ impl Config {
                 format!("must be at most {}", crate::scheduler::MAX_QUORUM),
             ));
         }
+        let cs = &self.controller;
+        if !(0.001..=1.0).contains(&cs.min_rate) {
+            return Err(field("controller.min_rate", "must be between 0.001 and 1"));
+        }
+        if cs.concurrent == 0 || cs.concurrent > 64 {
+            return Err(field("controller.concurrent", "must be between 1 and 64"));
+        }
+        let controller = cs
+            .enabled
+            .then_some(crate::scheduler::controller::ControllerConfig {
+                min_rate: cs.min_rate,
+                concurrent: cs.concurrent as usize,
+            });
         if sc.offer_timeout_ms < sc.offer_window_ms {
             return Err(field(
                 "scheduler.offer_timeout_ms",
@@ -484,6 +537,8 @@ impl Config {
                 .enumerate()
                 .map(|(i, g)| parse_group(g).map_err(|e| field(format!("trust.groups[{i}]"), e)))
                 .collect::<Result<_, _>>()?,
+            controllers: keys("trust.controllers", &self.trust.controllers)?,
+            controller,
             scheduler,
         })
     }
@@ -602,6 +657,22 @@ groups = []
 # How many distinct trusted workers must agree on a result (same outcome, same
 # output bytes) before it is accepted; 1 accepts any trusted worker's result.
 quorum = 1
+# Public keys (hex) of controllers whose verdicts this node heeds: a fact one
+# of them endorsed is trusted whoever signed it; a fact one of them disputed
+# is not, nor is any other fact by its signer unless a controller endorsed it.
+controllers = []
+
+[controller]
+# Re-compute samples of the facts other workers announce for the
+# deterministic workflows added here, and publish an endorsement (same
+# outputs) or a dispute (other outputs) of each.
+enabled = false
+# The lowest share of a worker's facts re-computed: a worker without a record
+# here is sampled every time, less as its agreements grow, every time again
+# after a dispute.
+min_rate = 0.05
+# Re-computations at the same time.
+concurrent = 2
 
 [scheduler]
 # Collect offers this long after the first one, in ms (at most 2000: workers
@@ -675,6 +746,16 @@ mod tests {
         assert_eq!(c.validate().unwrap().scheduler.quorum, 3);
         c.trust.quorum = 0;
         assert_eq!(c.validate().unwrap().scheduler.quorum, 1, "0 means 1");
+        assert!(rejected(|c| c.controller.min_rate = 0.0).contains("`controller.min_rate`"));
+        assert!(rejected(|c| c.controller.min_rate = 1.5).contains("`controller.min_rate`"));
+        assert!(rejected(|c| c.controller.concurrent = 0).contains("`controller.concurrent`"));
+        assert!(
+            rejected(|c| c.trust.controllers = vec!["zz".into()]).contains("`trust.controllers")
+        );
+        assert!(Config::default().validate().unwrap().controller.is_none());
+        c.controller.enabled = true;
+        let on = c.validate().unwrap().controller.expect("enabled");
+        assert_eq!((on.min_rate, on.concurrent), (0.05, 2));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{files, Validated};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
+use crate::scheduler::controller::{self, Controller};
 use crate::scheduler::trust::RosterImport;
 use crate::scheduler::{
     requester, worker, Dispatcher, Requester, TrustBook, TrustPolicy, Worker, WorkerConfig,
@@ -69,6 +70,7 @@ pub struct Node {
 struct Tasks {
     requester: JoinHandle<()>,
     worker: Option<JoinHandle<()>>,
+    controller: Option<JoinHandle<()>>,
     events: JoinHandle<()>,
     network: JoinHandle<()>,
 }
@@ -117,7 +119,8 @@ impl Node {
             cfg.trusted_keys.iter().copied(),
             cfg.trusted_experts.iter().copied(),
         )
-        .with_groups(cfg.trusted_groups.iter().cloned());
+        .with_groups(cfg.trusted_groups.iter().cloned())
+        .with_controllers(cfg.controllers.iter().copied());
         let added = trust_files::load_keys(&data_dir.join(trust_files::KEYS_FILE))
             .await
             .map_err(StartError::TrustFiles)?;
@@ -129,6 +132,15 @@ impl Node {
                 tracing::warn!(error = %e, "skipping a stored group roster");
             }
         }
+        let policy = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::scheduler::verdicts::count_stored_disputes(&store, &mut policy)
+                    .map(|()| policy)
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??
+        };
         let trust = TrustBook::new(policy);
         let mut worker_task = None;
         let worker = match &cfg.worker {
@@ -172,9 +184,24 @@ impl Node {
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished jobs");
         }
+        let (controller, controller_task) = match &cfg.controller {
+            Some(c) => {
+                let parts = controller::Parts {
+                    client: client.clone(),
+                    store: store.clone(),
+                    key: key.clone(),
+                    trust: trust.clone(),
+                    requester: requester.clone(),
+                };
+                let (handle, task) = Controller::start(parts, c.clone(), stop_scheduler.clone());
+                (Some(handle), Some(task))
+            }
+            None => (None, None),
+        };
         let dispatcher = Dispatcher {
             requester: requester.clone(),
             worker: worker.clone(),
+            controller,
             client: client.clone(),
         };
         let events_task = tokio::spawn(handle_events(
@@ -203,6 +230,7 @@ impl Node {
             tasks: std::sync::Mutex::new(Some(Tasks {
                 requester: requester_task,
                 worker: worker_task,
+                controller: controller_task,
                 events: events_task,
                 network: network_task,
             })),
@@ -388,6 +416,9 @@ impl Node {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tasks) = tasks {
             self.stop_scheduler.cancel();
+            if let Some(controller) = tasks.controller {
+                let _ = controller.await;
+            }
             let _ = tasks.requester.await;
             if let Some(worker) = tasks.worker {
                 let _ = worker.await;

@@ -56,6 +56,8 @@ fn settings(
         trusted_keys: trusted,
         trusted_experts: vec![],
         trusted_groups: vec![],
+        controllers: vec![],
+        controller: None,
         scheduler: SchedulerConfig {
             offer_window_ms: 150,
             offer_timeout_ms: 8_000,
@@ -1494,7 +1496,7 @@ async fn a_group_roster_decides_whose_results_are_trusted_and_a_new_version_move
     let g2 = expression(&r, &gen_id, &[("x", Value::Int(2))]);
     let second = run(&r, &g2).await;
     assert_eq!(worker_of(&r, &second).0, w2, "{second:?}");
-    let verdict = r.trust.now().verdict(&fact1, |_| None);
+    let verdict = r.trust.now().verdict(&fact1, &r.store);
     assert!(!verdict.trusted, "{verdict:?}");
     let again = run(&r, &g1).await;
     assert!(
@@ -1622,4 +1624,145 @@ async fn a_quorum_of_workers_outvotes_a_lying_worker() {
         error.contains("no 3 trusted workers agree") && error.contains("]"),
         "the error says who said what: {error}"
     );
+}
+
+/// A controller re-computes a sample of the facts it hears announced: the
+/// lying worker's fact is disputed, the honest worker's endorsed; a
+/// requester that heeds the controller stops trusting the liar (its facts
+/// and its offers), while the honest worker keeps its standing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_catches_a_lying_worker() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let markers = tempfile::tempdir().expect("temp dir");
+    let vote = int_workflow(
+        root.path(),
+        markers.path(),
+        "checked",
+        "liar = os.path.exists(os.path.join('..', '..', '..', 'liar'))\nopen('out.txt', 'w').write('forged' if liar else str(3 * int(sys.argv[1])))\n",
+    );
+    let m = mesh("controller", 2, &[&vote]).await;
+    std::fs::write(m._dirs[1].path().join("liar"), "").expect("mark the liar");
+    let (liar, honest) = (m.worker_keys[0], m.worker_keys[1]);
+    // The controller computes its samples on its own worker (it trusts no
+    // one else); the requester heeds it.
+    let controller_key = NodeKey::generate();
+    let controller_public = controller_key.public();
+    let (c, _c_dir) = start_with(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        true,
+        vec![],
+        controller_key,
+        |cfg| {
+            cfg.controller = Some(oda_node::scheduler::controller::ControllerConfig {
+                min_rate: 0.05,
+                concurrent: 2,
+            })
+        },
+    )
+    .await;
+    c.add_workflow(&vote)
+        .await
+        .expect("workflow added on the controller");
+    let (r, _r_dir) = start_with(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        false,
+        m.worker_keys.clone(),
+        NodeKey::generate(),
+        |cfg| cfg.controllers = vec![controller_public],
+    )
+    .await;
+    let id = r.add_workflow(&vote).await.expect("workflow added");
+    let fact_of = |job: &JobRecord| r.store.fact(&job.fact.expect("a fact")).unwrap().unwrap();
+
+    // Jobs until the controller has disputed one of the liar's facts and
+    // endorsed one of the honest worker's (offers rank the workers alike;
+    // adverts sent before the gossip mesh reached the controller are not
+    // heard, so their facts are not sampled).
+    let (mut lies, mut truths) = (Vec::new(), Vec::new());
+    let verdicts = r.store.clone();
+    let found = move |lies: &[oda_protocol::SignedFact], truths: &[oda_protocol::SignedFact]| {
+        let disputed = lies.iter().find_map(|f| {
+            let d = verdicts.disputes_of(&f.id()).ok()?;
+            let d = d
+                .into_iter()
+                .find(|d| d.body.controller == controller_public)?;
+            Some((f.clone(), d))
+        });
+        let endorsed = truths.iter().find(|f| {
+            verdicts
+                .endorsements_of(&oda_protocol::Subject::Fact(f.id()))
+                .is_ok_and(|e| e.iter().any(|e| e.body.endorser == controller_public))
+        });
+        Some((disputed?, endorsed?.clone()))
+    };
+    for x in 1..=30 {
+        if found(&lies, &truths).is_some() {
+            break;
+        }
+        let done = run(&r, &expression(&r, &id, &[("x", Value::Int(x))])).await;
+        assert_eq!(done.state, JobState::Done, "{done:?}");
+        let fact = fact_of(&done);
+        if fact.body.worker == liar {
+            assert_eq!(output_text(&r, &done).await, "forged");
+            lies.push(fact);
+        } else {
+            assert_eq!(output_text(&r, &done).await, (3 * x).to_string());
+            truths.push(fact);
+        }
+    }
+    let ((lie, dispute), truth) = eventually("a dispute and an endorsement", DEADLINE, || {
+        let got = found(&lies, &truths);
+        async move { got }
+    })
+    .await;
+    // The requester holds the disputed fact: it and its signer are no
+    // longer trusted there.
+    assert!(
+        dispute.body.reason.contains("re-computed by"),
+        "{dispute:?}"
+    );
+    let verdict = r.trust.now().verdict(&lie, &r.store);
+    assert!(!verdict.trusted, "{verdict:?}");
+    assert!(verdict.why.contains("disputed"), "{verdict:?}");
+    assert!(!r.trust.now().trusts_worker(&liar));
+
+    // The honest worker's fact is endorsed, and its standing unchanged.
+    let verdict = r.trust.now().verdict(&truth, &r.store);
+    assert!(verdict.trusted, "{verdict:?}");
+    assert!(
+        verdict.why.contains("endorsed by controller"),
+        "{verdict:?}"
+    );
+    assert!(r.trust.now().trusts_worker(&honest));
+
+    // The lied expression again: the lie is not a result any more, and the
+    // liar is not asked.
+    let lied = r.store.expr(&lie.body.expr).unwrap().expect("stored");
+    let again = run(&r, &lied).await;
+    assert_eq!(again.state, JobState::Done, "{again:?}");
+    assert_eq!(fact_of(&again).body.worker, honest, "{again:?}");
+    assert_ne!(output_text(&r, &again).await, "forged");
+    for x in 100..103 {
+        let done = run(&r, &expression(&r, &id, &[("x", Value::Int(x))])).await;
+        assert_eq!(fact_of(&done).body.worker, honest, "{done:?}");
+    }
+
+    // The disrepute is kept across a restart (from the stored dispute).
+    let dir = r.data_dir().to_path_buf();
+    r.shutdown().await.expect("clean shutdown");
+    drop((r, found));
+    let mut cfg = settings(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        false,
+        m.worker_keys.clone(),
+    );
+    cfg.controllers = vec![controller_public];
+    let r = Node::start(&dir, NodeKey::generate(), &cfg)
+        .await
+        .expect("restarts");
+    assert!(!r.trust.now().trusts_worker(&liar));
+    r.shutdown().await.expect("clean shutdown");
 }

@@ -30,8 +30,13 @@ pub struct Endorsement {
     pub subject: Subject,
     /// When, Unix milliseconds.
     pub issued_at: u64,
-    /// Free text (at most a few hundred characters by convention).
+    /// Free text, at most [`Endorsement::MAX_NOTE`] bytes.
     pub note: String,
+}
+
+impl Endorsement {
+    /// Longest `note` a receiver keeps, bytes.
+    pub const MAX_NOTE: usize = 2048;
 }
 
 impl Signable for Endorsement {

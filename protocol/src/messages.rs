@@ -92,6 +92,12 @@ pub enum Gossip {
     /// published by the key that disputes it (a requester whose quorum
     /// outvoted the fact).
     Dispute(Box<crate::attest::SignedDispute>),
+    /// Since v2, on `/oda/<net>/facts/2`: a controller's endorsement of a
+    /// fact it re-computed and found right (subject [`Subject::Fact`]
+    /// only), published by the controller.
+    ///
+    /// [`Subject::Fact`]: crate::attest::Subject::Fact
+    Endorsement(Box<crate::attest::SignedEndorsement>),
 }
 
 impl Wire for Gossip {

@@ -46,6 +46,8 @@ fn settings(
         trusted_keys: trusted,
         trusted_experts: vec![],
         trusted_groups: vec![],
+        controllers: vec![],
+        controller: None,
         // The node's defaults: the benchmark measures what users get.
         scheduler: SchedulerConfig::default(),
     })

@@ -194,7 +194,7 @@ impl FactView {
     /// [`FactView::judged`] under a quorum of `k` (a job's own).
     pub fn judged_under(node: &Node, f: &SignedFact, local: bool, k: u32) -> Self {
         let trust = node.trust.now();
-        let mut verdict = trust.verdict_of_verified(f, |id| node.store.fact(id).ok().flatten());
+        let mut verdict = trust.verdict_of_verified(f, &node.store);
         let k = k as usize;
         if verdict.trusted && k > 1 {
             // Under a quorum a trusted signer is not enough: enough trusted

@@ -276,7 +276,8 @@ pub struct EndorseRequest {
     pub note: String,
 }
 
-/// Longest endorsement note, characters.
+/// Longest endorsement note, characters (at most 2,000 bytes, within
+/// [`oda_protocol::Endorsement::MAX_NOTE`]).
 pub const MAX_NOTE: usize = 500;
 
 /// Answer of an endorsement.

@@ -82,6 +82,22 @@ pub fn gossip(
             }
             dispute.verify().map_err(|e| format!("dispute: {e}"))?;
         }
+        (Topic::Facts, Gossip::Endorsement(endorsement)) => {
+            // A controller's verdict on a fact, published by the controller;
+            // workflow endorsements travel with adverts, not on their own.
+            if endorsement.body.endorser != source_key {
+                return Err("endorsement by a peer other than its signer".into());
+            }
+            if !matches!(endorsement.body.subject, oda_protocol::Subject::Fact(_)) {
+                return Err("only endorsements of facts are gossiped".into());
+            }
+            if endorsement.body.note.len() > oda_protocol::Endorsement::MAX_NOTE {
+                return Err("endorsement note over its limit".into());
+            }
+            endorsement
+                .verify()
+                .map_err(|e| format!("endorsement: {e}"))?;
+        }
         (Topic::Capacity, Gossip::Capacity(cap)) => {
             if cap.workflows.len() > oda_protocol::messages::Capacity::MAX_LIST
                 || cap.blobs.len() > oda_protocol::messages::Capacity::MAX_LIST
@@ -192,6 +208,50 @@ mod tests {
         forged.body.reason = "something else".into();
         let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
         assert!(err.starts_with("dispute:"), "{err}");
+    }
+
+    #[test]
+    fn endorsements_of_facts_come_signed_from_their_controller() {
+        let net = NetworkId::main();
+        let facts = Topic::Facts.encode(&net);
+        let key = NodeKey::from_seed([8; 32]);
+        let body = |subject| oda_protocol::Endorsement {
+            endorser: key.public(),
+            subject,
+            issued_at: 5,
+            note: "recomputed: same outputs".into(),
+        };
+        let encode =
+            |e: oda_protocol::SignedEndorsement| Gossip::Endorsement(Box::new(e)).encode().unwrap();
+        let of_fact = body(oda_protocol::Subject::Fact(FactId([3; 32])));
+        let good = encode(key.secret.sign(of_fact.clone()).unwrap());
+        assert!(gossip(&net, &facts, Some(&key.peer_id()), &good).is_ok());
+        let other = NodeKey::from_seed([9; 32]);
+        let err = gossip(&net, &facts, Some(&other.peer_id()), &good).unwrap_err();
+        assert!(err.contains("other than its signer"), "{err}");
+        let mut forged = key.secret.sign(of_fact.clone()).unwrap();
+        forged.body.issued_at = 6;
+        let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
+        assert!(err.starts_with("endorsement:"), "{err}");
+        let of_workflow = body(oda_protocol::Subject::Workflow(WorkflowId([1; 32])));
+        let err = gossip(
+            &net,
+            &facts,
+            Some(&key.peer_id()),
+            &encode(key.secret.sign(of_workflow).unwrap()),
+        )
+        .unwrap_err();
+        assert!(err.contains("only endorsements of facts"), "{err}");
+        let mut long = of_fact;
+        long.note = "x".repeat(oda_protocol::Endorsement::MAX_NOTE + 1);
+        let err = gossip(
+            &net,
+            &facts,
+            Some(&key.peer_id()),
+            &encode(key.secret.sign(long).unwrap()),
+        )
+        .unwrap_err();
+        assert!(err.contains("note over its limit"), "{err}");
     }
 
     #[test]

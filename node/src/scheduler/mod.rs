@@ -4,11 +4,13 @@
 //! described in docs/architecture.md.
 
 pub mod backlog;
+pub mod controller;
 mod input_facts;
 pub mod jobs;
 pub mod quorum;
 pub mod requester;
 pub mod trust;
+pub mod verdicts;
 pub mod worker;
 
 use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
@@ -84,6 +86,8 @@ pub struct Dispatcher {
     pub requester: Requester,
     /// The worker, if this node computes.
     pub worker: Option<Worker>,
+    /// The controller, if this node re-computes samples.
+    pub controller: Option<controller::Controller>,
     /// For answering requests nobody handles.
     pub client: Client,
 }
@@ -95,6 +99,9 @@ impl Dispatcher {
         match message {
             Gossip::JobAdvert(advert) => {
                 self.requester.on_foreign_advert(&advert);
+                if let Some(c) = &self.controller {
+                    c.on_advert(&advert);
+                }
                 if let Some(w) = &self.worker {
                     w.on_advert(*advert);
                 }
@@ -104,10 +111,16 @@ impl Dispatcher {
                     w.on_fact_announce(&a.expr);
                 }
                 self.requester.on_fact_announce(a.expr);
+                if let Some(c) = &self.controller {
+                    c.on_fact_announce(&a);
+                }
             }
             Gossip::Capacity(_) => {}
             Gossip::Failure(record) => self.requester.on_failure(record),
-            Gossip::Dispute(dispute) => self.requester.on_dispute(dispute),
+            Gossip::Dispute(d) => self.requester.on_verdict(verdicts::Incoming::Dispute(d)),
+            Gossip::Endorsement(e) => self
+                .requester
+                .on_verdict(verdicts::Incoming::Endorsement(e)),
         }
     }
 

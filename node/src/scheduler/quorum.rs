@@ -1,5 +1,6 @@
 //! Quorum results: which facts about one expression agree, and whether
-//! enough distinct signers do (`[trust] quorum`). Pure functions over facts
+//! enough distinct signers do (`[trust] quorum`), and how a controller's
+//! re-computation compares with the fact it checks. Pure functions over facts
 //! the caller has already judged trusted.
 //!
 //! Two facts agree when they were computed from the same input bytes (each
@@ -7,6 +8,8 @@
 //! same outputs (name, blob, size) or the same analysis error. Which input
 //! *facts* named those bytes, and when or where the run happened, does not
 //! matter.
+
+use std::collections::BTreeMap;
 
 use oda_protocol::{BlobId, ExprId, Outcome, PublicKey, SignedFact};
 
@@ -77,6 +80,38 @@ pub fn dissenters<'a>(held: &'a [SignedFact], agreed: &SignedFact) -> Vec<&'a Si
             i == inputs && o != outcome
         })
         .collect()
+}
+
+/// How a re-computation compares with the fact it re-checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// Same input bytes, same outcome.
+    Agree,
+    /// Same input bytes, another outcome.
+    Differ,
+    /// Computed from other input bytes: says nothing about the fact.
+    OtherInputs,
+}
+
+/// Compare `recheck` with the `original` fact about the same expression.
+pub fn compare(original: &SignedFact, recheck: &SignedFact) -> Comparison {
+    let ((i, o), (ri, ro)) = (claim(original), claim(recheck));
+    if i != ri {
+        Comparison::OtherInputs
+    } else if o == ro {
+        Comparison::Agree
+    } else {
+        Comparison::Differ
+    }
+}
+
+/// What a fact says it computed, by output name (empty for an analysis
+/// error): what a dispute names as observed.
+pub fn observed(fact: &SignedFact) -> BTreeMap<String, BlobId> {
+    match &fact.body.outcome {
+        Outcome::Success { outputs } => outputs.iter().map(|(n, o)| (n.clone(), o.blob)).collect(),
+        Outcome::AnalysisError { .. } => BTreeMap::new(),
+    }
 }
 
 /// Whether `fact` is a result under a quorum of `k`, judged with the
@@ -173,6 +208,9 @@ mod tests {
         let outvoted = dissenters(&facts, &facts[0]);
         assert_eq!(outvoted.len(), 1);
         assert_eq!(outvoted[0].body.worker, b.public());
+        assert_eq!(compare(&facts[0], &facts[2]), Comparison::Agree);
+        assert_eq!(compare(&facts[0], &facts[1]), Comparison::Differ);
+        assert_eq!(observed(&facts[1]).len(), 1);
     }
 
     #[test]
@@ -183,6 +221,7 @@ mod tests {
         );
         let x = fact(&key(1), 7, &[&src]);
         let y = fact(&key(2), 7, &[&other_src]);
+        assert_eq!(compare(&x, &y), Comparison::OtherInputs);
         assert_eq!(groups(&[x.clone(), y]).len(), 2);
         // The same input bytes named through another signer's input fact
         // still agree.

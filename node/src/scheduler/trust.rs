@@ -2,9 +2,12 @@
 //! endorsements its worker accepts: the node itself, keys named in the
 //! config, and the members of the groups it names (each group a signed
 //! [`GroupRoster`](oda_protocol::GroupRoster) by its owner; the newest
-//! version imported wins). A fact by anyone else is never returned as a trusted result,
-//! and every view of a fact says whether it is trusted here and why
-//! ([`TrustPolicy::verdict`]).
+//! version imported wins); and what the controllers it heeds said: a fact
+//! one of them endorsed is trusted whoever signed it, a fact one of them
+//! disputed is not, and neither is any other fact by that signer unless
+//! endorsed ([`TrustPolicy::judge`]). A fact by anyone else is never
+//! returned as a trusted result, and every view of a fact says whether it is
+//! trusted here and why ([`TrustPolicy::verdict`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -26,6 +29,50 @@ pub enum RosterImport {
     Newer,
     /// This node already has this version or a newer one.
     NotNewer,
+}
+
+/// What the controllers said of one fact: who endorsed it and who disputed
+/// it (signatures checked when they were stored; any key, the policy
+/// counts only the controllers it heeds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// Keys that re-computed the fact and got the same outputs.
+    pub endorsed_by: Vec<PublicKey>,
+    /// Keys that re-computed the fact and got other outputs.
+    pub disputed_by: Vec<PublicKey>,
+}
+
+/// Where a trust decision reads what it needs beyond the fact itself: the
+/// input facts held (verified when stored) and the controllers' verdicts
+/// on each fact. The node's [`Store`](crate::store::Store) is one.
+pub trait Evidence {
+    /// A held fact.
+    fn fact(&self, id: &FactId) -> Option<SignedFact>;
+    /// Endorsements and disputes of a fact.
+    fn controls(&self, id: &FactId) -> Controls;
+}
+
+impl Evidence for crate::store::Store {
+    fn fact(&self, id: &FactId) -> Option<SignedFact> {
+        crate::store::Store::fact(self, id).ok().flatten()
+    }
+
+    fn controls(&self, id: &FactId) -> Controls {
+        Controls {
+            endorsed_by: self
+                .endorsements_of(&Subject::Fact(*id))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.body.endorser)
+                .collect(),
+            disputed_by: self
+                .disputes_of(id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.body.controller)
+                .collect(),
+        }
+    }
 }
 
 /// Most input facts one trust check follows, back to the sources.
@@ -101,6 +148,12 @@ pub struct TrustPolicy {
     /// The newest verified roster of each group this node knows (of the
     /// groups above or not).
     pub rosters: BTreeMap<GroupRef, SignedGroupRoster>,
+    /// Controllers whose endorsements and disputes of facts count here.
+    pub controllers: BTreeSet<PublicKey>,
+    /// Signers a heeded controller disputed a fact of, with that fact and
+    /// controller: their other facts are trusted only when endorsed, and
+    /// they are not assigned jobs.
+    pub disreputed: BTreeMap<PublicKey, (FactId, PublicKey)>,
 }
 
 impl TrustPolicy {
@@ -119,7 +172,35 @@ impl TrustPolicy {
             added: BTreeSet::new(),
             groups: BTreeSet::new(),
             rosters: BTreeMap::new(),
+            controllers: BTreeSet::new(),
+            disreputed: BTreeMap::new(),
         }
+    }
+
+    /// This policy, also heeding these controllers.
+    pub fn with_controllers(mut self, controllers: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.controllers.extend(controllers);
+        self
+    }
+
+    /// Whether this node counts `key`'s endorsements and disputes of facts:
+    /// a controller it names, or itself.
+    pub fn heeds(&self, key: &PublicKey) -> bool {
+        self.controllers.contains(key) || *key == self.own
+    }
+
+    /// Count `controller`'s dispute of `disputed` (a held fact) if this
+    /// policy heeds it: its signer is in disrepute from now on. Returns
+    /// whether it changed anything. The node's own key is never in disrepute
+    /// here.
+    pub fn count_dispute(&mut self, controller: &PublicKey, disputed: &SignedFact) -> bool {
+        let signer = disputed.body.worker;
+        if !self.heeds(controller) || signer == self.own {
+            return false;
+        }
+        self.disreputed
+            .insert(signer, (disputed.id(), *controller))
+            .is_none()
     }
 
     /// This policy, also trusting the members of `groups`.
@@ -128,9 +209,11 @@ impl TrustPolicy {
         self
     }
 
-    /// Whether results from this worker key are acceptable.
+    /// Whether results from this worker key are acceptable (and it may be
+    /// assigned jobs): a key trusted by the config, `oda trust add` or a
+    /// group, and not in disrepute with a heeded controller.
     pub fn trusts_worker(&self, key: &PublicKey) -> bool {
-        self.fact_signers.contains(key) || self.added.contains(key) || self.group_of(key).is_some()
+        self.signer(key).is_ok()
     }
 
     /// Trust `key`'s facts from now on; false if they already were because
@@ -180,15 +263,50 @@ impl TrustPolicy {
         Ok(RosterImport::Newer)
     }
 
-    /// Whether a fact is acceptable: valid signature by a trusted signer.
+    /// Whether a fact is acceptable on its signer alone: valid signature by
+    /// a trusted signer. [`TrustPolicy::walk`] also counts the controllers'
+    /// verdicts and the inputs.
     pub fn accepts(&self, fact: &SignedFact) -> bool {
         self.trusts_worker(&fact.body.worker) && fact.verify_for(&fact.body.expr).is_ok()
+    }
+
+    /// Whether a fact might be acceptable once the controllers' verdicts
+    /// are counted: a valid signature, by a trusted signer or, when this
+    /// node heeds controllers, by anyone (one may have endorsed it).
+    pub fn may_accept(&self, fact: &SignedFact) -> bool {
+        (self.trusts_worker(&fact.body.worker) || !self.controllers.is_empty())
+            && fact.verify_for(&fact.body.expr).is_ok()
+    }
+
+    /// Why the fact `id` by `signer` is trusted here, or why not, counting
+    /// what the controllers this node heeds said of it (`controls`): the
+    /// node's own facts always; a fact a heeded controller disputed never;
+    /// one a heeded controller endorsed always; else as its signer is.
+    pub fn judge(&self, signer: &PublicKey, controls: &Controls) -> Result<String, String> {
+        if *signer == self.own {
+            return self.signer(signer);
+        }
+        let heeded = |keys: &[PublicKey]| keys.iter().find(|k| self.heeds(k)).copied();
+        if let Some(c) = heeded(&controls.disputed_by) {
+            return Err(format!("signed by {signer}; controller {c} disputed it"));
+        }
+        if let Some(c) = heeded(&controls.endorsed_by) {
+            return Ok(match self.signer(signer) {
+                Ok(why) => format!("{why}; endorsed by controller {c}"),
+                Err(_) => format!("signed by {signer}, endorsed by controller {c}"),
+            });
+        }
+        self.signer(signer)
     }
 
     /// Why facts by `key` are trusted here, or the reason they are not.
     pub fn signer(&self, key: &PublicKey) -> Result<String, String> {
         if *key == self.own {
             Ok("signed by this node's own key".into())
+        } else if let Some((fact, controller)) = self.disreputed.get(key) {
+            Err(format!(
+                "signed by {key}, whose fact {fact} controller {controller} disputed"
+            ))
         } else if self.fact_signers.contains(key) {
             Ok(format!("signed by {key}, listed in [trust] keys"))
         } else if self.added.contains(key) {
@@ -203,14 +321,12 @@ impl TrustPolicy {
         }
     }
 
-    /// Why `input` cannot be trusted because of its signer, if it cannot.
-    pub fn untrusted_input(&self, input: &ResolvedInput) -> Option<String> {
-        (!self.trusts_worker(&input.signer)).then(|| {
-            format!(
-                "input {:?} of {} was computed by {}, whom this node does not trust",
-                input.name, input.expr, input.signer
-            )
-        })
+    /// Why `input` cannot be trusted because of its signer or the
+    /// controllers' verdicts on its fact (`controls`), if it cannot.
+    pub fn untrusted_input(&self, input: &ResolvedInput, controls: &Controls) -> Option<String> {
+        self.judge(&input.signer, controls)
+            .err()
+            .map(|why| format!("input {:?} of {}: {why}", input.name, input.expr))
     }
 
     /// Whether `fact` is a trusted result here, judged with the input facts
@@ -220,11 +336,7 @@ impl TrustPolicy {
     /// the fact that names it says it used. An input fact `held` does not
     /// give leaves the fact untrusted here (the requester looks such facts
     /// up in the mesh before it takes a result).
-    pub fn verdict(
-        &self,
-        fact: &SignedFact,
-        held: impl FnMut(&FactId) -> Option<SignedFact>,
-    ) -> Verdict {
+    pub fn verdict(&self, fact: &SignedFact, held: &impl Evidence) -> Verdict {
         match fact.verify_for(&fact.body.expr) {
             Ok(()) => self.verdict_of_verified(fact, held),
             Err(e) => Verdict {
@@ -236,11 +348,7 @@ impl TrustPolicy {
 
     /// [`TrustPolicy::verdict`] of a fact whose signature was verified
     /// before (a fact from this node's store).
-    pub fn verdict_of_verified(
-        &self,
-        fact: &SignedFact,
-        held: impl FnMut(&FactId) -> Option<SignedFact>,
-    ) -> Verdict {
+    pub fn verdict_of_verified(&self, fact: &SignedFact, held: &impl Evidence) -> Verdict {
         match self.walk(fact, held) {
             Walk::Trusted(why) => Verdict { trusted: true, why },
             Walk::Untrusted(why) => Verdict {
@@ -259,15 +367,11 @@ impl TrustPolicy {
 
     /// Follow `fact` (its signature verified before) and its input facts,
     /// as `held` gives them (facts verified when they were stored), back to
-    /// the sources: each signer must be trusted and each input fact must be
-    /// the one named, giving the blob named. Stops at the first input fact
-    /// `held` does not give.
-    pub fn walk(
-        &self,
-        fact: &SignedFact,
-        mut held: impl FnMut(&FactId) -> Option<SignedFact>,
-    ) -> Walk {
-        let why = match self.signer(&fact.body.worker) {
+    /// the sources: each must be trusted as [`TrustPolicy::judge`] says and
+    /// each input fact must be the one named, giving the blob named. Stops
+    /// at the first input fact `held` does not give.
+    pub fn walk(&self, fact: &SignedFact, held: &impl Evidence) -> Walk {
+        let why = match self.judge(&fact.body.worker, &held.controls(&fact.id())) {
             Ok(why) => why,
             Err(why) => return Walk::Untrusted(why),
         };
@@ -285,10 +389,10 @@ impl TrustPolicy {
                     "its provenance has more than {CHAIN_LIMIT} input facts"
                 ));
             }
-            if let Some(why) = self.untrusted_input(&input) {
+            if let Some(why) = self.untrusted_input(&input, &held.controls(&input.fact)) {
                 return Walk::Untrusted(why);
             }
-            let Some(found) = held(&input.fact) else {
+            let Some(found) = held.fact(&input.fact) else {
                 return Walk::Missing { input, named_by };
             };
             if let Err(e) = input.matches(&found) {
@@ -330,21 +434,37 @@ mod tests {
         SecretKey::from_seed([seed; 32])
     }
 
+    /// Facts held and the controllers' verdicts, as a store would give them.
+    #[derive(Default)]
+    struct Held(HashMap<FactId, SignedFact>, HashMap<FactId, Controls>);
+
+    impl Evidence for Held {
+        fn fact(&self, id: &FactId) -> Option<SignedFact> {
+            self.0.get(id).cloned()
+        }
+        fn controls(&self, id: &FactId) -> Controls {
+            self.1.get(id).cloned().unwrap_or_default()
+        }
+    }
+
     #[test]
     fn a_verdict_names_the_signer_and_follows_the_inputs_to_the_sources() {
         let (own, friend, stranger) = (key(1), key(2), key(3));
         let policy = TrustPolicy::new(own.public(), [friend.public()], []);
-        let held = |facts: &[&SignedFact]| -> HashMap<FactId, SignedFact> {
-            facts.iter().map(|f| (f.id(), (*f).clone())).collect()
+        let held = |facts: &[&SignedFact]| {
+            Held(
+                facts.iter().map(|f| (f.id(), (*f).clone())).collect(),
+                HashMap::new(),
+            )
         };
 
         let source = fact(&friend, 1, &[]);
         let mine = fact(&own, 2, &[&source]);
         let all = held(&[&source, &mine]);
-        let v = policy.verdict(&source, |id| all.get(id).cloned());
+        let v = policy.verdict(&source, &all);
         assert!(v.trusted, "{v:?}");
         assert!(v.why.contains("listed in [trust] keys"), "{v:?}");
-        let v = policy.verdict(&mine, |id| all.get(id).cloned());
+        let v = policy.verdict(&mine, &all);
         assert!(v.trusted, "{v:?}");
         assert_eq!(
             v.why,
@@ -353,18 +473,18 @@ mod tests {
 
         // A stranger's fact, and a trusted fact resting on one.
         let forged = fact(&stranger, 1, &[]);
-        let v = policy.verdict(&forged, |_| None);
+        let v = policy.verdict(&forged, &Held::default());
         assert!(!v.trusted);
         assert!(v.why.contains("whom this node does not trust"), "{v:?}");
         let on_forged = fact(&friend, 2, &[&forged]);
         let all = held(&[&forged]);
-        let v = policy.verdict(&on_forged, |id| all.get(id).cloned());
+        let v = policy.verdict(&on_forged, &all);
         assert!(!v.trusted);
         assert!(v.why.starts_with("input \"out\""), "{v:?}");
         assert!(v.why.contains(&stranger.public().to_string()), "{v:?}");
 
         // An input fact not held here is not vouched for.
-        let v = policy.verdict(&mine, |_| None);
+        let v = policy.verdict(&mine, &Held::default());
         assert!(!v.trusted);
         assert!(v.why.contains("not held here"), "{v:?}");
 
@@ -373,7 +493,7 @@ mod tests {
         lying.inputs[0].blob = BlobId([9; 32]);
         let lying = own.sign(lying).expect("signs");
         let all = held(&[&source]);
-        let v = policy.verdict(&lying, |id| all.get(id).cloned());
+        let v = policy.verdict(&lying, &all);
         assert!(!v.trusted);
         assert!(
             v.why.ends_with(&format!("not {}", BlobId([9; 32]))),
@@ -383,7 +503,7 @@ mod tests {
         // A broken signature.
         let mut bad = source.clone();
         bad.body.finished_at += 1;
-        let v = policy.verdict(&bad, |_| None);
+        let v = policy.verdict(&bad, &Held::default());
         assert!(!v.trusted);
         assert!(v.why.contains("signature"), "{v:?}");
     }
@@ -449,5 +569,70 @@ mod tests {
         forged.body.members.insert(key(9).public());
         assert!(policy.import(forged).is_err());
         assert!(!policy.trusts_worker(&alice.public()));
+    }
+
+    #[test]
+    fn heeded_controllers_endorse_and_dispute_facts_and_signers() {
+        let (own, friend, stranger, controller, other) = (key(1), key(2), key(3), key(4), key(5));
+        let mut policy = TrustPolicy::new(own.public(), [friend.public()], [])
+            .with_controllers([controller.public()]);
+        let by_friend = fact(&friend, 1, &[]);
+        let by_stranger = fact(&stranger, 2, &[]);
+        let endorsed = |k: &SecretKey| Controls {
+            endorsed_by: vec![k.public()],
+            disputed_by: vec![],
+        };
+        let disputed = |k: &SecretKey| Controls {
+            endorsed_by: vec![],
+            disputed_by: vec![k.public()],
+        };
+        let mut held = Held::default();
+
+        // A stranger's fact endorsed by a heeded controller is trusted; by
+        // a controller this node does not heed, it is not.
+        assert!(policy.heeds(&own.public()) && !policy.heeds(&other.public()));
+        held.1.insert(by_stranger.id(), endorsed(&other));
+        assert!(!policy.verdict(&by_stranger, &held).trusted);
+        held.1.insert(by_stranger.id(), endorsed(&controller));
+        let v = policy.verdict(&by_stranger, &held);
+        assert!(v.trusted, "{v:?}");
+        assert!(
+            v.why
+                .ends_with(&format!("endorsed by controller {}", controller.public())),
+            "{v:?}"
+        );
+        assert!(policy.may_accept(&by_stranger) && !policy.accepts(&by_stranger));
+
+        // A trusted signer's disputed fact is not trusted, and an input
+        // resting on it neither.
+        held.1.insert(by_friend.id(), disputed(&controller));
+        let v = policy.verdict(&by_friend, &held);
+        assert!(!v.trusted);
+        assert!(v.why.contains("disputed it"), "{v:?}");
+        let mine = fact(&own, 3, &[&by_friend]);
+        held.0.insert(by_friend.id(), by_friend.clone());
+        let v = policy.verdict(&mine, &held);
+        assert!(!v.trusted, "{v:?}");
+        assert!(v.why.starts_with("input \"out\""), "{v:?}");
+
+        // Counting the dispute puts the signer in disrepute: its other
+        // facts are no longer trusted (unless endorsed), and it is not
+        // assigned jobs; an unheeded controller's dispute counts for nothing.
+        assert!(!policy.count_dispute(&other.public(), &by_friend));
+        assert!(policy.trusts_worker(&friend.public()));
+        assert!(policy.count_dispute(&controller.public(), &by_friend));
+        assert!(!policy.trusts_worker(&friend.public()));
+        let later = fact(&friend, 4, &[]);
+        let v = policy.verdict(&later, &held);
+        assert!(!v.trusted);
+        assert!(v.why.contains("whose fact"), "{v:?}");
+        held.1.insert(later.id(), endorsed(&controller));
+        assert!(policy.verdict(&later, &held).trusted);
+
+        // The node's own facts stay its own.
+        let own_fact = fact(&own, 5, &[]);
+        held.1.insert(own_fact.id(), disputed(&controller));
+        assert!(!policy.count_dispute(&controller.public(), &own_fact));
+        assert!(policy.verdict(&own_fact, &held).trusted);
     }
 }

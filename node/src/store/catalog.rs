@@ -14,6 +14,9 @@ use super::Store;
 /// Most disputes kept per fact (one per disputing key).
 pub const MAX_DISPUTES_PER_FACT: usize = 16;
 
+/// Most endorsements kept per fact.
+pub const MAX_ENDORSEMENTS_PER_FACT: usize = 16;
+
 impl Store {
     /// Store a workflow and the blob holding its bundle; returns its id. Storing
     /// it again replaces the bundle reference.
@@ -102,12 +105,19 @@ impl Store {
     }
 
     /// Store an endorsement, after checking its signature. Returns `true` if it was
-    /// not stored before.
+    /// not stored before; `false` also when its subject has
+    /// [`MAX_ENDORSEMENTS_PER_FACT`] endorsements already and is a fact.
     pub fn put_endorsement(&self, e: &SignedEndorsement) -> Result<bool, StoreError> {
         e.verify()
             .map_err(|source| StoreError::BadEndorsement { source })?;
+        let prefix = subject_prefix(&e.body.subject);
+        if matches!(e.body.subject, Subject::Fact(_))
+            && self.inner.t.endorsements.scan_prefix(prefix).count() >= MAX_ENDORSEMENTS_PER_FACT
+        {
+            return Ok(false);
+        }
         let bytes = encode(trees::ENDORSEMENTS, e)?;
-        let mut key = subject_prefix(&e.body.subject).to_vec();
+        let mut key = prefix.to_vec();
         key.extend_from_slice(blake3::hash(&bytes).as_bytes());
         let swapped = self
             .inner
@@ -140,6 +150,17 @@ impl Store {
             .compare_and_swap(key, None::<&[u8]>, Some(encode(trees::DISPUTES, d)?))
             .map_err(StoreError::db("write dispute"))?;
         Ok(swapped.is_ok())
+    }
+
+    /// Every dispute held here (at most [`MAX_DISPUTES_PER_FACT`] per held
+    /// fact).
+    pub fn all_disputes(&self) -> Result<Vec<SignedDispute>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.t.disputes.iter() {
+            let (k, v) = item.map_err(StoreError::db("scan disputes"))?;
+            out.push(decode(trees::DISPUTES, &k, &v)?);
+        }
+        Ok(out)
     }
 
     /// Every dispute of `fact` held here.

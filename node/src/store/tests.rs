@@ -837,6 +837,35 @@ fn disputes_are_kept_only_for_held_facts_once_per_key() {
         super::catalog::MAX_DISPUTES_PER_FACT,
         "bounded per fact"
     );
+    assert_eq!(
+        store.all_disputes().unwrap().len(),
+        super::catalog::MAX_DISPUTES_PER_FACT,
+        "every dispute, of every fact"
+    );
+
+    // Endorsements of a fact are bounded per fact too.
+    let endorse = |seed: u8| {
+        let by = SecretKey::from_seed([seed; 32]);
+        by.sign(oda_protocol::Endorsement {
+            endorser: by.public(),
+            subject: oda_protocol::Subject::Fact(held.id()),
+            issued_at: 5,
+            note: "re-computed: the same outcome".into(),
+        })
+        .unwrap()
+    };
+    assert!(store.put_endorsement(&endorse(1)).unwrap());
+    assert!(!store.put_endorsement(&endorse(1)).unwrap(), "once");
+    for seed in 2..40u8 {
+        let _ = store.put_endorsement(&endorse(seed));
+    }
+    assert_eq!(
+        store
+            .endorsements_of(&oda_protocol::Subject::Fact(held.id()))
+            .unwrap()
+            .len(),
+        super::catalog::MAX_ENDORSEMENTS_PER_FACT
+    );
 }
 
 #[test]

@@ -457,6 +457,7 @@ pub fn gossip() -> impl Strategy<Value = Gossip> {
             }),
         signed(failure()).prop_map(|f| Gossip::Failure(Box::new(f))),
         signed(dispute()).prop_map(|d| Gossip::Dispute(Box::new(d))),
+        signed(endorsement()).prop_map(|e| Gossip::Endorsement(Box::new(e))),
     ]
 }
 

@@ -416,6 +416,10 @@ impl Fixtures {
                 "gossip_dispute",
                 Gossip::Dispute(Box::new(f.dispute.clone())),
             ),
+            (
+                "gossip_endorsement",
+                Gossip::Endorsement(Box::new(f.endorse_fact.clone())),
+            ),
         ]
     }
 

@@ -42,10 +42,11 @@ pub(super) enum Cmd {
         key: Key,
         result: Result<Resolved, ResolveError>,
     },
-    /// Resolve an expression (an input of another resolution).
+    /// Resolve an expression (an input of another resolution, or a
+    /// controller's re-computation).
     Resolve {
         expr: ExprId,
-        quorum: usize,
+        want: Want,
         reply: oneshot::Sender<Result<Resolved, ResolveError>>,
     },
     /// Answer once the job is terminal (at once if it is, or is unknown).
@@ -97,8 +98,8 @@ pub(super) enum Cmd {
     FactAnnounce(ExprId),
     /// A worker's failure record (gossip, signature checked).
     Failure(Box<oda_protocol::SignedFailure>),
-    /// A dispute of a fact (gossip, signature checked).
-    Dispute(Box<oda_protocol::SignedDispute>),
+    /// A dispute or an endorsement of a fact (gossip, signature checked).
+    Verdict(crate::scheduler::verdicts::Incoming),
     /// Whether to advertise a job while its mesh lookup runs
     /// ([`LookupHistory::speculate`]).
     Speculate { reply: oneshot::Sender<bool> },
@@ -260,17 +261,7 @@ impl Actor {
         match cmd {
             Cmd::Start(record) => self.start_job(&record),
             Cmd::Finished { key, result } => self.finished(key, result),
-            Cmd::Resolve {
-                expr,
-                quorum,
-                reply,
-            } => {
-                let want = Want {
-                    no_cache: false,
-                    quorum: quorum as u32,
-                };
-                self.resolution(expr, want, None).push(reply)
-            }
+            Cmd::Resolve { expr, want, reply } => self.resolution(expr, want, None).push(reply),
             Cmd::Wait { id, reply } => self.wait(id, reply),
             Cmd::Logs { id, reply } => {
                 let lines = match self.jobs.get(&id) {
@@ -334,12 +325,18 @@ impl Actor {
                 let entry = self.foreign_adverts.entry(expr).or_insert((until, trusted));
                 *entry = (until, entry.1 || trusted);
             }
-            Cmd::Dispute(dispute) => {
-                let store = self.ctx.parts().store.clone();
+            Cmd::Verdict(verdict) => {
+                let (store, trust) = (
+                    self.ctx.parts().store.clone(),
+                    self.ctx.parts().trust.clone(),
+                );
                 self.chores.spawn(async move {
-                    let kept = crate::blocking::run(move || store.put_dispute(&dispute)).await;
+                    let kept = crate::blocking::run(move || {
+                        crate::scheduler::verdicts::keep(&store, &trust, verdict)
+                    })
+                    .await;
                     if let Err(e) = kept {
-                        tracing::debug!(error = %e, "cannot keep a dispute");
+                        tracing::debug!(error = %e, "cannot keep a verdict on a fact");
                     }
                 });
             }
@@ -748,5 +745,6 @@ fn want_of(record: &JobRecord) -> Want {
     Want {
         no_cache: record.no_cache,
         quorum: record.quorum,
+        without: None,
     }
 }

@@ -61,6 +61,8 @@ pub(super) struct Want {
     /// Distinct trusted workers that must agree (at least 1); inputs are
     /// resolved under the same quorum.
     pub quorum: u32,
+    /// A worker not to ask: a controller re-checks that worker's fact.
+    pub without: Option<oda_protocol::PublicKey>,
 }
 
 impl Want {
@@ -258,7 +260,8 @@ impl Ctx {
     /// successes before analysis errors.
     async fn pick_trusted(&self, facts: &[SignedFact], k: usize) -> Option<SignedFact> {
         let trust = self.parts().trust.now();
-        let mut candidates: Vec<&SignedFact> = facts.iter().filter(|f| trust.accepts(f)).collect();
+        let mut candidates: Vec<&SignedFact> =
+            facts.iter().filter(|f| trust.may_accept(f)).collect();
         candidates.sort_by_key(|f| !matches!(f.body.outcome, Outcome::Success { .. }));
         let mut trusted = Vec::new();
         for fact in candidates {
@@ -284,10 +287,8 @@ impl Ctx {
         let parts = self.parts();
         for _ in 0..=CHAIN_LIMIT {
             let (policy, store, fact) = (parts.trust.now(), parts.store.clone(), fact.clone());
-            let walk = crate::blocking::run(move || {
-                Ok::<_, String>(policy.walk(&fact, |id| store.fact(id).ok().flatten()))
-            })
-            .await?;
+            let walk =
+                crate::blocking::run(move || Ok::<_, String>(policy.walk(&fact, &store))).await?;
             match walk {
                 Walk::Trusted(_) => return Ok(()),
                 Walk::Untrusted(why) => return Err(why),
@@ -553,10 +554,29 @@ impl Requester {
         self.hint(Cmd::Failure(record));
     }
 
-    /// A dispute of a fact (gossip, signature checked): kept if this node
-    /// holds the fact. Never waits, as above.
-    pub fn on_dispute(&self, dispute: Box<oda_protocol::SignedDispute>) {
-        self.hint(Cmd::Dispute(dispute));
+    /// A dispute or an endorsement of a fact (gossip, signature checked):
+    /// kept as [`verdicts::keep`](crate::scheduler::verdicts::keep) says.
+    /// Never waits, as above.
+    pub fn on_verdict(&self, verdict: crate::scheduler::verdicts::Incoming) {
+        self.hint(Cmd::Verdict(verdict));
+    }
+
+    /// Compute `expr` (stored here) afresh on a trusted worker other than
+    /// `without`, whatever any cache holds: a controller's re-check of
+    /// `without`'s fact. Inputs are resolved as for a job (from caches).
+    pub async fn recheck(
+        &self,
+        expr: ExprId,
+        without: oda_protocol::PublicKey,
+    ) -> Result<Resolved, ResolveError> {
+        let want = Want {
+            no_cache: true,
+            quorum: 1,
+            without: Some(without),
+        };
+        ask(&self.commands, |reply| Cmd::Resolve { expr, want, reply })
+            .await
+            .unwrap_or(Err(ResolveError::Cancelled))
     }
 
     /// A fact announcement (gossip). Never waits, as above.

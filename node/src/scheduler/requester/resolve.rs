@@ -3,15 +3,13 @@
 //! one expression is resolved once however many ask), then compute it with
 //! up to `max_attempts` auctions and leases.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use oda_protocol::messages::{Gossip, JobAdvert};
+use oda_protocol::messages::JobAdvert;
 use oda_protocol::names::Topic;
-use oda_protocol::{
-    BlobId, Dispute, ExprId, Expression, Outcome, ResolvedInput, SignedFact, Subject,
-};
+use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, SignedFact, Subject};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +20,7 @@ use super::lease::{run_lease, LeaseEnd};
 use super::{Ctx, ResolveError, Resolved, Want};
 use crate::identity::peer_id_of;
 use crate::scheduler::jobs::{now_ms, Attempt, JobState};
-use crate::scheduler::quorum;
+use crate::scheduler::{quorum, verdicts};
 
 /// Resolve `expr` as `want` says: from a cache unless `no_cache`, else by
 /// computing it; under its quorum.
@@ -108,10 +106,15 @@ async fn resolve_inputs(
     let results = futures::future::join_all(deps.iter().map(|dep| {
         let dep = *dep;
         async move {
+            let want = Want {
+                no_cache: false,
+                quorum: quorum as u32,
+                without: None,
+            };
             let asked = ctx
                 .ask(|reply| Cmd::Resolve {
                     expr: dep,
-                    quorum,
+                    want,
                     reply,
                 })
                 .await;
@@ -234,7 +237,7 @@ async fn compute(
         endorsements,
     };
     let mut attempts: Vec<Attempt> = Vec::new();
-    let mut excluded: HashSet<PeerId> = HashSet::new();
+    let mut excluded: HashSet<PeerId> = want.without.iter().filter_map(peer_id_of).collect();
     let cfg = &parts.cfg;
     let (no_cache, quorum) = (want.no_cache, want.quorum());
     // With a quorum: results that came without agreement, and how many
@@ -373,30 +376,19 @@ async fn dispute_dissenters(
     let parts = ctx.parts();
     let held = trusted_held(ctx, agreed.body.expr)?;
     let (_, why) = quorum::verdict(&held, agreed, quorum);
-    let observed: BTreeMap<String, BlobId> = match &agreed.body.outcome {
-        Outcome::Success { outputs } => outputs.iter().map(|(n, o)| (n.clone(), o.blob)).collect(),
-        Outcome::AnalysisError { .. } => BTreeMap::new(),
+    let signer = verdicts::Signer {
+        client: &parts.client,
+        store: &parts.store,
+        key: &parts.key,
+        trust: &parts.trust,
     };
     for outvoted in quorum::dissenters(&held, agreed) {
-        let dispute = Dispute {
-            controller: parts.key.public(),
-            fact: outvoted.id(),
-            expr: agreed.body.expr,
-            observed: observed.clone(),
-            issued_at: now_ms(),
-            reason: format!("outvoted by a quorum: {why}"),
-        };
-        let Ok(signed) = parts.key.secret.sign(dispute) else {
-            continue;
-        };
-        tracing::warn!(fact = %outvoted.id(), worker = %outvoted.body.worker, "disputing a result the quorum outvoted");
-        parts.store.put_dispute(&signed)?;
-        if let Err(e) = parts
-            .client
-            .publish(Topic::Facts, Gossip::Dispute(Box::new(signed)))
+        let reason = format!("outvoted by a quorum: {why}");
+        if let Err(e) = signer
+            .publish_dispute(outvoted, quorum::observed(agreed), reason)
             .await
         {
-            tracing::debug!(error = %e, "cannot publish the dispute");
+            tracing::warn!(error = %e, "cannot dispute a result the quorum outvoted");
         }
     }
     Ok(())

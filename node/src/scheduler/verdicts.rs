@@ -1,0 +1,150 @@
+//! Verdicts on facts by whoever re-computed them: endorsements (the same
+//! outcome from the same input bytes) and disputes (another outcome). This
+//! module signs, keeps and publishes the node's own ([`publish_dispute`],
+//! [`publish_endorsement`]: a requester whose quorum outvoted a fact, a
+//! controller that re-computed a sample) and keeps those that arrive by
+//! gossip ([`keep`]). It owns no state: the store keeps the verdicts, and
+//! the trust book counts the disputes of the controllers the node heeds
+//! ([`TrustPolicy::count_dispute`]), from the store again at each start
+//! ([`count_stored_disputes`]).
+
+use std::collections::BTreeMap;
+
+use oda_protocol::messages::Gossip;
+use oda_protocol::names::Topic;
+use oda_protocol::{
+    BlobId, Dispute, Endorsement, SignedDispute, SignedEndorsement, SignedFact, Subject,
+};
+
+use super::jobs::now_ms;
+use super::trust::{TrustBook, TrustPolicy};
+use crate::identity::NodeKey;
+use crate::network::Client;
+use crate::store::{Store, StoreError};
+
+/// A verdict that arrived by gossip (its signature checked by validation).
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// Someone re-computed a fact and got another outcome.
+    Dispute(Box<SignedDispute>),
+    /// A controller re-computed a fact and got the same outcome.
+    Endorsement(Box<SignedEndorsement>),
+}
+
+/// Keep an incoming verdict (blocking: store reads and writes). A dispute
+/// is kept for a fact held here ([`Store::put_dispute`]); an endorsement of
+/// a fact held here, or by a controller this node heeds (the endorsement is
+/// what makes a fact found in the mesh later trusted). Anyone else's
+/// verdicts on facts this node does not hold would only fill its disk. A
+/// heeded controller's dispute puts the fact's signer in disrepute.
+/// Returns whether anything was kept.
+pub fn keep(store: &Store, trust: &TrustBook, verdict: Incoming) -> Result<bool, StoreError> {
+    match verdict {
+        Incoming::Dispute(d) => {
+            let kept = store.put_dispute(&d)?;
+            if let Some(fact) = store.fact(&d.body.fact)?.filter(|_| kept) {
+                if trust.update(|p| p.count_dispute(&d.body.controller, &fact)) {
+                    tracing::warn!(worker = %fact.body.worker, fact = %fact.id(), controller = %d.body.controller,
+                        "a controller this node heeds disputed a fact: its signer is no longer trusted");
+                }
+            }
+            Ok(kept)
+        }
+        Incoming::Endorsement(e) => {
+            let Subject::Fact(fact) = e.body.subject else {
+                return Ok(false);
+            };
+            if !trust.now().heeds(&e.body.endorser) && !store.is_held(&fact)? {
+                return Ok(false);
+            }
+            store.put_endorsement(&e)
+        }
+    }
+}
+
+/// Count every stored dispute by a controller `policy` heeds whose fact is
+/// held (blocking; at start, before the policy is shared).
+pub fn count_stored_disputes(store: &Store, policy: &mut TrustPolicy) -> Result<(), StoreError> {
+    for dispute in store.all_disputes()? {
+        if let Some(fact) = store.fact(&dispute.body.fact)? {
+            policy.count_dispute(&dispute.body.controller, &fact);
+        }
+    }
+    Ok(())
+}
+
+/// What signing and publishing a verdict needs.
+pub struct Signer<'a> {
+    /// Publishes the verdict.
+    pub client: &'a Client,
+    /// Keeps it.
+    pub store: &'a Store,
+    /// Signs it.
+    pub key: &'a NodeKey,
+    /// Counts this node's own disputes.
+    pub trust: &'a TrustBook,
+}
+
+impl Signer<'_> {
+    /// Sign a dispute of `disputed` (this node got `observed` from the same
+    /// input bytes), keep it and publish it on the facts topic.
+    pub async fn publish_dispute(
+        &self,
+        disputed: &SignedFact,
+        observed: BTreeMap<String, BlobId>,
+        reason: String,
+    ) -> Result<(), String> {
+        let dispute = Dispute {
+            controller: self.key.public(),
+            fact: disputed.id(),
+            expr: disputed.body.expr,
+            observed,
+            issued_at: now_ms(),
+            reason,
+        };
+        let signed = self
+            .key
+            .secret
+            .sign(dispute)
+            .map_err(|e| format!("cannot sign the dispute: {e}"))?;
+        tracing::warn!(fact = %disputed.id(), worker = %disputed.body.worker, reason = %signed.body.reason, "disputing a fact");
+        self.keep_own(Incoming::Dispute(Box::new(signed.clone())))
+            .await?;
+        self.publish(Gossip::Dispute(Box::new(signed))).await;
+        Ok(())
+    }
+
+    /// Sign an endorsement of `fact`, keep it and publish it on the facts
+    /// topic.
+    pub async fn publish_endorsement(&self, fact: &SignedFact, note: String) -> Result<(), String> {
+        let endorsement = Endorsement {
+            endorser: self.key.public(),
+            subject: Subject::Fact(fact.id()),
+            issued_at: now_ms(),
+            note,
+        };
+        let signed = self
+            .key
+            .secret
+            .sign(endorsement)
+            .map_err(|e| format!("cannot sign the endorsement: {e}"))?;
+        tracing::info!(fact = %fact.id(), worker = %fact.body.worker, "endorsing a fact");
+        self.keep_own(Incoming::Endorsement(Box::new(signed.clone())))
+            .await?;
+        self.publish(Gossip::Endorsement(Box::new(signed))).await;
+        Ok(())
+    }
+
+    async fn keep_own(&self, verdict: Incoming) -> Result<(), String> {
+        let (store, trust) = (self.store.clone(), self.trust.clone());
+        crate::blocking::run(move || keep(&store, &trust, verdict))
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish(&self, message: Gossip) {
+        if let Err(e) = self.client.publish(Topic::Facts, message).await {
+            tracing::debug!(error = %e, "cannot publish the verdict");
+        }
+    }
+}
