@@ -695,12 +695,16 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
             reasons.push(format!(
                 "{id}  DISPUTED by {}{}: {}",
                 render::short(&text(dispute, "by"), 8),
-                if flag(dispute, "by_trusted") {
-                    " (trusted)"
-                } else {
-                    ""
-                },
+                heeded(dispute),
                 text(dispute, "reason")
+            ));
+        }
+        for endorsement in render::items(fact, "endorsements") {
+            reasons.push(format!(
+                "{id}  ENDORSED by {}{}: {}",
+                render::short(&text(endorsement, "by"), 8),
+                heeded(endorsement),
+                text(endorsement, "note")
             ));
         }
         t.row(vec![
@@ -751,6 +755,16 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
         }
     }
     Ok(OK)
+}
+
+/// " (heeded)" for a verdict on a fact by a key this node heeds (its
+/// `[trust] controllers`, or itself): it counts in the trust label.
+fn heeded(verdict: &Json) -> &'static str {
+    if flag(verdict, "by_heeded") {
+        " (heeded)"
+    } else {
+        ""
+    }
 }
 
 /// "trusted: why" or "UNTRUSTED: why" for a fact's JSON view; untrusted
@@ -1100,6 +1114,15 @@ pub fn trust_ls(api: &Api, as_json: bool) -> CliResult<u8> {
     println!("keys      {}", render::list(&t, "keys"));
     println!("added     {}", render::list(&t, "added_keys"));
     println!("experts   {}", render::list(&t, "experts"));
+    println!("controllers {}", render::list(&t, "controllers"));
+    for d in render::items(&t, "disreputed") {
+        println!(
+            "disputed  {}: its fact {} was disputed by controller {}; its facts are trusted only when endorsed",
+            text(d, "key"),
+            text(d, "fact"),
+            render::short(&text(d, "controller"), 8)
+        );
+    }
     if render::items(&t, "groups").next().is_none() {
         println!("groups    none");
     }
@@ -1237,6 +1260,9 @@ pub fn trust_show(api: &Api, key: &str, as_json: bool) -> CliResult<u8> {
         num(&k, "facts"),
         num(&k, "facts_held")
     );
+    if flag(&k, "heeded_controller") {
+        println!("controller  heeded: its endorsements and disputes of facts count here");
+    }
     Ok(OK)
 }
 

@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
-use oda_protocol::{ExprId, Expression, Outcome, SignedFact};
+use oda_protocol::{ExprId, Expression, Outcome, SignedFact, Subject};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -113,8 +113,25 @@ pub struct FactView {
     /// keys" or "signed by <key>, whom this node does not trust".
     pub trust: String,
     /// Disputes of this fact this node keeps (signed by whoever disputes
-    /// it: a requester whose quorum outvoted it).
+    /// it: a requester whose quorum outvoted it, a controller that
+    /// re-computed it).
     pub disputes: Vec<DisputeView>,
+    /// Endorsements of this fact this node keeps (signed by controllers that
+    /// re-computed it and got the same outcome).
+    pub endorsements: Vec<EndorsementView>,
+}
+
+/// A signed endorsement of a fact.
+#[derive(Debug, Serialize)]
+pub struct EndorsementView {
+    /// The endorsing key (hex).
+    pub by: String,
+    /// Whether this node heeds that key (`[trust] controllers`, or itself).
+    pub by_heeded: bool,
+    /// Unix ms.
+    pub issued_at: u64,
+    /// The endorser's note, e.g. "re-computed by <key>: the same outcome".
+    pub note: String,
 }
 
 /// A signed dispute of a fact.
@@ -122,8 +139,10 @@ pub struct FactView {
 pub struct DisputeView {
     /// The disputing key (hex).
     pub by: String,
-    /// Whether this node trusts that key.
-    pub by_trusted: bool,
+    /// Whether this node heeds that key (`[trust] controllers`, or itself):
+    /// then the fact is not trusted here, nor are its signer's other facts
+    /// unless endorsed.
+    pub by_heeded: bool,
     /// What the disputer takes the outputs to be, blob by output name.
     pub observed: BTreeMap<String, String>,
     /// Unix ms.
@@ -181,6 +200,7 @@ impl FactView {
             trusted: verdict.trusted,
             trust: verdict.why,
             disputes: Vec::new(),
+            endorsements: Vec::new(),
         }
     }
 
@@ -217,7 +237,7 @@ impl FactView {
             .into_iter()
             .map(|d| DisputeView {
                 by: d.body.controller.to_string(),
-                by_trusted: trust.trusts_worker(&d.body.controller),
+                by_heeded: trust.heeds(&d.body.controller),
                 observed: d
                     .body
                     .observed
@@ -226,6 +246,18 @@ impl FactView {
                     .collect(),
                 issued_at: d.body.issued_at,
                 reason: d.body.reason,
+            })
+            .collect();
+        view.endorsements = node
+            .store
+            .endorsements_of(&Subject::Fact(f.id()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| EndorsementView {
+                by: e.body.endorser.to_string(),
+                by_heeded: trust.heeds(&e.body.endorser),
+                issued_at: e.body.issued_at,
+                note: e.body.note,
             })
             .collect();
         view

@@ -83,6 +83,24 @@ pub struct TrustView {
     pub groups: Vec<GroupView>,
     /// Rosters held of groups the policy does not name (not trusted).
     pub other_rosters: Vec<RosterView>,
+    /// `[trust] controllers`: whose endorsements and disputes of facts
+    /// count here (besides this node's own).
+    pub controllers: Vec<String>,
+    /// Signers in disrepute: a controller this node heeds disputed one of
+    /// their facts, so their other facts are trusted only when endorsed and
+    /// they are not assigned jobs.
+    pub disreputed: Vec<DisreputeView>,
+}
+
+/// A signer in disrepute, and why.
+#[derive(Debug, Serialize)]
+pub struct DisreputeView {
+    /// The signer (hex).
+    pub key: String,
+    /// The disputed fact, `fa:<hex>`.
+    pub fact: String,
+    /// The controller that disputed it (hex).
+    pub controller: String,
 }
 
 fn trust_view(p: &TrustPolicy) -> Result<TrustView, ApiError> {
@@ -113,6 +131,16 @@ fn trust_view(p: &TrustPolicy) -> Result<TrustView, ApiError> {
             .filter(|(g, _)| !p.groups.contains(*g))
             .map(|(_, r)| RosterView::new(r))
             .collect::<Result<_, _>>()?,
+        controllers: p.controllers.iter().map(ToString::to_string).collect(),
+        disreputed: p
+            .disreputed
+            .iter()
+            .map(|(key, (fact, controller))| DisreputeView {
+                key: key.to_string(),
+                fact: format!("{fact:#}"),
+                controller: controller.to_string(),
+            })
+            .collect(),
     })
 }
 
@@ -298,6 +326,9 @@ pub struct KeyView {
     pub facts: u64,
     /// Of those, the ones whose outputs this node holds.
     pub facts_held: u64,
+    /// Whether this node heeds its endorsements and disputes of facts
+    /// (`[trust] controllers`, or this node's own key).
+    pub heeded_controller: bool,
 }
 
 /// `GET /v1/trust/keys/{key}`: whether the key is trusted and why, the
@@ -332,5 +363,6 @@ pub async fn show_key(
             .collect(),
         facts,
         facts_held,
+        heeded_controller: policy.heeds(&key),
     }))
 }
