@@ -23,7 +23,8 @@ use oda_protocol::ids::contexts;
 use oda_protocol::keys::signing_message;
 use oda_protocol::messages::{BlobRequest, FactRequest, JobResponse, Progress};
 use oda_protocol::{
-    BlobId, Endorsement, NetworkId, PublicKey, Signable, Signature, SignedEndorsement, Topic, Wire,
+    BlobId, Endorsement, NetworkId, PublicKey, RunnerClass, Signable, Signature, SignedEndorsement,
+    Topic, Wire,
 };
 
 type Sections = BTreeMap<String, BTreeMap<String, String>>;
@@ -113,6 +114,36 @@ fn actual(f: &Fixtures) -> Sections {
 
     for (name, bytes) in f.wire_encodings() {
         put("wire", &name, hex::encode(bytes));
+    }
+
+    // One workflow per executor kind besides `command` (the fixtures'),
+    // and one fact per runner class: the same body as `signed_fact` but
+    // for the class.
+    for kind in ["slurm", "container", "cwl"] {
+        let wf = common::workflow(&format!("executor-{kind}"));
+        assert_eq!(wf.manifest.executor.kind(), kind);
+        let name = format!("workflow_executor_{kind}");
+        put("ids", &name, wf.id().to_string());
+        put("wire", &name, hex::encode(wf.encode().unwrap()));
+    }
+    for class in [
+        RunnerClass::Public,
+        RunnerClass::Group,
+        RunnerClass::User,
+        RunnerClass::Session,
+        RunnerClass::Job,
+        RunnerClass::Anonymous,
+    ] {
+        let mut body = f.fact.body.clone();
+        body.runner_class = class;
+        let fact = key(WORKER).sign(body).unwrap();
+        let name = format!("fact_runner_{}", class.name());
+        put("ids", &name, fact.id().to_string());
+        put(
+            "wire",
+            &format!("signed_{name}"),
+            hex::encode(fact.encode().unwrap()),
+        );
     }
 
     for (name, bytes) in must_reject(f) {
