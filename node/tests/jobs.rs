@@ -193,6 +193,15 @@ env = {{ MARKER = "{marker}" }}
     dir
 }
 
+/// `advert` as gossip, signed by `key` (its requester).
+fn advert_gossip(
+    key: &NodeKey,
+    advert: oda_protocol::messages::JobAdvert,
+) -> oda_protocol::messages::Gossip {
+    let signed = key.secret.sign(advert).expect("the advert names this key");
+    oda_protocol::messages::Gossip::JobAdvert(Box::new(signed))
+}
+
 /// A workflow with one int input `x`, passed as the script's only argument.
 fn int_workflow(root: &Path, marker_dir: &Path, name: &str, script: &str) -> PathBuf {
     workflow(
@@ -1176,8 +1185,11 @@ impl Attacker {
     /// not yet known to subscribe is expected: the caller publishes again).
     async fn publish(&self, advert: &oda_protocol::messages::JobAdvert) {
         let topic = oda_protocol::names::Topic::jobs(&advert.expr.workflow);
-        let gossip = oda_protocol::messages::Gossip::JobAdvert(Box::new(advert.clone()));
-        let _ = self.peer.client.publish(topic, gossip).await;
+        let _ = self
+            .peer
+            .client
+            .publish(topic, advert_gossip(&self.peer.key, advert.clone()))
+            .await;
     }
 
     /// Advertise `expr` with `inputs` (again until a result comes) and
@@ -1405,6 +1417,7 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
         .collect();
     let flood = {
         let attacker_client = attacker.peer.client.clone();
+        let attacker_key = attacker.peer.key.clone();
         tokio::spawn(async move {
             for (i, advert) in adverts.into_iter().enumerate() {
                 // A new deadline makes each re-advertisement a new message.
@@ -1414,7 +1427,7 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
                 };
                 for advert in [again, advert] {
                     let topic = oda_protocol::names::Topic::jobs(&advert.expr.workflow);
-                    let gossip = oda_protocol::messages::Gossip::JobAdvert(Box::new(advert));
+                    let gossip = advert_gossip(&attacker_key, advert);
                     let _ = attacker_client.publish(topic, gossip).await;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -182,11 +182,16 @@ async fn gossip_reaches_all_subscribers_and_garbage_is_not_forwarded() {
     // Until the gossip mesh a - b - c has formed, a message may not reach c;
     // a keeps announcing (fresh ids) until c has received one.
     let announce = |n: u8| {
-        Gossip::FactAnnounce(FactAnnounce {
-            expr: ExprId([n; 32]),
-            fact_id: FactId([n; 32]),
-            worker: a.key.public(),
-        })
+        let signed = a
+            .key
+            .secret
+            .sign(FactAnnounce {
+                expr: ExprId([n; 32]),
+                fact_id: FactId([n; 32]),
+                worker: a.key.public(),
+            })
+            .expect("a signs its own announcement");
+        Gossip::FactAnnounce(signed)
     };
     let end = tokio::time::Instant::now() + DEADLINE;
     let mut sent = Vec::new();
@@ -205,7 +210,7 @@ async fn gossip_reaches_all_subscribers_and_garbage_is_not_forwarded() {
             tokio::select! {
                 _ = &mut wait => break,
                 e = c.events.recv() => match e {
-                    Some(NetworkEvent::Gossip { message, source }) => break 'outer (message, source),
+                    Some(NetworkEvent::Gossip { message, author }) => break 'outer (message, author),
                     Some(_) => continue,
                     None => panic!("event stream closed"),
                 },
@@ -216,7 +221,7 @@ async fn gossip_reaches_all_subscribers_and_garbage_is_not_forwarded() {
         sent.contains(&got),
         "c received something a never sent: {got:?}"
     );
-    assert_eq!(source, a.key.peer_id());
+    assert_eq!(source, Some(a.key.peer_id()), "the author is the signer");
 
     // Garbage from a: b rejects it and penalises a; c never sees it, so c has
     // no reason to penalise b.

@@ -186,26 +186,34 @@ fn codec(c: &mut Criterion) {
         })
         .expect("signer matches");
 
-    let advert = Gossip::JobAdvert(Box::new(JobAdvert {
-        expr: expr.clone(),
-        inputs: signed.body.inputs.clone(),
-        requester: key(1).public(),
-        requirements: Resources::default(),
-        deadline: 1_700_000_060_000,
-        priority: 5,
-        token: None,
-        bundle: BlobId(id(5_000)),
-        endorsements: vec![endorsement],
-    }));
+    let requester = key(1);
+    let advert = Gossip::JobAdvert(Box::new(
+        requester
+            .sign(JobAdvert {
+                expr: expr.clone(),
+                inputs: signed.body.inputs.clone(),
+                requester: requester.public(),
+                requirements: Resources::default(),
+                deadline: 1_700_000_060_000,
+                priority: 5,
+                token: None,
+                bundle: BlobId(id(5_000)),
+                endorsements: vec![endorsement],
+            })
+            .expect("signer matches"),
+    ));
     codec_case(c, "gossip_job_advert", &advert);
     codec_case(
         c,
         "gossip_fact_announce",
-        &Gossip::FactAnnounce(FactAnnounce {
-            expr: expr.id(),
-            fact_id: signed.id(),
-            worker: k.public(),
-        }),
+        &Gossip::FactAnnounce(
+            k.sign(FactAnnounce {
+                expr: expr.id(),
+                fact_id: signed.id(),
+                worker: k.public(),
+            })
+            .expect("signer matches"),
+        ),
     );
     codec_case(
         c,

@@ -10,20 +10,21 @@ use crate::codec::{limits, Wire};
 use crate::expression::Expression;
 use crate::fact::{ResolvedInput, SignedFact};
 use crate::ids::{BlobId, ExprId, FactId, WorkflowId};
-use crate::keys::PublicKey;
+use crate::keys::{PublicKey, Signable, Signed};
 use crate::manifest::Resources;
 
 /// Identifies one assignment of a job to a worker (random, chosen by the requester).
 pub type LeaseId = u64;
 
-/// Gossip on `/oda/<net>/jobs/<wf-prefix>/1`: "who can compute this?".
+/// Gossip on `/oda/<net>/jobs/<wf-prefix>/3`, signed by its requester
+/// ([`SignedJobAdvert`]): "who can compute this?".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobAdvert {
     /// The expression to evaluate.
     pub expr: Expression,
     /// How each `Output` argument resolved (the worker fetches these blobs).
     pub inputs: Vec<ResolvedInput>,
-    /// The requester (also the gossip source); offers go to this key's peer.
+    /// The requester, who signs the advert; offers go to this key's peer.
     pub requester: PublicKey,
     /// What a run needs.
     pub requirements: Resources,
@@ -47,16 +48,38 @@ impl JobAdvert {
     pub const MAX_ENDORSEMENTS: usize = 16;
 }
 
-/// Gossip on `/oda/<net>/facts/2`: a new fact exists.
+impl Signable for JobAdvert {
+    const CONTEXT: &'static str = "job-advert";
+    fn signer(&self) -> &PublicKey {
+        &self.requester
+    }
+}
+
+/// A job advert signed by its requester (since v3: gossip messages are not
+/// signed by gossipsub, each payload is signed by its author).
+pub type SignedJobAdvert = Signed<JobAdvert>;
+
+/// Gossip on `/oda/<net>/facts/3`, signed by its worker
+/// ([`SignedFactAnnounce`]): a new fact exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactAnnounce {
     /// The expression.
     pub expr: ExprId,
     /// The fact.
     pub fact_id: FactId,
-    /// Who signed it.
+    /// Who signed it (and signs the announcement).
     pub worker: PublicKey,
 }
+
+impl Signable for FactAnnounce {
+    const CONTEXT: &'static str = "fact-announce";
+    fn signer(&self) -> &PublicKey {
+        &self.worker
+    }
+}
+
+/// A fact announcement signed by the fact's worker (since v3).
+pub type SignedFactAnnounce = Signed<FactAnnounce>;
 
 /// Gossip on `/oda/<net>/capacity/2`: a worker's periodic summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,10 +102,10 @@ impl Capacity {
 /// Any gossip payload. The topic says which variant is expected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Gossip {
-    /// Since v1.
-    JobAdvert(Box<JobAdvert>),
-    /// Since v1.
-    FactAnnounce(FactAnnounce),
+    /// Since v1; signed by its requester since v3.
+    JobAdvert(Box<SignedJobAdvert>),
+    /// Since v1; signed by its worker since v3.
+    FactAnnounce(SignedFactAnnounce),
     /// Since v1.
     Capacity(Capacity),
     /// Since v2, on `/oda/<net>/facts/2`: a worker's failure record,
@@ -98,6 +121,21 @@ pub enum Gossip {
     ///
     /// [`Subject::Fact`]: crate::attest::Subject::Fact
     Endorsement(Box<crate::attest::SignedEndorsement>),
+}
+
+impl Gossip {
+    /// The key that signed the message (its author), if it is signed: every
+    /// variant but `Capacity`.
+    pub fn author(&self) -> Option<&PublicKey> {
+        match self {
+            Gossip::JobAdvert(a) => Some(&a.body.requester),
+            Gossip::FactAnnounce(a) => Some(&a.body.worker),
+            Gossip::Capacity(_) => None,
+            Gossip::Failure(f) => Some(&f.body.worker),
+            Gossip::Dispute(d) => Some(&d.body.controller),
+            Gossip::Endorsement(e) => Some(&e.body.endorser),
+        }
+    }
 }
 
 impl Wire for Gossip {

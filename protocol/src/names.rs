@@ -7,8 +7,10 @@ use std::str::FromStr;
 use crate::ids::WorkflowId;
 
 /// Current major version of every ODA mesh protocol but the blob protocol:
-/// 2 since a fact names the input fact (id and signer) behind each input.
-pub const MAJOR: u32 = 2;
+/// 3 since gossip payloads are signed by their authors instead of by
+/// gossipsub (2: a fact names the input fact, id and signer, behind each
+/// input).
+pub const MAJOR: u32 = 3;
 
 /// Major version of the blob protocol: 2 since ranges carry their BLAKE3 tree
 /// hashes (a v1 peer sent bare bytes, checked only once the whole blob was in).
@@ -170,19 +172,19 @@ mod tests {
     #[test]
     fn names_carry_network_and_version() {
         let net: NetworkId = "test-1".parse().unwrap();
-        assert_eq!(net.kad_protocol(), "/oda/test-1/kad/2");
-        assert_eq!(net.job_protocol(), "/oda/test-1/job/2");
-        assert_eq!(net.fact_protocol(), "/oda/test-1/fact/2");
+        assert_eq!(net.kad_protocol(), "/oda/test-1/kad/3");
+        assert_eq!(net.job_protocol(), "/oda/test-1/job/3");
+        assert_eq!(net.fact_protocol(), "/oda/test-1/fact/3");
         assert_eq!(net.blob_protocol(), "/oda/test-1/blob/2");
         let wf = WorkflowId([0xab; 32]);
         let t = Topic::jobs(&wf);
-        assert_eq!(t.encode(&net), "/oda/test-1/jobs/abababababababab/2");
+        assert_eq!(t.encode(&net), "/oda/test-1/jobs/abababababababab/3");
         for topic in [t, Topic::Facts, Topic::Capacity] {
             assert_eq!(Topic::decode(&net, &topic.encode(&net)).unwrap(), topic);
             assert!(Topic::decode(&NetworkId::main(), &topic.encode(&net)).is_err());
         }
         // A peer of the previous major version is not understood.
-        assert!(Topic::decode(&net, "/oda/test-1/facts/1").is_err());
+        assert!(Topic::decode(&net, "/oda/test-1/facts/2").is_err());
         assert!(Topic::decode(&net, "/oda/test-1/jobs/XYZ/2").is_err());
         assert!("Main".parse::<NetworkId>().is_err());
         assert!("".parse::<NetworkId>().is_err());

@@ -488,7 +488,7 @@ fn deeply_nested_values_are_refused() {
     let advert = |v: Value| {
         let mut g = common::Fixtures::new().gossip().remove(0).1;
         if let Gossip::JobAdvert(a) = &mut g {
-            a.expr = expression_with(v);
+            a.body.expr = expression_with(v);
         }
         g.encode().unwrap()
     };

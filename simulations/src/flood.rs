@@ -102,6 +102,7 @@ pub async fn measure(workers: usize, jobs: usize, rate: u64) -> anyhow::Result<F
     let published = Arc::new(AtomicU64::new(0));
     let flooder = {
         let (client, published, stop) = (client.clone(), published.clone(), stop.clone());
+        let secret = key.secret.clone();
         let (workflow, manifest) = (mesh.workflow, mesh.manifest()?);
         tokio::spawn(async move {
             let topic = Topic::jobs(&template.expr.workflow);
@@ -121,8 +122,12 @@ pub async fn measure(workers: usize, jobs: usize, rate: u64) -> anyhow::Result<F
                         deadline: oda_node::scheduler::jobs::now_ms() + 60_000,
                         ..template.clone()
                     };
+                    // Validly signed: the flooder is a peer with its own key.
+                    let Ok(signed) = secret.sign(advert) else {
+                        return;
+                    };
                     if client
-                        .publish(topic.clone(), Gossip::JobAdvert(Box::new(advert)))
+                        .publish(topic.clone(), Gossip::JobAdvert(Box::new(signed)))
                         .await
                         .is_ok()
                     {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use oda_protocol::messages::{FactAnnounce, Gossip};
 use oda_protocol::names::Topic;
-use oda_protocol::{ExprId, FactId, PublicKey};
+use oda_protocol::{ExprId, FactId};
 use tokio::sync::mpsc;
 
 use crate::mesh::{mesh, Peer, Received};
@@ -86,18 +86,21 @@ async fn settle(peers: &[Peer], quiet: Duration) -> Option<Duration> {
     None
 }
 
-fn announce(n: u64, worker: PublicKey) -> Gossip {
+fn announce(n: u64, worker: &oda_protocol::SecretKey) -> Gossip {
     let h = *blake3::hash(&n.to_le_bytes()).as_bytes();
-    Gossip::FactAnnounce(FactAnnounce {
-        expr: ExprId(h),
-        fact_id: FactId(h),
-        worker,
-    })
+    let signed = worker
+        .sign(FactAnnounce {
+            expr: ExprId(h),
+            fact_id: FactId(h),
+            worker: worker.public(),
+        })
+        .expect("the worker signs its own announcement");
+    Gossip::FactAnnounce(signed)
 }
 
 fn tag(m: &Gossip) -> Option<ExprId> {
     match m {
-        Gossip::FactAnnounce(a) => Some(a.expr),
+        Gossip::FactAnnounce(a) => Some(a.body.expr),
         _ => None,
     }
 }
@@ -146,7 +149,7 @@ pub async fn measure(n: usize, messages: usize, quiet: Duration) -> anyhow::Resu
         }
     }
     let publisher = &peers[1];
-    let key = publisher.key.public();
+    let key = &publisher.key.secret;
     let others = peers.len() - 1;
 
     // Until subscriptions have been exchanged and the gossip mesh has been

@@ -126,11 +126,21 @@ const PROVIDER_RETRIES: [Duration; 3] = [
 pub struct Client {
     commands: mpsc::Sender<Command>,
     local: PeerId,
+    /// Signs this node's fact announcements.
+    key: std::sync::Arc<oda_protocol::SecretKey>,
 }
 
 impl Client {
-    pub(super) fn new(commands: mpsc::Sender<Command>, local: PeerId) -> Self {
-        Self { commands, local }
+    pub(super) fn new(
+        commands: mpsc::Sender<Command>,
+        local: PeerId,
+        key: oda_protocol::SecretKey,
+    ) -> Self {
+        Self {
+            commands,
+            local,
+            key: std::sync::Arc::new(key),
+        }
     }
 
     /// This node's peer id.
@@ -216,20 +226,35 @@ impl Client {
     }
 
     /// Put the DHT record `fact/<ExprId>` (quorum 1) and provide
-    /// `expr/<ExprId>` concurrently, then announce `FactAnnounce`. Failures
-    /// caused by a still-small mesh are logged, not returned.
+    /// `expr/<ExprId>` concurrently, then announce `FactAnnounce` if this node signed
+    /// the fact. Failures caused by a still-small mesh are logged, not returned.
     async fn publish_fact_record(&self, fact: &SignedFact) -> Result<(), NetworkError> {
         let expr = fact.body.expr;
         let (put, provide_expr) = futures::join!(
             self.ask(|r| Command::PutFact(Box::new(fact.clone()), r)),
             self.provide(super::keys::expr_providers(&expr)),
         );
-        let announce = Gossip::FactAnnounce(FactAnnounce {
-            expr,
-            fact_id: fact.id(),
-            worker: fact.body.worker,
-        });
-        let announced = self.publish(Topic::Facts, announce).await;
+        // Only the worker announces a fact (the announcement is signed by
+        // the fact's key); a node re-publishing another's fact it holds
+        // puts the record and provides it, and says nothing on gossip.
+        let announced = if fact.body.worker == self.key.public() {
+            match self.key.sign(FactAnnounce {
+                expr,
+                fact_id: fact.id(),
+                worker: fact.body.worker,
+            }) {
+                Ok(signed) => {
+                    self.publish(Topic::Facts, Gossip::FactAnnounce(signed))
+                        .await
+                }
+                Err(e) => Err(NetworkError::Setup(format!(
+                    "cannot sign the announcement of {}: {e}",
+                    fact.id()
+                ))),
+            }
+        } else {
+            Ok(())
+        };
         tolerate_small_mesh(&expr, put, "put record")
             .and(tolerate_small_mesh(
                 &expr,

@@ -695,17 +695,16 @@ impl EventLoop {
             return;
         };
         self.stats.gossip_received += 1;
-        let verdict = validate::gossip(
-            &self.cfg.network,
-            message.topic.as_str(),
-            message.source.as_ref(),
-            &message.data,
-        );
+        let verdict = validate::gossip(&self.cfg.network, message.topic.as_str(), &message.data);
+        let author = verdict
+            .as_ref()
+            .ok()
+            .and_then(|m| m.author())
+            .and_then(crate::identity::peer_id_of);
         // A valid advert over its author's budget is dropped: neither
         // delivered nor forwarded, and not held against the relaying peer.
         let over_budget = matches!(verdict, Ok(oda_protocol::messages::Gossip::JobAdvert(_)))
-            && message
-                .source
+            && author
                 .is_some_and(|author| !self.advert_budget.admit(author, std::time::Instant::now()));
         let acceptance = match &verdict {
             Ok(_) if over_budget => MessageAcceptance::Ignore,
@@ -723,9 +722,9 @@ impl EventLoop {
             self.stats.adverts_over_budget += 1;
             return;
         }
-        if let (Ok(msg), Some(source)) = (verdict, message.source) {
+        if let Ok(msg) = verdict {
             self.emit_gossip(NetworkEvent::Gossip {
-                source,
+                author,
                 message: msg,
             });
         }

@@ -168,8 +168,9 @@ pub enum NetworkEvent {
     PeerDisconnected(PeerId),
     /// A validated gossip message.
     Gossip {
-        /// The peer that signed (published) it.
-        source: PeerId,
+        /// The peer whose key signed it (its author: requester, worker,
+        /// controller); none for a `Capacity` summary, which is not signed.
+        author: Option<PeerId>,
         /// The message.
         message: Gossip,
     },
@@ -240,7 +241,11 @@ pub fn new(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
     let (gossip_tx, gossip) = mpsc::channel(GOSSIP_QUEUE);
-    let client = Client::new(command_tx.clone(), *swarm.local_peer_id());
+    let client = Client::new(
+        command_tx.clone(),
+        *swarm.local_peer_id(),
+        key.secret.clone(),
+    );
     let event_loop = EventLoop::new(
         swarm,
         cfg,

@@ -2,13 +2,11 @@
 //! are tested without a swarm: DHT fact records and gossip messages.
 
 use libp2p::kad::Record;
-use libp2p::PeerId;
 use oda_protocol::messages::Gossip;
 use oda_protocol::names::Topic;
 use oda_protocol::{NetworkId, SignedFact, Wire};
 
 use super::keys::parse_fact_record;
-use crate::identity::public_key_of;
 
 /// Check a DHT record: the key names an expression, the value is a fact about
 /// that expression, and the signature verifies.
@@ -19,21 +17,17 @@ pub fn fact_record(record: &Record) -> Result<SignedFact, String> {
     Ok(fact)
 }
 
-/// Check a gossip message: it decodes, its kind matches the topic, and any key
-/// it names as its author is the key that signed the gossip message.
-pub fn gossip(
-    net: &NetworkId,
-    topic: &str,
-    source: Option<&PeerId>,
-    data: &[u8],
-) -> Result<Gossip, String> {
+/// Check a gossip message: it decodes, its kind matches the topic, it is
+/// within its bounds and, unless it is a `Capacity` summary, the signature
+/// of its author (the key it names: requester, worker, controller) verifies.
+/// Gossipsub does not sign messages (protocol v3): each payload is signed
+/// by its author, and checked here once per message, not once per copy.
+pub fn gossip(net: &NetworkId, topic: &str, data: &[u8]) -> Result<Gossip, String> {
     let topic = Topic::decode(net, topic).map_err(|e| e.to_string())?;
     let message = Gossip::decode(data).map_err(|e| e.to_string())?;
-    let source_key = source
-        .and_then(public_key_of)
-        .ok_or("gossip source is not an ed25519 peer")?;
     match (&topic, &message) {
-        (Topic::Jobs { workflow_prefix }, Gossip::JobAdvert(advert)) => {
+        (Topic::Jobs { workflow_prefix }, Gossip::JobAdvert(signed)) => {
+            let advert = &signed.body;
             if &advert
                 .expr
                 .workflow
@@ -42,30 +36,23 @@ pub fn gossip(
             {
                 return Err("job advert for another workflow than the topic's".into());
             }
-            if advert.requester != source_key {
-                return Err("job advert names a requester other than its signer".into());
-            }
-            if let Some(token) = &advert.token {
-                token.verify().map_err(|e| format!("job token: {e}"))?;
-            }
             if advert.endorsements.len() > oda_protocol::messages::JobAdvert::MAX_ENDORSEMENTS {
                 return Err("job advert carries too many endorsements".into());
+            }
+            signed.verify().map_err(|e| format!("job advert: {e}"))?;
+            if let Some(token) = &advert.token {
+                token.verify().map_err(|e| format!("job token: {e}"))?;
             }
             for e in &advert.endorsements {
                 e.verify().map_err(|e| format!("endorsement: {e}"))?;
             }
         }
         (Topic::Facts, Gossip::FactAnnounce(announce)) => {
-            // Announcements may be relayed only by their worker.
-            if announce.worker != source_key {
-                return Err("fact announcement by a peer other than the worker".into());
-            }
+            announce
+                .verify()
+                .map_err(|e| format!("fact announcement: {e}"))?;
         }
         (Topic::Facts, Gossip::Failure(record)) => {
-            // Published only by the worker that ran it, signed by it.
-            if record.body.worker != source_key {
-                return Err("failure record by a peer other than the worker".into());
-            }
             if record.body.reason.len() > oda_protocol::Failure::MAX_REASON
                 || record.body.log_tail.len() > oda_protocol::Failure::MAX_LOG_TAIL
             {
@@ -76,18 +63,11 @@ pub fn gossip(
                 .map_err(|e| format!("failure record: {e}"))?;
         }
         (Topic::Facts, Gossip::Dispute(dispute)) => {
-            // Published only by the key that disputes, signed by it.
-            if dispute.body.controller != source_key {
-                return Err("dispute by a peer other than its signer".into());
-            }
             dispute.verify().map_err(|e| format!("dispute: {e}"))?;
         }
         (Topic::Facts, Gossip::Endorsement(endorsement)) => {
-            // A controller's verdict on a fact, published by the controller;
-            // workflow endorsements travel with adverts, not on their own.
-            if endorsement.body.endorser != source_key {
-                return Err("endorsement by a peer other than its signer".into());
-            }
+            // A controller's verdict on a fact; workflow endorsements travel
+            // with adverts, not on their own.
             if !matches!(endorsement.body.subject, oda_protocol::Subject::Fact(_)) {
                 return Err("only endorsements of facts are gossiped".into());
             }
@@ -160,32 +140,72 @@ mod tests {
     }
 
     #[test]
-    fn gossip_must_fit_topic_and_signer() {
+    fn gossip_must_fit_its_topic_and_be_signed_by_its_author() {
         let net = NetworkId::main();
         let key = NodeKey::from_seed([6; 32]);
         let other = NodeKey::from_seed([7; 32]);
-        let announce = Gossip::FactAnnounce(FactAnnounce {
+        let body = FactAnnounce {
             expr: ExprId([1; 32]),
             fact_id: FactId([2; 32]),
             worker: key.public(),
-        });
-        let data = announce.encode().unwrap();
+        };
+        let encode = |a| Gossip::FactAnnounce(a).encode().unwrap();
+        let data = encode(key.secret.sign(body.clone()).unwrap());
         let facts = Topic::Facts.encode(&net);
-        assert!(gossip(&net, &facts, Some(&key.peer_id()), &data).is_ok());
-        assert!(gossip(&net, &facts, Some(&other.peer_id()), &data).is_err());
-        assert!(gossip(
-            &net,
-            &Topic::Capacity.encode(&net),
-            Some(&key.peer_id()),
-            &data
-        )
-        .is_err());
-        assert!(gossip(&net, &facts, Some(&key.peer_id()), &[1, 2, 3]).is_err());
-        assert!(gossip(&net, "/oda/other/facts/2", Some(&key.peer_id()), &data).is_err());
+        let ok = gossip(&net, &facts, &data).unwrap();
+        assert_eq!(ok.author(), Some(&key.public()));
+        // Claimed for another worker, signed by this key: refused.
+        let mut claimed = key.secret.sign(body.clone()).unwrap();
+        claimed.body.worker = other.public();
+        let err = gossip(&net, &facts, &encode(claimed)).unwrap_err();
+        assert!(err.starts_with("fact announcement:"), "{err}");
+        assert!(gossip(&net, &Topic::Capacity.encode(&net), &data).is_err());
+        assert!(gossip(&net, &facts, &[1, 2, 3]).is_err());
+        assert!(gossip(&net, "/oda/other/facts/3", &data).is_err());
+        assert!(
+            gossip(&net, "/oda/main/facts/2", &data).is_err(),
+            "v2 topic"
+        );
     }
 
     #[test]
-    fn disputes_come_signed_from_the_key_that_disputes() {
+    fn adverts_are_signed_by_their_requester_and_fit_their_topic() {
+        let net = NetworkId::main();
+        let requester = NodeKey::from_seed([6; 32]);
+        let wf = WorkflowId([1; 32]);
+        let manifest = oda_protocol::Manifest::from_toml(
+            "name = \"w\"\nversion = \"1\"\n[outputs.out]\npath = \"o\"\n[executor]\nkind = \"command\"\nargv = [\"true\"]\n",
+        )
+        .unwrap();
+        let advert = oda_protocol::messages::JobAdvert {
+            expr: oda_protocol::Expression::new(wf, &manifest, Default::default()).unwrap(),
+            inputs: vec![],
+            requester: requester.public(),
+            requirements: Default::default(),
+            deadline: 9,
+            priority: 0,
+            token: None,
+            bundle: oda_protocol::BlobId([0; 32]),
+            endorsements: vec![],
+        };
+        let encode = |a| Gossip::JobAdvert(Box::new(a)).encode().unwrap();
+        let topic = Topic::jobs(&wf).encode(&net);
+        let good = encode(requester.secret.sign(advert.clone()).unwrap());
+        let ok = gossip(&net, &topic, &good).unwrap();
+        assert_eq!(ok.author(), Some(&requester.public()));
+        // The priority raised after signing: refused.
+        let mut raised = requester.secret.sign(advert.clone()).unwrap();
+        raised.body.priority = 255;
+        let err = gossip(&net, &topic, &encode(raised)).unwrap_err();
+        assert!(err.starts_with("job advert:"), "{err}");
+        // On the topic of another workflow.
+        let other = Topic::jobs(&WorkflowId([2; 32])).encode(&net);
+        let err = gossip(&net, &other, &good).unwrap_err();
+        assert!(err.contains("another workflow"), "{err}");
+    }
+
+    #[test]
+    fn disputes_come_signed_by_the_key_that_disputes() {
         let net = NetworkId::main();
         let facts = Topic::Facts.encode(&net);
         let key = NodeKey::from_seed([8; 32]);
@@ -200,18 +220,15 @@ mod tests {
         let encode =
             |d: oda_protocol::SignedDispute| Gossip::Dispute(Box::new(d)).encode().unwrap();
         let good = encode(key.secret.sign(body.clone()).unwrap());
-        assert!(gossip(&net, &facts, Some(&key.peer_id()), &good).is_ok());
-        let other = NodeKey::from_seed([9; 32]);
-        let err = gossip(&net, &facts, Some(&other.peer_id()), &good).unwrap_err();
-        assert!(err.contains("other than its signer"), "{err}");
+        assert!(gossip(&net, &facts, &good).is_ok());
         let mut forged = key.secret.sign(body).unwrap();
         forged.body.reason = "something else".into();
-        let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
+        let err = gossip(&net, &facts, &encode(forged)).unwrap_err();
         assert!(err.starts_with("dispute:"), "{err}");
     }
 
     #[test]
-    fn endorsements_of_facts_come_signed_from_their_controller() {
+    fn endorsements_of_facts_come_signed_by_their_controller() {
         let net = NetworkId::main();
         let facts = Topic::Facts.encode(&net);
         let key = NodeKey::from_seed([8; 32]);
@@ -225,37 +242,22 @@ mod tests {
             |e: oda_protocol::SignedEndorsement| Gossip::Endorsement(Box::new(e)).encode().unwrap();
         let of_fact = body(oda_protocol::Subject::Fact(FactId([3; 32])));
         let good = encode(key.secret.sign(of_fact.clone()).unwrap());
-        assert!(gossip(&net, &facts, Some(&key.peer_id()), &good).is_ok());
-        let other = NodeKey::from_seed([9; 32]);
-        let err = gossip(&net, &facts, Some(&other.peer_id()), &good).unwrap_err();
-        assert!(err.contains("other than its signer"), "{err}");
+        assert!(gossip(&net, &facts, &good).is_ok());
         let mut forged = key.secret.sign(of_fact.clone()).unwrap();
         forged.body.issued_at = 6;
-        let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
+        let err = gossip(&net, &facts, &encode(forged)).unwrap_err();
         assert!(err.starts_with("endorsement:"), "{err}");
         let of_workflow = body(oda_protocol::Subject::Workflow(WorkflowId([1; 32])));
-        let err = gossip(
-            &net,
-            &facts,
-            Some(&key.peer_id()),
-            &encode(key.secret.sign(of_workflow).unwrap()),
-        )
-        .unwrap_err();
+        let err = gossip(&net, &facts, &encode(key.secret.sign(of_workflow).unwrap())).unwrap_err();
         assert!(err.contains("only endorsements of facts"), "{err}");
         let mut long = of_fact;
         long.note = "x".repeat(oda_protocol::Endorsement::MAX_NOTE + 1);
-        let err = gossip(
-            &net,
-            &facts,
-            Some(&key.peer_id()),
-            &encode(key.secret.sign(long).unwrap()),
-        )
-        .unwrap_err();
+        let err = gossip(&net, &facts, &encode(key.secret.sign(long).unwrap())).unwrap_err();
         assert!(err.contains("note over its limit"), "{err}");
     }
 
     #[test]
-    fn failure_records_come_signed_from_their_worker_with_bounded_text() {
+    fn failure_records_come_signed_by_their_worker_with_bounded_text() {
         let net = NetworkId::main();
         let facts = Topic::Facts.encode(&net);
         let key = NodeKey::from_seed([6; 32]);
@@ -272,29 +274,21 @@ mod tests {
             Gossip::Failure(Box::new(record)).encode().unwrap()
         };
         let good = encode(key.secret.sign(body.clone()).unwrap());
-        assert!(gossip(&net, &facts, Some(&key.peer_id()), &good).is_ok());
-        // Relayed as if by another peer, or on another topic.
-        let other = NodeKey::from_seed([7; 32]);
-        assert!(gossip(&net, &facts, Some(&other.peer_id()), &good).is_err());
+        assert!(gossip(&net, &facts, &good).is_ok());
+        // On another topic.
         let capacity = Topic::Capacity.encode(&net);
-        assert!(gossip(&net, &capacity, Some(&key.peer_id()), &good).is_err());
+        assert!(gossip(&net, &capacity, &good).is_err());
         // A forged signature.
         let mut forged = key.secret.sign(body.clone()).unwrap();
         forged.body.reason = "something else".into();
-        let err = gossip(&net, &facts, Some(&key.peer_id()), &encode(forged)).unwrap_err();
+        let err = gossip(&net, &facts, &encode(forged)).unwrap_err();
         assert!(err.starts_with("failure record:"), "{err}");
         // Text over the limit.
         let long = oda_protocol::Failure {
             log_tail: "x".repeat(oda_protocol::Failure::MAX_LOG_TAIL + 1),
             ..body
         };
-        let err = gossip(
-            &net,
-            &facts,
-            Some(&key.peer_id()),
-            &encode(key.secret.sign(long).unwrap()),
-        )
-        .unwrap_err();
+        let err = gossip(&net, &facts, &encode(key.secret.sign(long).unwrap())).unwrap_err();
         assert!(err.contains("over its limit"), "{err}");
     }
 }

@@ -97,16 +97,18 @@ impl Dispatcher {
     /// order it comes, without a task per message.
     pub fn on_gossip(&self, message: Gossip) {
         match message {
-            Gossip::JobAdvert(advert) => {
+            Gossip::JobAdvert(signed) => {
+                let advert = signed.body;
                 self.requester.on_foreign_advert(&advert);
                 if let Some(c) = &self.controller {
                     c.on_advert(&advert);
                 }
                 if let Some(w) = &self.worker {
-                    w.on_advert(*advert);
+                    w.on_advert(advert);
                 }
             }
-            Gossip::FactAnnounce(a) => {
+            Gossip::FactAnnounce(signed) => {
+                let a = signed.body;
                 if let Some(w) = &self.worker {
                     w.on_fact_announce(&a.expr);
                 }

@@ -433,14 +433,17 @@ pub fn job_advert() -> impl Strategy<Value = JobAdvert> {
 
 pub fn gossip() -> impl Strategy<Value = Gossip> {
     prop_oneof![
-        job_advert().prop_map(|a| Gossip::JobAdvert(Box::new(a))),
-        (expr_id(), fact_id(), public_key()).prop_map(|(expr, fact_id, worker)| {
-            Gossip::FactAnnounce(FactAnnounce {
-                expr,
-                fact_id,
-                worker,
+        signed(job_advert()).prop_map(|a| Gossip::JobAdvert(Box::new(a))),
+        signed(
+            (expr_id(), fact_id(), public_key()).prop_map(|(expr, fact_id, worker)| {
+                FactAnnounce {
+                    expr,
+                    fact_id,
+                    worker,
+                }
             })
-        }),
+        )
+        .prop_map(Gossip::FactAnnounce),
         (
             vec(workflow_id(), 0..4),
             vec(blob_id(), 0..4),

@@ -379,25 +379,33 @@ impl Fixtures {
         vec![
             (
                 "gossip_job_advert",
-                Gossip::JobAdvert(Box::new(JobAdvert {
-                    expr: f.ex_crab.clone(),
-                    inputs: f.fact.body.inputs.clone(),
-                    requester: key(REQUESTER).public(),
-                    requirements: f.wf_full.manifest.resources.clone(),
-                    deadline: T0 + 30_000,
-                    priority: 5,
-                    token: Some(f.token_workflow.clone()),
-                    bundle: BlobId::of(&f.bundle_full.encode().expect("bundle encodes")),
-                    endorsements: vec![f.endorse_workflow.clone()],
-                })),
+                Gossip::JobAdvert(Box::new(
+                    key(REQUESTER)
+                        .sign(JobAdvert {
+                            expr: f.ex_crab.clone(),
+                            inputs: f.fact.body.inputs.clone(),
+                            requester: key(REQUESTER).public(),
+                            requirements: f.wf_full.manifest.resources.clone(),
+                            deadline: T0 + 30_000,
+                            priority: 5,
+                            token: Some(f.token_workflow.clone()),
+                            bundle: BlobId::of(&f.bundle_full.encode().expect("bundle encodes")),
+                            endorsements: vec![f.endorse_workflow.clone()],
+                        })
+                        .expect("signs"),
+                )),
             ),
             (
                 "gossip_fact_announce",
-                Gossip::FactAnnounce(FactAnnounce {
-                    expr: f.ex_crab.id(),
-                    fact_id: f.fact.id(),
-                    worker: key(WORKER).public(),
-                }),
+                Gossip::FactAnnounce(
+                    key(WORKER)
+                        .sign(FactAnnounce {
+                            expr: f.ex_crab.id(),
+                            fact_id: f.fact.id(),
+                            worker: key(WORKER).public(),
+                        })
+                        .expect("signs"),
+                ),
             ),
             (
                 "gossip_capacity",

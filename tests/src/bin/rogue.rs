@@ -198,11 +198,15 @@ async fn flood(
     let mut i = 0u64;
     while sent < count && Instant::now() < deadline {
         let bytes = if i % 5 == 4 {
-            // Well formed, but announcing a fact as somebody else.
-            Gossip::FactAnnounce(FactAnnounce {
-                expr: fake_expr("announce"),
-                fact_id: FactId([i as u8; 32]),
-                worker: other,
+            // Well formed, but announcing a fact as somebody else (who
+            // never signed it).
+            Gossip::FactAnnounce(oda_protocol::Signed {
+                body: FactAnnounce {
+                    expr: fake_expr("announce"),
+                    fact_id: FactId([i as u8; 32]),
+                    worker: other,
+                },
+                signature: oda_protocol::Signature([7; 64]),
             })
             .encode()
             .unwrap_or_else(|e| fail(&format!("cannot encode: {e}")))
@@ -336,7 +340,7 @@ async fn main() {
             ..
         } = event
         {
-            tokio::spawn(offer(ctx.clone(), advert));
+            tokio::spawn(offer(ctx.clone(), Box::new(advert.body)));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use oda_protocol::messages::{DeclineReason, Gossip, JobAdvert, JobResponse, Offer};
+use oda_protocol::messages::{DeclineReason, JobAdvert, JobResponse, Offer};
 use oda_protocol::names::Topic;
 use oda_protocol::WorkflowId;
 use tokio::sync::{mpsc, oneshot};
@@ -406,8 +406,7 @@ async fn publish(
         }
         None => false,
     };
-    let message = Gossip::JobAdvert(Box::new(fresh));
-    let published = match ctx.parts().client.publish(topic.clone(), message).await {
+    let published = match ctx.publish_advert(topic, fresh).await {
         Err(NetworkError::NoSubscribers(_)) if local => Ok(()),
         other => other,
     };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use oda_protocol::messages::{Assign, Cancel, Gossip, JobAdvert, JobRequest, JobResponse, LeaseId};
+use oda_protocol::messages::{Assign, Cancel, JobAdvert, JobRequest, JobResponse, LeaseId};
 use oda_protocol::names::Topic;
 use oda_protocol::{ExprId, SignedFact};
 use tokio::sync::{oneshot, Notify};
@@ -132,7 +132,7 @@ pub(super) async fn run_lease(
             _ = still_computing.tick() => {
                 let mut fresh = advert.clone();
                 fresh.deadline = now_ms() + ttl.as_millis() as u64;
-                if let Err(e) = client.publish(topic.clone(), Gossip::JobAdvert(Box::new(fresh))).await {
+                if let Err(e) = ctx.publish_advert(topic, fresh).await {
                     tracing::debug!(error = %e, "in-progress advert not published");
                 }
             }

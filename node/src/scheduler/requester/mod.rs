@@ -248,6 +248,24 @@ impl Ctx {
         ask(&self.0.commands, cmd).await
     }
 
+    /// Publish `advert` on `topic`, signed by this node (its requester).
+    async fn publish_advert(
+        &self,
+        topic: &oda_protocol::Topic,
+        advert: JobAdvert,
+    ) -> Result<(), crate::network::NetworkError> {
+        let signed = self.parts().key.secret.sign(advert).map_err(|e| {
+            crate::network::NetworkError::Setup(format!("cannot sign the advert: {e}"))
+        })?;
+        self.parts()
+            .client
+            .publish(
+                topic.clone(),
+                oda_protocol::messages::Gossip::JobAdvert(Box::new(signed)),
+            )
+            .await
+    }
+
     /// Change the state of every job waiting for `expr`.
     async fn set_state(&self, expr: ExprId, state: JobState) {
         self.tell(Cmd::SetState { expr, state }).await
