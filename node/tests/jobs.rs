@@ -1434,11 +1434,21 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
             }
         })
     };
-    // The squat is on: every slot of W holds an unanswered offer.
-    eventually("W's slots squatted", DEADLINE, || async {
-        (w.free_slots() == 0 && w.backlog_len() > 0).then_some(())
+    // The squat is on: one slot of W holds an unanswered offer to the
+    // attacker and its other adverts wait in the backlog. Never both slots:
+    // a worker waits on at most one offer per requester.
+    eventually("W's slot squatted", DEADLINE, || async {
+        (w.free_slots() == 1 && w.backlog_len() > 0).then_some(())
     })
     .await;
+    // While the flood goes on (its adverts pile up in the backlog), the
+    // other slot stays free for honest requesters.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while w.backlog_len() < 20 {
+        assert!(tokio::time::Instant::now() < end, "the flood stalled");
+        assert_eq!(w.free_slots(), 1, "the attacker holds one slot at most");
+        tokio::task::yield_now().await;
+    }
     let made = run(r, &g).await;
     flood.abort();
     assert_eq!(made.state, JobState::Done, "{made:?}");

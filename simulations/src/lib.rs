@@ -93,7 +93,7 @@ impl Sizes {
             sequential_jobs: 500,
             burst_jobs: 5_000,
             flood_jobs: 100,
-            flood_rate: 250,
+            flood_rate: 1_000,
             fork_secs: 3.0,
             blob_bytes: 1 << 30,
             gossip_nodes: vec![50, 100],

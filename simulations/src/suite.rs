@@ -434,7 +434,7 @@ fn flood_row(workers: usize, f: &flood::Flood) -> Outcome {
         .figure("adverts", f.adverts as f64, "adverts")
         .figure("offers_held", f.offers_held as f64, "offers");
     o.notes.push(format!(
-        "the flooder published {} adverts in {:.1} s and held {} offers unanswered; each held offer kept a worker's slot for at most 5 s (`OFFER_ANSWER_MS`), after which that worker takes none of the flooder's adverts for 60 s, and the workers' backlogs take requesters in turns",
+        "the flooder published {} adverts in {:.1} s and held {} offers unanswered; each held offer kept one of a worker's slots (a worker waits on at most one offer per requester) for at most 5 s (`OFFER_ANSWER_MS`), after which that worker takes none of the flooder's adverts for 60 s, and the workers' backlogs take requesters in turns; every advert's signature is checked once per node (protocol v3), and adverts over the flooder's budget (1,000 at once, 200/s) are neither delivered nor forwarded",
         f.adverts, f.flood_secs, f.offers_held
     ));
     o

@@ -4,7 +4,9 @@
 //!
 //! Fair between requesters: each requester has its own queue, and the next
 //! advert comes from each requester with waiting adverts in turn, so a peer
-//! that floods adverts (at any priority) gets one turn like everybody else.
+//! that floods adverts (at any priority) gets one turn like everybody else;
+//! a requester the worker is waiting on (an offer it has not answered yet)
+//! is passed over and keeps its turn.
 //! `priority` orders only one requester's own adverts (then the older
 //! first; among the oldest few of the same priority the next one is picked
 //! at random, so that workers which heard the same adverts in the same order
@@ -144,10 +146,11 @@ impl Backlog {
     }
 
     /// The next advert to offer for: the best of the next requester in
-    /// turn, dropping those whose deadline (Unix ms) is before `now_ms`.
-    pub fn pop(&mut self, now_ms: u64) -> Option<JobAdvert> {
+    /// turn that is `eligible`, dropping those whose deadline (Unix ms) is
+    /// before `now_ms`.
+    pub fn pop(&mut self, now_ms: u64, eligible: impl Fn(&PublicKey) -> bool) -> Option<JobAdvert> {
         loop {
-            let requester = *self.turns.front()?;
+            let requester = *self.turns.iter().find(|r| eligible(r))?;
             let queue = self.queues.get(&requester)?;
             let first = *queue.first()?;
             let candidates: Vec<Place> = queue
@@ -163,8 +166,9 @@ impl Backlog {
                 .map(|(_, a)| a.clone());
             self.forget(requester, place.2);
             // The requester's turn is over: to the back, if it has more.
-            if self.turns.front() == Some(&requester) {
-                self.turns.rotate_left(1);
+            if let Some(at) = self.turns.iter().position(|r| *r == requester) {
+                self.turns.remove(at);
+                self.turns.push_back(requester);
             }
             match advert {
                 Some(advert) if advert.deadline >= now_ms => return Some(advert),
@@ -212,8 +216,8 @@ mod tests {
             b.push(advert(n, 0, u64::MAX));
         }
         b.push(advert(99, 5, u64::MAX));
-        assert_eq!(b.pop(0).as_ref().map(n_of), Some(99));
-        let next = n_of(&b.pop(0).unwrap());
+        assert_eq!(b.pop(0, |_| true).as_ref().map(n_of), Some(99));
+        let next = n_of(&b.pop(0, |_| true).unwrap());
         assert!((0..SPREAD as i64).contains(&next), "picked {next}");
         assert_eq!(b.len(), 19);
     }
@@ -224,7 +228,7 @@ mod tests {
         b.push(advert(1, 0, 10));
         b.push(advert(1, 0, 50));
         assert_eq!(b.len(), 1);
-        assert_eq!(b.pop(20).map(|a| a.deadline), Some(50));
+        assert_eq!(b.pop(20, |_| true).map(|a| a.deadline), Some(50));
         assert!(b.is_empty());
     }
 
@@ -233,7 +237,7 @@ mod tests {
         let mut b = Backlog::new(100);
         b.push(advert(1, 0, 10));
         b.push(advert(2, 0, 10));
-        assert!(b.pop(11).is_none());
+        assert!(b.pop(11, |_| true).is_none());
         assert!(b.is_empty());
     }
 
@@ -251,7 +255,9 @@ mod tests {
             "a higher priority displaces"
         );
         assert_eq!(b.len(), 2);
-        let mut left: Vec<i64> = std::iter::from_fn(|| b.pop(0)).map(|a| n_of(&a)).collect();
+        let mut left: Vec<i64> = std::iter::from_fn(|| b.pop(0, |_| true))
+            .map(|a| n_of(&a))
+            .collect();
         left.sort();
         assert_eq!(left, vec![1, 4]);
     }
@@ -265,7 +271,7 @@ mod tests {
         b.push(other);
         b.push(advert(3, 0, u64::MAX));
         assert_eq!(b.remove_requester(&PublicKey([1; 32])), 2);
-        assert_eq!(b.pop(0).map(|a| n_of(&a)), Some(2));
+        assert_eq!(b.pop(0, |_| true).map(|a| n_of(&a)), Some(2));
         assert!(b.is_empty());
     }
 
@@ -284,7 +290,7 @@ mod tests {
         }
         b.push(by(7, 1000, 0));
         b.push(by(7, 1001, 0));
-        let order: Vec<(u8, i64)> = std::iter::from_fn(|| b.pop(0))
+        let order: Vec<(u8, i64)> = std::iter::from_fn(|| b.pop(0, |_| true))
             .take(4)
             .map(|a| (a.requester.0[0], n_of(&a)))
             .collect();
@@ -293,7 +299,7 @@ mod tests {
         assert!(matches!(order[1].1, 1000 | 1001), "{order:?}");
         // The flooder's other adverts still wait; nothing else does.
         assert_eq!(b.len(), 98);
-        assert!(std::iter::from_fn(|| b.pop(0)).all(|a| a.requester.0[0] == 6));
+        assert!(std::iter::from_fn(|| b.pop(0, |_| true)).all(|a| a.requester.0[0] == 6));
     }
 
     #[test]
@@ -305,7 +311,7 @@ mod tests {
         assert!(b.push(by(7, 100, 0)), "the honest advert is held");
         assert_eq!(b.len(), 10);
         assert!(!b.push(by(6, 11, 255)), "the flooder's newest goes");
-        let honest = std::iter::from_fn(|| b.pop(0)).filter(|a| a.requester.0[0] == 7);
+        let honest = std::iter::from_fn(|| b.pop(0, |_| true)).filter(|a| a.requester.0[0] == 7);
         assert_eq!(honest.count(), 1);
     }
 
@@ -318,7 +324,7 @@ mod tests {
         assert_eq!(b.len(), 3);
         b.remove(&by(6, 1, 0).expr.id());
         assert_eq!(b.len(), 1);
-        assert_eq!(b.pop(0).map(|a| n_of(&a)), Some(2));
+        assert_eq!(b.pop(0, |_| true).map(|a| n_of(&a)), Some(2));
         assert!(b.is_empty());
         assert!(b.turns.is_empty() && b.queues.is_empty() && b.by_expr.is_empty());
     }
@@ -330,6 +336,30 @@ mod tests {
         let expr = a.expr.id();
         b.push(a);
         b.remove(&expr);
-        assert!(b.pop(0).is_none());
+        assert!(b.pop(0, |_| true).is_none());
+    }
+
+    #[test]
+    fn a_requester_waited_on_is_passed_over_and_keeps_its_turn() {
+        let mut b = Backlog::new(100);
+        let (slow, other) = (PublicKey([6; 32]), PublicKey([7; 32]));
+        for n in 0..3 {
+            b.push(JobAdvert {
+                requester: slow,
+                ..advert(n, 0, 100)
+            });
+        }
+        b.push(JobAdvert {
+            requester: other,
+            ..advert(10, 0, 100)
+        });
+        let next = b.pop(0, |r| *r != slow).expect("the other requester's");
+        assert_eq!(next.requester, other);
+        assert!(
+            b.pop(0, |r| *r != slow).is_none(),
+            "only the slow one's wait"
+        );
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.pop(0, |_| true).map(|a| a.requester), Some(slow));
     }
 }

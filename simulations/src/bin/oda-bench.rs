@@ -18,11 +18,12 @@ use oda_simulations::report;
 use oda_simulations::suite::{self, NAMES};
 use oda_simulations::Sizes;
 
-const USAGE: &str = "usage: oda-bench [--quick] [--only NAME] [--burst N] [--no-docs]
+const USAGE: &str = "usage: oda-bench [--quick] [--only NAME] [--burst N] [--flood-rate N] [--no-docs]
 
   --quick      tiny sizes (seconds; CI smoke), never written to the docs
   --only NAME  run one benchmark: fork, blob, cache, gossip, jobs, throughput, flood, idle, loaded, dask, ray
   --burst N    jobs submitted at once in the throughput benchmark (default 5000)
+  --flood-rate N  adverts per second of the flooder in the flood benchmark (default 1000)
   --no-docs    do not update docs/benchmarks.md (a full run does otherwise)
 
 Logs: ODA_LOG=debug (tracing env filter) prints the nodes' logs to stderr;
@@ -32,6 +33,7 @@ struct Args {
     quick: bool,
     only: Option<String>,
     burst: Option<usize>,
+    flood_rate: Option<u64>,
     docs: bool,
 }
 
@@ -40,6 +42,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         quick: false,
         only: None,
         burst: None,
+        flood_rate: None,
         docs: true,
     };
     while let Some(a) = args.next() {
@@ -56,6 +59,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--burst" => {
                 let n = args.next().context("--burst needs a number of jobs")?;
                 out.burst = Some(n.parse().with_context(|| format!("--burst {n:?}"))?);
+            }
+            "--flood-rate" => {
+                let n = args
+                    .next()
+                    .context("--flood-rate needs adverts per second")?;
+                let rate: u64 = n.parse().with_context(|| format!("--flood-rate {n:?}"))?;
+                if rate == 0 {
+                    bail!("--flood-rate must be at least 1");
+                }
+                out.flood_rate = Some(rate);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -103,6 +116,9 @@ fn run() -> anyhow::Result<()> {
     };
     if let Some(n) = args.burst {
         sizes.burst_jobs = n;
+    }
+    if let Some(rate) = args.flood_rate {
+        sizes.flood_rate = rate;
     }
     let mut command = "cargo run --release -p oda-simulations --bin oda-bench".to_string();
     let extra: Vec<String> = std::env::args().skip(1).collect();

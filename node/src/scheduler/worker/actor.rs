@@ -90,6 +90,10 @@ pub(super) struct Actor {
     /// Requesters that did not answer an offer: until when (Unix ms) their
     /// adverts are not taken.
     unanswered: HashMap<PublicKey, u64>,
+    /// The offer each requester has not answered yet: at most one per
+    /// requester, so a requester that never answers holds one slot at a
+    /// time (for at most `OFFER_ANSWER_MS`), never all of them.
+    awaiting: HashMap<PublicKey, ExprId>,
     /// Cancellation of each lease running here.
     running: HashMap<LeaseId, CancellationToken>,
     /// Runs in progress by expression, which other requesters can join.
@@ -113,6 +117,7 @@ impl Actor {
             shutdown,
             backlog: Backlog::new(BACKLOG_CAP),
             unanswered: HashMap::new(),
+            awaiting: HashMap::new(),
             running: HashMap::new(),
             shared: HashMap::new(),
             runs: JoinSet::new(),
@@ -173,6 +178,7 @@ impl Actor {
                     .await;
             }
             Cmd::OfferEnded { expr, unreachable } => {
+                self.answered(&expr);
                 if let Some(requester) = unreachable {
                     // Its other waiting adverts would only hold slots while
                     // dials or answers time out.
@@ -193,6 +199,8 @@ impl Actor {
             } => {
                 self.running.insert(lease, cancel);
                 self.shared.insert(expr, SharedRun::new(primary, lines));
+                self.answered(&expr);
+                self.fill();
             }
             Cmd::SlotFree { expr } => self.release(&expr),
             Cmd::RunEnded { expr, lease, reply } => {
@@ -217,12 +225,23 @@ impl Actor {
         }
     }
 
-    /// Give back the slot `expr` holds, then offer for waiting adverts
-    /// while slots are free.
+    /// The offer for `expr` was answered (taken or not).
+    fn answered(&mut self, expr: &ExprId) {
+        self.awaiting.retain(|_, offered| offered != expr);
+    }
+
+    /// Give back the slot `expr` holds, then offer for waiting adverts.
     fn release(&mut self, expr: &ExprId) {
         self.slots.release(expr);
+        self.fill();
+    }
+
+    /// Offer for waiting adverts while slots are free, passing over the
+    /// requesters this worker waits on.
+    fn fill(&mut self) {
         while self.slots.free() > 0 {
-            let Some(advert) = self.backlog.pop(now_ms()) else {
+            let awaiting = &self.awaiting;
+            let Some(advert) = self.backlog.pop(now_ms(), |r| !awaiting.contains_key(r)) else {
                 return;
             };
             if self.offer_join(&advert) {
@@ -269,8 +288,9 @@ impl Actor {
         if self.offer_join(&advert) {
             return;
         }
-        // Offered to another requester: this one waits for the answer.
-        if self.slots.is_busy(&expr) {
+        // Offered to another requester, or waiting for this requester's
+        // answer to another offer: this one waits.
+        if self.slots.is_busy(&expr) || self.awaiting.contains_key(&advert.requester) {
             self.backlog.push(advert);
             return;
         }
@@ -289,6 +309,7 @@ impl Actor {
             Take::Full => Some(advert),
             Take::Busy => None,
             Take::Taken => {
+                self.awaiting.insert(advert.requester, expr);
                 // Every log line of the run carries its expression.
                 let span = tracing::info_span!("run", %expr);
                 let free = self.slots.free() + 1;
