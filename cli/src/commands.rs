@@ -691,21 +691,19 @@ pub fn facts(api: &Api, expr: &str, mesh: bool, as_json: bool) -> CliResult<u8> 
         };
         let id = render::short(&text(fact, "fact"), 12);
         reasons.push(format!("{id}  {}", trust_label(fact)));
-        for dispute in render::items(fact, "disputes") {
-            reasons.push(format!(
-                "{id}  DISPUTED by {}{}: {}",
-                render::short(&text(dispute, "by"), 8),
-                heeded(dispute),
-                text(dispute, "reason")
-            ));
-        }
-        for endorsement in render::items(fact, "endorsements") {
-            reasons.push(format!(
-                "{id}  ENDORSED by {}{}: {}",
-                render::short(&text(endorsement, "by"), 8),
-                heeded(endorsement),
-                text(endorsement, "note")
-            ));
+        // Verdicts on the fact: (list, label, what the signer said).
+        for (list, label, said) in [
+            ("disputes", "DISPUTED", "reason"),
+            ("endorsements", "ENDORSED", "note"),
+        ] {
+            for verdict in render::items(fact, list) {
+                reasons.push(format!(
+                    "{id}  {label} by {}{}: {}",
+                    render::short(&text(verdict, "by"), 8),
+                    heeded(verdict),
+                    text(verdict, said)
+                ));
+            }
         }
         t.row(vec![
             id,

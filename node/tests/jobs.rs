@@ -193,6 +193,29 @@ env = {{ MARKER = "{marker}" }}
     dir
 }
 
+/// A mesh of `n` workers (and a requester) with a workflow `name` whose run
+/// writes `factor * x` to its output `out`, except on the first worker, which
+/// lies (writes `forged`). Also returns the workflow folder and the temp
+/// dirs to keep.
+async fn mesh_with_a_liar(
+    name: &str,
+    n: usize,
+    factor: i64,
+) -> (Mesh, PathBuf, (tempfile::TempDir, tempfile::TempDir)) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let markers = tempfile::tempdir().expect("temp dir");
+    // A run sits in <data dir>/jobs/<lease>/work: the liar is the worker
+    // whose data dir holds a file `liar`.
+    let script = format!(
+        "liar = os.path.exists(os.path.join('..', '..', '..', 'liar'))\nopen('out.txt', 'w').write('forged' if liar else str({factor} * int(sys.argv[1])))\n"
+    );
+    let workflow = int_workflow(root.path(), markers.path(), name, &script);
+    let m = mesh(name, n, &[&workflow]).await;
+    // `_dirs`: the bootstrap's, then each worker's.
+    std::fs::write(m._dirs[1].path().join("liar"), "").expect("mark the liar");
+    (m, workflow, (root, markers))
+}
+
 /// `advert` as gossip, signed by `key` (its requester).
 fn advert_gossip(
     key: &NodeKey,
@@ -1402,6 +1425,31 @@ async fn a_flood_of_adverts_that_never_answer_offers_does_not_starve_an_honest_j
         .expect("gen added");
     let w = m.workers[0].worker.as_ref().expect("a worker");
     let attacker = Attacker::join_answering(m, false).await;
+    // W must be able to reach the attacker with its offers (else it takes
+    // it for unreachable at once and never squats): connect them.
+    let w_addr = addr_of(&m.workers[0]).await;
+    let (w_client, attacker_id) = (m.workers[0].client.clone(), attacker.peer.key.peer_id());
+    eventually("W is connected to the attacker", DEADLINE, || {
+        let (w_client, a_client, w_addr) = (
+            w_client.clone(),
+            attacker.peer.client.clone(),
+            w_addr.clone(),
+        );
+        async move {
+            if w_client
+                .peers()
+                .await
+                .ok()?
+                .iter()
+                .any(|p| p.peer == attacker_id)
+            {
+                return Some(());
+            }
+            let _ = a_client.dial(w_addr).await;
+            None
+        }
+    })
+    .await;
     let g = expression(r, &gen_id, &[("x", Value::Int(5))]);
     let squatted = attacker.advert(r, &g, vec![]);
     let adverts: Vec<_> = (0..2_000)
@@ -1547,19 +1595,7 @@ async fn a_group_roster_decides_whose_results_are_trusted_and_a_new_version_move
 /// what.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_quorum_of_workers_outvotes_a_lying_worker() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let markers = tempfile::tempdir().expect("temp dir");
-    // A run sits in <data dir>/jobs/<lease>/work: the liar is the worker
-    // whose data dir holds a file `liar`.
-    let vote = int_workflow(
-        root.path(),
-        markers.path(),
-        "vote",
-        "liar = os.path.exists(os.path.join('..', '..', '..', 'liar'))\nopen('out.txt', 'w').write('forged' if liar else str(2 * int(sys.argv[1])))\n",
-    );
-    let m = mesh("quorum", 3, &[&vote]).await;
-    // `_dirs`: the bootstrap's, then each worker's.
-    std::fs::write(m._dirs[1].path().join("liar"), "").expect("mark the liar");
+    let (m, vote, _dirs) = mesh_with_a_liar("vote", 3, 2).await;
     let liar = m.worker_keys[0];
     let with_quorum = |k: u32| {
         let (net, boot) = (m.net.clone(), m.boot_addr.clone());
@@ -1655,16 +1691,7 @@ async fn a_quorum_of_workers_outvotes_a_lying_worker() {
 /// and its offers), while the honest worker keeps its standing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_catches_a_lying_worker() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let markers = tempfile::tempdir().expect("temp dir");
-    let vote = int_workflow(
-        root.path(),
-        markers.path(),
-        "checked",
-        "liar = os.path.exists(os.path.join('..', '..', '..', 'liar'))\nopen('out.txt', 'w').write('forged' if liar else str(3 * int(sys.argv[1])))\n",
-    );
-    let m = mesh("controller", 2, &[&vote]).await;
-    std::fs::write(m._dirs[1].path().join("liar"), "").expect("mark the liar");
+    let (m, vote, _dirs) = mesh_with_a_liar("checked", 2, 3).await;
     let (liar, honest) = (m.worker_keys[0], m.worker_keys[1]);
     // The controller computes its samples on its own worker (it trusts no
     // one else); the requester heeds it.

@@ -26,6 +26,16 @@ pub enum RunnerClass {
 }
 
 impl RunnerClass {
+    /// Every class, in the order of their encoding.
+    pub const ALL: [RunnerClass; 6] = [
+        RunnerClass::Public,
+        RunnerClass::Group,
+        RunnerClass::User,
+        RunnerClass::Session,
+        RunnerClass::Job,
+        RunnerClass::Anonymous,
+    ];
+
     /// Name as written in configs.
     pub fn name(&self) -> &'static str {
         match self {

@@ -126,14 +126,7 @@ fn actual(f: &Fixtures) -> Sections {
         put("ids", &name, wf.id().to_string());
         put("wire", &name, hex::encode(wf.encode().unwrap()));
     }
-    for class in [
-        RunnerClass::Public,
-        RunnerClass::Group,
-        RunnerClass::User,
-        RunnerClass::Session,
-        RunnerClass::Job,
-        RunnerClass::Anonymous,
-    ] {
+    for class in RunnerClass::ALL {
         let mut body = f.fact.body.clone();
         body.runner_class = class;
         let fact = key(WORKER).sign(body).unwrap();

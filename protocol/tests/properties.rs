@@ -748,16 +748,9 @@ fn mutate_fact(f: &mut Fact, field: u8, salt: u64) {
         },
         3 => flip(&mut f.worker.0, salt),
         4 => {
-            const ALL: [RunnerClass; 6] = [
-                RunnerClass::Public,
-                RunnerClass::Group,
-                RunnerClass::User,
-                RunnerClass::Session,
-                RunnerClass::Job,
-                RunnerClass::Anonymous,
-            ];
-            let i = ALL.iter().position(|c| *c == f.runner_class).unwrap();
-            f.runner_class = ALL[(i + 1 + (salt % 5) as usize) % 6];
+            let all = RunnerClass::ALL;
+            let i = all.iter().position(|c| *c == f.runner_class).unwrap();
+            f.runner_class = all[(i + 1 + (salt % 5) as usize) % 6];
         }
         5 => match f.inputs.first_mut() {
             Some(_) if salt.is_multiple_of(3) => {

@@ -48,6 +48,9 @@ pub enum Command {
     GetProviders(libp2p::kad::RecordKey, Reply<HashSet<PeerId>>),
     /// Ask a peer for its facts about an expression (validated).
     RequestFacts(PeerId, ExprId, Reply<Vec<SignedFact>>),
+    /// The peers known to hold facts about an expression (they answered
+    /// with some, or signed one), the latest first.
+    Holders(ExprId, Reply<Vec<PeerId>>),
     /// Ask a peer for a range of a blob.
     RequestBlob(PeerId, BlobRequest, Reply<BlobResponse>),
     /// Send a job-protocol request.
@@ -298,7 +301,9 @@ impl Client {
     /// Like [`Client::lookup_facts`], but returns as soon as a fact that
     /// `enough` takes is found (with the facts found so far): a cache hit
     /// costs one record query instead of waiting for every query and
-    /// provider to answer. The record and provider queries run at once.
+    /// provider to answer. The record and provider queries run at once,
+    /// and so do `GetFacts` to the peers that answered with facts about
+    /// `expr` before (a repeated ask is one request-response).
     pub async fn lookup_facts_until(
         &self,
         expr: ExprId,
@@ -307,6 +312,49 @@ impl Client {
         let mut found: BTreeMap<FactId, SignedFact> = BTreeMap::new();
         let mut add = |facts: Vec<SignedFact>| {
             let done = facts.iter().any(&enough);
+            found.extend(facts.into_iter().map(|f| (f.id(), f)));
+            done
+        };
+        let holders: HashSet<PeerId> = self
+            .ask(|r| Command::Holders(expr, r))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut direct = self.facts_from(expr, holders);
+        let mut dht = Box::pin(self.dht_facts_until(expr, &enough));
+        let from_dht = loop {
+            tokio::select! {
+                Some(facts) = direct.next(), if !direct.is_empty() => {
+                    if add(facts) {
+                        return found.into_values().collect();
+                    }
+                }
+                facts = &mut dht => break facts,
+            }
+        };
+        if add(from_dht) {
+            return found.into_values().collect();
+        }
+        while let Some(facts) = direct.next().await {
+            if add(facts) {
+                break;
+            }
+        }
+        found.into_values().collect()
+    }
+
+    /// The DHT half of [`Client::lookup_facts_until`]: the record query and
+    /// `GetFacts` to the providers; the facts found, ending early once one
+    /// is `enough`.
+    async fn dht_facts_until(
+        &self,
+        expr: ExprId,
+        enough: &impl Fn(&SignedFact) -> bool,
+    ) -> Vec<SignedFact> {
+        let mut found: BTreeMap<FactId, SignedFact> = BTreeMap::new();
+        let mut add = |facts: Vec<SignedFact>| {
+            let done = facts.iter().any(enough);
             found.extend(facts.into_iter().map(|f| (f.id(), f)));
             done
         };

@@ -66,6 +66,8 @@ pub struct EventLoop {
     pending_records: HashMap<QueryId, PendingRecords>,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     pending_facts: HashMap<OutboundRequestId, (ExprId, Reply<Vec<SignedFact>>)>,
+    /// Peers that answered with facts, by expression.
+    holders: super::holders::Holders,
     pending_blobs: HashMap<OutboundRequestId, Reply<BlobResponse>>,
     pending_jobs: HashMap<OutboundRequestId, Reply<JobResponse>>,
 }
@@ -100,6 +102,7 @@ impl EventLoop {
             pending_records: HashMap::new(),
             pending_providers: HashMap::new(),
             pending_facts: HashMap::new(),
+            holders: Default::default(),
             pending_blobs: HashMap::new(),
             pending_jobs: HashMap::new(),
         }
@@ -319,6 +322,9 @@ impl EventLoop {
                 self.stats.dht_queries += 1;
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Holders(expr, reply) => {
+                let _ = reply.send(Ok(self.holders.of(&expr)));
             }
             Command::RequestFacts(peer, expr, reply) => {
                 self.activity.touch(peer);
@@ -640,6 +646,10 @@ impl EventLoop {
                 };
                 match validate::fact_record(&found.record) {
                     Ok(fact) if fact.body.expr == *expr => {
+                        // Its worker holds it: ask it directly next time.
+                        if let Some(worker) = crate::identity::peer_id_of(&fact.body.worker) {
+                            self.holders.note(*expr, worker);
+                        }
                         if !facts.contains(&fact) {
                             facts.push(fact);
                         }
@@ -776,6 +786,8 @@ impl EventLoop {
                     if forged > 0 {
                         tracing::warn!(%peer, forged, "peer sent invalid facts");
                         self.penalise(peer, Offence::InvalidRecord);
+                    } else if !valid.is_empty() {
+                        self.holders.note(expr, peer);
                     }
                     let _ = reply.send(Ok(valid));
                 }

@@ -17,6 +17,7 @@ mod client;
 pub mod codec;
 mod event_loop;
 mod fetch;
+mod holders;
 pub mod keys;
 mod peers;
 pub mod scoring;
