@@ -201,9 +201,12 @@ pub fn outcomes(sizes: &Sizes, f: &CacheFigures) -> Vec<Outcome> {
         .figure("replica_p99", f.replica.p99_ms, "ms");
     warm.notes.push(format!(
         "the asker joined after the fact was published, so it holds neither the fact nor a \
-         replica of its DHT record: each ask is a Kademlia record query that ends at the first \
-         valid record by the trusted signer; a peer that was in the mesh at publication holds \
-         a replica (replication 20) and answers from it: p50 {} ms, p99 {} ms",
+         replica of its DHT record: its first ask walks the DHT (a record query that ends at \
+         the first valid record by the trusted signer), and each later one is a `GetFacts` to \
+         the peer that signed that record, remembered by the asker's network (the DHT is \
+         walked again only if that peer does not answer with a trusted fact within 250 ms); \
+         a peer that was in the mesh at publication holds a replica (replication 20) and \
+         answers from it: p50 {} ms, p99 {} ms",
         ms(f.replica.p50_ms),
         ms(f.replica.p99_ms)
     ));

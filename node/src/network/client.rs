@@ -116,6 +116,10 @@ pub struct PeerInfo {
 
 /// How long a fact request to one provider may take during a lookup.
 const LOOKUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lookup waits for the peers that answered before (they hold
+/// facts about the expression) before it also walks the DHT. Peers that
+/// answer without a fact the lookup takes end the wait at once.
+pub const DIRECT_FIRST: Duration = Duration::from_millis(250);
 /// Pauses before asking the DHT again for the providers of a blob nobody
 /// provided yet (about 1.4 s in all).
 const PROVIDER_RETRIES: [Duration; 3] = [
@@ -301,9 +305,10 @@ impl Client {
     /// Like [`Client::lookup_facts`], but returns as soon as a fact that
     /// `enough` takes is found (with the facts found so far): a cache hit
     /// costs one record query instead of waiting for every query and
-    /// provider to answer. The record and provider queries run at once,
-    /// and so do `GetFacts` to the peers that answered with facts about
-    /// `expr` before (a repeated ask is one request-response).
+    /// provider to answer. The peers that answered with facts about `expr`
+    /// before are asked first (a repeated ask is one request-response);
+    /// the record and provider queries run at once after [`DIRECT_FIRST`]
+    /// if they have not answered enough.
     pub async fn lookup_facts_until(
         &self,
         expr: ExprId,
@@ -321,7 +326,22 @@ impl Client {
             .unwrap_or_default()
             .into_iter()
             .collect();
+        // Peers that answered before are asked first: a hit is then one
+        // request-response, and the DHT is not walked at all. The walk
+        // starts when they have not answered enough within DIRECT_FIRST.
         let mut direct = self.facts_from(expr, holders);
+        let first = tokio::time::sleep(DIRECT_FIRST);
+        tokio::pin!(first);
+        while !direct.is_empty() {
+            tokio::select! {
+                Some(facts) = direct.next() => {
+                    if add(facts) {
+                        return found.into_values().collect();
+                    }
+                }
+                _ = &mut first => break,
+            }
+        }
         let mut dht = Box::pin(self.dht_facts_until(expr, &enough));
         let from_dht = loop {
             tokio::select! {
