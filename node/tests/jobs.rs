@@ -1799,6 +1799,37 @@ async fn a_controller_catches_a_lying_worker() {
         assert_eq!(fact_of(&done).body.worker, honest, "{done:?}");
     }
 
+    // A requester that joins later, trusts no worker but heeds the
+    // controller, was not listening when the truth was endorsed (it may
+    // still hear it from gossipsub's cache of recent messages, else it asks
+    // the controller: `verdicts::look_up`, tested in tests/network.rs): it
+    // takes the honest worker's fact from the mesh, as endorsed.
+    let (late, _late_dir) = start_with(
+        &m.net,
+        vec![m.boot_addr.clone()],
+        false,
+        vec![],
+        NodeKey::generate(),
+        |cfg| cfg.controllers = vec![controller_public],
+    )
+    .await;
+    late.add_workflow(&vote).await.expect("workflow added");
+    let truth_expr = late
+        .store
+        .expr(&truth.body.expr)
+        .unwrap()
+        .unwrap_or_else(|| r.store.expr(&truth.body.expr).unwrap().expect("stored"));
+    let taken = run(&late, &truth_expr).await;
+    assert_eq!(taken.state, JobState::Done, "{taken:?}");
+    assert!(taken.from_cache, "{taken:?}");
+    assert_eq!(taken.fact, Some(truth.id()), "{taken:?}");
+    let verdict = late.trust.now().verdict(&truth, &late.store);
+    assert!(
+        verdict.trusted && verdict.why.contains("endorsed by controller"),
+        "{verdict:?}"
+    );
+    late.shutdown().await.expect("clean shutdown");
+
     // The disrepute is kept across a restart (from the stored dispute).
     let dir = r.data_dir().to_path_buf();
     r.shutdown().await.expect("clean shutdown");

@@ -426,3 +426,46 @@ async fn a_blob_comes_from_several_providers_at_once_and_a_fetch_resumes() {
     let got = fetcher.store.read_range(&other_id, 0, 40 * MIB).unwrap();
     assert!(got == other, "resumed bytes differ");
 }
+
+/// A controller that keeps a verdict on a fact provides `verdicts/<fact>`;
+/// a peer that was not listening when it was gossiped finds it with
+/// `lookup_verdicts`, signature checked, and only verdicts about that fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_on_a_fact_are_found_from_the_controller_that_keeps_them() {
+    let net = test_network("verdicts");
+    let (_boot, peers) = mesh(&net, 5).await;
+    let (worker, controller, asker) = (&peers[0], &peers[1], &peers[4]);
+    let signed = fact(&worker.key, ExprId([7; 32]), no_data());
+    let fact_id = signed.id();
+    controller.store.put_fact(&signed).expect("store accepts");
+    let endorse = |about: FactId| {
+        controller
+            .key
+            .secret
+            .sign(oda_protocol::Endorsement {
+                endorser: controller.key.public(),
+                subject: oda_protocol::Subject::Fact(about),
+                issued_at: 1,
+                note: "re-computed: the same outcome".into(),
+            })
+            .expect("signs")
+    };
+    controller
+        .store
+        .put_endorsement(&endorse(fact_id))
+        .expect("kept");
+    controller.client.provide_verdicts(&fact_id).await;
+    let found = eventually("the asker finds the endorsement", DEADLINE, || {
+        let client = asker.client.clone();
+        async move {
+            let v = client.lookup_verdicts(&fact_id).await;
+            (!v.endorsements.is_empty()).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(found.endorsements, vec![endorse(fact_id)]);
+    assert!(found.disputes.is_empty());
+    // A fact nobody gave a verdict on has none.
+    let none = asker.client.lookup_verdicts(&FactId([9; 32])).await;
+    assert!(none.endorsements.is_empty() && none.disputes.is_empty());
+}

@@ -271,6 +271,10 @@ impl Wire for JobResponse {
 pub enum FactRequest {
     /// Since v1: every fact the peer holds for this expression.
     GetFacts(ExprId),
+    /// Since v3: the endorsements and disputes of this fact the peer keeps
+    /// (asked of the providers of `verdicts/<FactId>`: controllers that
+    /// published one).
+    GetVerdicts(FactId),
 }
 
 /// Responses on `/oda/<net>/fact/2`.
@@ -278,11 +282,21 @@ pub enum FactRequest {
 pub enum FactResponse {
     /// Since v1: at most [`FactResponse::MAX_FACTS`] facts.
     Facts(Vec<SignedFact>),
+    /// Since v3, the answer to `GetVerdicts`: at most
+    /// [`FactResponse::MAX_VERDICTS`] of each.
+    Verdicts {
+        /// Endorsements of the fact.
+        endorsements: Vec<SignedEndorsement>,
+        /// Disputes of the fact.
+        disputes: Vec<crate::attest::SignedDispute>,
+    },
 }
 
 impl FactResponse {
     /// Most facts in one reply.
     pub const MAX_FACTS: usize = 16;
+    /// Most endorsements, and most disputes, in one reply.
+    pub const MAX_VERDICTS: usize = 16;
 }
 
 impl Wire for FactRequest {

@@ -51,6 +51,9 @@ pub enum Command {
     /// The peers known to hold facts about an expression (they answered
     /// with some, or signed one), the latest first.
     Holders(ExprId, Reply<Vec<PeerId>>),
+    /// Ask a peer for the endorsements and disputes of a fact it keeps
+    /// (each verified).
+    RequestVerdicts(PeerId, FactId, Reply<Verdicts>),
     /// Ask a peer for a range of a blob.
     RequestBlob(PeerId, BlobRequest, Reply<BlobResponse>),
     /// Send a job-protocol request.
@@ -113,6 +116,19 @@ pub struct PeerInfo {
     /// Its gossipsub score with this node, if scored.
     pub gossip_score: Option<f64>,
 }
+
+/// Endorsements and disputes of one fact, as a peer answered them (each
+/// signature verified, each about that fact).
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    /// Endorsements of the fact.
+    pub endorsements: Vec<oda_protocol::SignedEndorsement>,
+    /// Disputes of the fact.
+    pub disputes: Vec<oda_protocol::SignedDispute>,
+}
+
+/// Providers asked for a fact's verdicts at most.
+const VERDICT_PROVIDERS: usize = 8;
 
 /// How long a fact request to one provider may take during a lookup.
 const LOOKUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -400,6 +416,50 @@ impl Client {
             }
         }
         found.into_values().collect()
+    }
+
+    /// Say that this node keeps verdicts on `fact` (its own endorsement or
+    /// dispute), so that nodes that were not listening when it was
+    /// published can look it up; the DHT work runs without waiting.
+    pub async fn provide_verdicts(&self, fact: &FactId) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        self.tell(Command::Provide(
+            super::keys::verdict_providers(fact),
+            reply,
+        ))
+        .await
+    }
+
+    /// The endorsements and disputes of `fact` the mesh keeps: asked of the
+    /// providers of `verdicts/<fact>` (the controllers that published one),
+    /// at most [`VERDICT_PROVIDERS`] of them at once, each verified.
+    pub async fn lookup_verdicts(&self, fact: &FactId) -> Verdicts {
+        let key = super::keys::verdict_providers(fact);
+        let providers = self
+            .ask(|r| Command::GetProviders(key, r))
+            .await
+            .unwrap_or_default();
+        let asked = providers
+            .into_iter()
+            .filter(|p| *p != self.local)
+            .take(VERDICT_PROVIDERS)
+            .map(|peer| async move {
+                let asked = tokio::time::timeout(
+                    LOOKUP_REQUEST_TIMEOUT,
+                    self.ask(|r| Command::RequestVerdicts(peer, *fact, r)),
+                )
+                .await;
+                match asked {
+                    Ok(Ok(v)) => v,
+                    _ => Verdicts::default(),
+                }
+            });
+        let mut all = Verdicts::default();
+        for v in futures::future::join_all(asked).await {
+            all.endorsements.extend(v.endorsements);
+            all.disputes.extend(v.disputes);
+        }
+        all
     }
 
     /// The fact `id` about `expr`, verified: asked of `first` (a peer likely

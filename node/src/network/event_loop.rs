@@ -65,7 +65,7 @@ pub struct EventLoop {
     pending_provide: HashMap<QueryId, Reply<()>>,
     pending_records: HashMap<QueryId, PendingRecords>,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
-    pending_facts: HashMap<OutboundRequestId, (ExprId, Reply<Vec<SignedFact>>)>,
+    pending_facts: HashMap<OutboundRequestId, FactAsk>,
     /// Peers that answered with facts, by expression.
     holders: super::holders::Holders,
     pending_blobs: HashMap<OutboundRequestId, Reply<BlobResponse>>,
@@ -333,7 +333,17 @@ impl EventLoop {
                     .behaviour_mut()
                     .facts
                     .send_request(&peer, FactRequest::GetFacts(expr));
-                self.pending_facts.insert(id, (expr, reply));
+                self.pending_facts.insert(id, FactAsk::Facts(expr, reply));
+            }
+            Command::RequestVerdicts(peer, fact, reply) => {
+                self.activity.touch(peer);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .facts
+                    .send_request(&peer, FactRequest::GetVerdicts(fact));
+                self.pending_facts
+                    .insert(id, FactAsk::Verdicts(fact, reply));
             }
             Command::RequestBlob(peer, request, reply) => {
                 self.activity.touch(peer);
@@ -746,22 +756,12 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let FactRequest::GetFacts(expr) = request;
-                    let facts = match self.store.facts_for(&expr) {
-                        Ok(mut facts) => {
-                            facts.truncate(FactResponse::MAX_FACTS);
-                            facts
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read facts to answer a peer");
-                            Vec::new()
-                        }
-                    };
+                    let response = answer_fact_request(&self.store, request);
                     if self
                         .swarm
                         .behaviour_mut()
                         .facts
-                        .send_response(channel, FactResponse::Facts(facts))
+                        .send_response(channel, response)
                         .is_err()
                     {
                         tracing::debug!(%peer, "fact response dropped");
@@ -771,10 +771,39 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    let Some((expr, reply)) = self.pending_facts.remove(&request_id) else {
+                    let Some(ask) = self.pending_facts.remove(&request_id) else {
                         return;
                     };
-                    let FactResponse::Facts(facts) = response;
+                    let (expr, reply, facts) = match (ask, response) {
+                        (FactAsk::Facts(expr, reply), FactResponse::Facts(facts)) => {
+                            (expr, reply, facts)
+                        }
+                        (
+                            FactAsk::Verdicts(fact, reply),
+                            FactResponse::Verdicts {
+                                endorsements,
+                                disputes,
+                            },
+                        ) => {
+                            let (verdicts, forged) =
+                                checked_verdicts(&fact, endorsements, disputes);
+                            if forged > 0 {
+                                tracing::warn!(%peer, forged, "peer sent invalid verdicts");
+                                self.penalise(peer, Offence::InvalidRecord);
+                            }
+                            let _ = reply.send(Ok(verdicts));
+                            return;
+                        }
+                        (ask, _) => {
+                            tracing::warn!(%peer, "peer answered a fact request with the wrong kind");
+                            self.penalise(peer, Offence::BadMessage);
+                            ask.fail(NetworkError::BadAnswer {
+                                peer,
+                                reason: "another kind of answer than the request asked for".into(),
+                            });
+                            return;
+                        }
+                    };
                     let mut valid = Vec::new();
                     let mut forged = 0;
                     for fact in facts.into_iter().take(FactResponse::MAX_FACTS) {
@@ -798,8 +827,8 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_facts.remove(&request_id) {
-                    let _ = reply.send(Err(request_failed(peer, error)));
+                if let Some(ask) = self.pending_facts.remove(&request_id) {
+                    ask.fail(request_failed(peer, error));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -931,10 +960,121 @@ fn rr_peer<Req, Resp>(event: &request_response::Event<Req, Resp>) -> PeerId {
     }
 }
 
+/// A fact-protocol request this node sent, waiting for its answer.
+enum FactAsk {
+    /// `GetFacts` about an expression.
+    Facts(ExprId, Reply<Vec<SignedFact>>),
+    /// `GetVerdicts` about a fact.
+    Verdicts(oda_protocol::FactId, Reply<super::Verdicts>),
+}
+
+impl FactAsk {
+    fn fail(self, e: NetworkError) {
+        match self {
+            FactAsk::Facts(_, reply) => {
+                let _ = reply.send(Err(e));
+            }
+            FactAsk::Verdicts(_, reply) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// The answer to a peer's fact-protocol request, from the store (bounded).
+fn answer_fact_request(store: &Store, request: FactRequest) -> FactResponse {
+    fn read<T>(what: &str, r: Result<Vec<T>, crate::store::StoreError>) -> Vec<T> {
+        r.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read {what} to answer a peer");
+            Vec::new()
+        })
+    }
+    match request {
+        FactRequest::GetFacts(expr) => {
+            let mut facts = read("facts", store.facts_for(&expr));
+            facts.truncate(FactResponse::MAX_FACTS);
+            FactResponse::Facts(facts)
+        }
+        FactRequest::GetVerdicts(fact) => {
+            let subject = oda_protocol::Subject::Fact(fact);
+            let mut endorsements = read("endorsements", store.endorsements_of(&subject));
+            let mut disputes = read("disputes", store.disputes_of(&fact));
+            endorsements.truncate(FactResponse::MAX_VERDICTS);
+            disputes.truncate(FactResponse::MAX_VERDICTS);
+            FactResponse::Verdicts {
+                endorsements,
+                disputes,
+            }
+        }
+    }
+}
+
+/// The verdicts of a peer's answer that are about `fact` and verify, and
+/// how many did not.
+fn checked_verdicts(
+    fact: &oda_protocol::FactId,
+    endorsements: Vec<oda_protocol::SignedEndorsement>,
+    disputes: Vec<oda_protocol::SignedDispute>,
+) -> (super::Verdicts, usize) {
+    let mut out = super::Verdicts::default();
+    let mut forged = 0;
+    for e in endorsements.into_iter().take(FactResponse::MAX_VERDICTS) {
+        if e.body.subject == oda_protocol::Subject::Fact(*fact) && e.verify().is_ok() {
+            out.endorsements.push(e);
+        } else {
+            forged += 1;
+        }
+    }
+    for d in disputes.into_iter().take(FactResponse::MAX_VERDICTS) {
+        if d.body.fact == *fact && d.verify().is_ok() {
+            out.disputes.push(d);
+        } else {
+            forged += 1;
+        }
+    }
+    (out, forged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use request_response::InboundFailure;
+
+    #[test]
+    fn only_verdicts_about_the_fact_asked_for_that_verify_are_taken() {
+        let key = oda_protocol::SecretKey::from_seed([3; 32]);
+        let (asked, other) = (oda_protocol::FactId([1; 32]), oda_protocol::FactId([2; 32]));
+        let endorse = |about| {
+            key.sign(oda_protocol::Endorsement {
+                endorser: key.public(),
+                subject: oda_protocol::Subject::Fact(about),
+                issued_at: 1,
+                note: String::new(),
+            })
+            .unwrap()
+        };
+        let dispute = |about| {
+            key.sign(oda_protocol::Dispute {
+                controller: key.public(),
+                fact: about,
+                expr: ExprId([4; 32]),
+                observed: Default::default(),
+                issued_at: 1,
+                reason: String::new(),
+            })
+            .unwrap()
+        };
+        let mut forged = endorse(asked);
+        forged.body.issued_at = 2;
+        let (taken, refused) = checked_verdicts(
+            &asked,
+            vec![endorse(asked), endorse(other), forged],
+            vec![dispute(asked), dispute(other)],
+        );
+        assert_eq!(taken.endorsements, vec![endorse(asked)]);
+        assert_eq!(taken.disputes, vec![dispute(asked)]);
+        assert_eq!(refused, 3);
+    }
 
     #[test]
     fn only_requests_the_codec_refused_count_against_the_peer() {

@@ -1,6 +1,7 @@
 //! DHT key formats. Records: `fact/<ExprId hex>` → encoded `SignedFact`.
 //! Provider records: `expr/<ExprId hex>` (holders of facts for an expression) and
-//! `blob/<BlobId hex>` (holders of bytes).
+//! `blob/<BlobId hex>` (holders of bytes) and `verdicts/<FactId hex>`
+//! (controllers that endorsed or disputed a fact, answering `GetVerdicts`).
 
 use libp2p::kad::RecordKey;
 use oda_protocol::{BlobId, ExprId};
@@ -18,6 +19,12 @@ pub fn expr_providers(expr: &ExprId) -> RecordKey {
 /// Provider key of a blob (peers holding its bytes).
 pub fn blob_providers(blob: &BlobId) -> RecordKey {
     RecordKey::new(&format!("blob/{blob}"))
+}
+
+/// Provider key of a fact's verdicts (controllers that endorsed or
+/// disputed it).
+pub fn verdict_providers(fact: &oda_protocol::FactId) -> RecordKey {
+    RecordKey::new(&format!("verdicts/{fact}"))
 }
 
 /// The expression a fact record key names, if it is one.

@@ -30,7 +30,7 @@ use oda_protocol::messages::{Gossip, JobRequest, JobResponse};
 use oda_protocol::NetworkId;
 use tokio::sync::mpsc;
 
-pub use client::{Client, NetStats, PeerInfo};
+pub use client::{Client, NetStats, PeerInfo, Verdicts};
 pub use event_loop::EventLoop;
 
 use crate::identity::NodeKey;

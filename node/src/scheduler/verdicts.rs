@@ -6,7 +6,9 @@
 //! gossip ([`keep`]). It owns no state: the store keeps the verdicts, and
 //! the trust book counts the disputes of the controllers the node heeds
 //! ([`TrustPolicy::count_dispute`]), from the store again at each start
-//! ([`count_stored_disputes`]).
+//! ([`count_stored_disputes`]). A node that publishes a verdict also
+//! provides `verdicts/<fact>`, so that nodes which were not listening can
+//! ask it later ([`look_up`]).
 
 use std::collections::BTreeMap;
 
@@ -62,6 +64,61 @@ pub fn keep(store: &Store, trust: &TrustBook, verdict: Incoming) -> Result<bool,
     }
 }
 
+/// Ask the mesh for the verdicts on `facts` (those by signers `trust` does
+/// not trust on their own, while it heeds controllers: a heeded
+/// controller's endorsement would make them trusted) and keep them.
+/// Returns whether anything was kept.
+pub async fn look_up(
+    client: &Client,
+    store: &Store,
+    trust: &TrustBook,
+    facts: &[SignedFact],
+) -> bool {
+    let policy = trust.now();
+    if policy.controllers.is_empty() {
+        return false;
+    }
+    let unknown = facts
+        .iter()
+        .filter(|f| !policy.trusts_worker(&f.body.worker))
+        .take(MAX_LOOKED_UP);
+    let mut kept = false;
+    for fact in unknown {
+        let found = client.lookup_verdicts(&fact.id()).await;
+        let incoming: Vec<Incoming> = found
+            .endorsements
+            .into_iter()
+            .map(|e| Incoming::Endorsement(Box::new(e)))
+            .chain(
+                found
+                    .disputes
+                    .into_iter()
+                    .map(|d| Incoming::Dispute(Box::new(d))),
+            )
+            .collect();
+        if incoming.is_empty() {
+            continue;
+        }
+        let (store, trust) = (store.clone(), trust.clone());
+        let stored = crate::blocking::run(move || {
+            let mut any = false;
+            for verdict in incoming {
+                any |= keep(&store, &trust, verdict)?;
+            }
+            Ok::<_, StoreError>(any)
+        })
+        .await;
+        match stored {
+            Ok(any) => kept |= any,
+            Err(e) => tracing::debug!(error = %e, "cannot keep looked-up verdicts"),
+        }
+    }
+    kept
+}
+
+/// Most facts whose verdicts one lookup asks for.
+const MAX_LOOKED_UP: usize = 4;
+
 /// Count every stored dispute by a controller `policy` heeds whose fact is
 /// held (blocking; at start, before the policy is shared).
 pub fn count_stored_disputes(store: &Store, policy: &mut TrustPolicy) -> Result<(), StoreError> {
@@ -110,6 +167,7 @@ impl Signer<'_> {
         tracing::warn!(fact = %disputed.id(), worker = %disputed.body.worker, reason = %signed.body.reason, "disputing a fact");
         self.keep_own(Incoming::Dispute(Box::new(signed.clone())))
             .await?;
+        self.client.provide_verdicts(&disputed.id()).await;
         self.publish(Gossip::Dispute(Box::new(signed))).await;
         Ok(())
     }
@@ -131,6 +189,7 @@ impl Signer<'_> {
         tracing::info!(fact = %fact.id(), worker = %fact.body.worker, "endorsing a fact");
         self.keep_own(Incoming::Endorsement(Box::new(signed.clone())))
             .await?;
+        self.client.provide_verdicts(&fact.id()).await;
         self.publish(Gossip::Endorsement(Box::new(signed))).await;
         Ok(())
     }

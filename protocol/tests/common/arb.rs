@@ -535,11 +535,24 @@ pub fn job_response() -> impl Strategy<Value = JobResponse> {
 }
 
 pub fn fact_request() -> impl Strategy<Value = FactRequest> {
-    expr_id().prop_map(FactRequest::GetFacts)
+    prop_oneof![
+        expr_id().prop_map(FactRequest::GetFacts),
+        fact_id().prop_map(FactRequest::GetVerdicts),
+    ]
 }
 
 pub fn fact_response() -> impl Strategy<Value = FactResponse> {
-    vec(signed(fact()), 0..3).prop_map(FactResponse::Facts)
+    prop_oneof![
+        vec(signed(fact()), 0..3).prop_map(FactResponse::Facts),
+        (
+            vec(signed(endorsement()), 0..3),
+            vec(signed(dispute()), 0..3)
+        )
+            .prop_map(|(endorsements, disputes)| FactResponse::Verdicts {
+                endorsements,
+                disputes
+            }),
+    ]
 }
 
 pub fn blob_request() -> impl Strategy<Value = BlobRequest> {

@@ -523,10 +523,16 @@ impl Fixtures {
     }
 
     pub fn fact_requests(&self) -> Vec<(&'static str, FactRequest)> {
-        vec![(
-            "fact_request_get_facts",
-            FactRequest::GetFacts(self.ex_crab.id()),
-        )]
+        vec![
+            (
+                "fact_request_get_facts",
+                FactRequest::GetFacts(self.ex_crab.id()),
+            ),
+            (
+                "fact_request_get_verdicts",
+                FactRequest::GetVerdicts(self.fact.id()),
+            ),
+        ]
     }
 
     pub fn fact_responses(&self) -> Vec<(&'static str, FactResponse)> {
@@ -536,6 +542,13 @@ impl Fixtures {
                 FactResponse::Facts(vec![self.fact.clone(), self.fact_error.clone()]),
             ),
             ("fact_response_empty", FactResponse::Facts(vec![])),
+            (
+                "fact_response_verdicts",
+                FactResponse::Verdicts {
+                    endorsements: vec![self.endorse_fact.clone()],
+                    disputes: vec![self.dispute.clone()],
+                },
+            ),
         ]
     }
 

@@ -167,7 +167,15 @@ pub(super) async fn mesh_lookup(
             single && trust.accepts(f) && matches!(f.body.outcome, Outcome::Success { .. })
         })
         .await;
-    let Some(fact) = ctx.pick_trusted(&facts, quorum).await else {
+    let mut picked = ctx.pick_trusted(&facts, quorum).await;
+    // Facts by signers this node does not trust on their own may have been
+    // endorsed by a controller it heeds before it was listening: ask.
+    if picked.is_none()
+        && verdicts::look_up(&parts.client, &parts.store, &parts.trust, &facts).await
+    {
+        picked = ctx.pick_trusted(&facts, quorum).await;
+    }
+    let Some(fact) = picked else {
         if !facts.is_empty() {
             tracing::info!(%expr, n = facts.len(), "mesh has facts, none by a trusted signer");
         }
