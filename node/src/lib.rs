@@ -16,6 +16,7 @@ pub mod config;
 pub mod executor;
 pub mod identity;
 pub mod network;
+pub mod recent;
 pub mod registry;
 pub mod runtime;
 pub mod scheduler;

@@ -261,9 +261,10 @@ impl Client {
         // the fact's key); a node re-publishing another's fact it holds
         // puts the record and provides it, and says nothing on gossip.
         let announced = if fact.body.worker == self.key.public() {
+            let fact_id = fact.id();
             match self.key.sign(FactAnnounce {
                 expr,
-                fact_id: fact.id(),
+                fact_id,
                 worker: fact.body.worker,
             }) {
                 Ok(signed) => {
@@ -271,8 +272,7 @@ impl Client {
                         .await
                 }
                 Err(e) => Err(NetworkError::Setup(format!(
-                    "cannot sign the announcement of {}: {e}",
-                    fact.id()
+                    "cannot sign the announcement of {fact_id}: {e}"
                 ))),
             }
         } else {
@@ -306,9 +306,14 @@ impl Client {
     /// `GetFacts` for it), without waiting for the DHT: the event loop runs
     /// the query and nobody waits for its end.
     pub async fn announce_facts_held(&self, expr: &ExprId) {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        self.tell(Command::Provide(super::keys::expr_providers(expr), reply))
+        self.provide_unwaited(super::keys::expr_providers(expr))
             .await
+    }
+
+    /// Provide `key` without waiting for the DHT work to end.
+    async fn provide_unwaited(&self, key: libp2p::kad::RecordKey) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        self.tell(Command::Provide(key, reply)).await
     }
 
     /// Every valid signed fact the mesh holds for `expr`: the DHT record, and
@@ -331,11 +336,7 @@ impl Client {
         enough: impl Fn(&SignedFact) -> bool,
     ) -> Vec<SignedFact> {
         let mut found: BTreeMap<FactId, SignedFact> = BTreeMap::new();
-        let mut add = |facts: Vec<SignedFact>| {
-            let done = facts.iter().any(&enough);
-            found.extend(facts.into_iter().map(|f| (f.id(), f)));
-            done
-        };
+        let mut add = |facts| gather(&mut found, facts, &enough);
         let holders: HashSet<PeerId> = self
             .ask(|r| Command::Holders(expr, r))
             .await
@@ -389,11 +390,7 @@ impl Client {
         enough: &impl Fn(&SignedFact) -> bool,
     ) -> Vec<SignedFact> {
         let mut found: BTreeMap<FactId, SignedFact> = BTreeMap::new();
-        let mut add = |facts: Vec<SignedFact>| {
-            let done = facts.iter().any(enough);
-            found.extend(facts.into_iter().map(|f| (f.id(), f)));
-            done
-        };
+        let mut add = |facts| gather(&mut found, facts, enough);
         let records = Box::pin(self.ask(|r| Command::GetFactRecords(expr, r)));
         let providers =
             Box::pin(self.ask(|r| Command::GetProviders(super::keys::expr_providers(&expr), r)));
@@ -422,12 +419,8 @@ impl Client {
     /// dispute), so that nodes that were not listening when it was
     /// published can look it up; the DHT work runs without waiting.
     pub async fn provide_verdicts(&self, fact: &FactId) {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        self.tell(Command::Provide(
-            super::keys::verdict_providers(fact),
-            reply,
-        ))
-        .await
+        self.provide_unwaited(super::keys::verdict_providers(fact))
+            .await
     }
 
     /// The endorsements and disputes of `fact` the mesh keeps: asked of the
@@ -626,4 +619,15 @@ fn tolerate_small_mesh(
         }
         Ok(()) => Ok(()),
     }
+}
+
+/// Add `facts` to `found` (by id); whether one of them is `enough`.
+fn gather(
+    found: &mut BTreeMap<FactId, SignedFact>,
+    facts: Vec<SignedFact>,
+    enough: &impl Fn(&SignedFact) -> bool,
+) -> bool {
+    let done = facts.iter().any(enough);
+    found.extend(facts.into_iter().map(|f| (f.id(), f)));
+    done
 }

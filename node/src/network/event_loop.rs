@@ -327,23 +327,10 @@ impl EventLoop {
                 let _ = reply.send(Ok(self.holders.of(&expr)));
             }
             Command::RequestFacts(peer, expr, reply) => {
-                self.activity.touch(peer);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .facts
-                    .send_request(&peer, FactRequest::GetFacts(expr));
-                self.pending_facts.insert(id, FactAsk::Facts(expr, reply));
+                self.ask_facts(peer, FactAsk::Facts(expr, reply));
             }
             Command::RequestVerdicts(peer, fact, reply) => {
-                self.activity.touch(peer);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .facts
-                    .send_request(&peer, FactRequest::GetVerdicts(fact));
-                self.pending_facts
-                    .insert(id, FactAsk::Verdicts(fact, reply));
+                self.ask_facts(peer, FactAsk::Verdicts(fact, reply));
             }
             Command::RequestBlob(peer, request, reply) => {
                 self.activity.touch(peer);
@@ -750,6 +737,17 @@ impl EventLoop {
         }
     }
 
+    /// Send `peer` the fact-protocol request `ask` waits for.
+    fn ask_facts(&mut self, peer: PeerId, ask: FactAsk) {
+        self.activity.touch(peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .facts
+            .send_request(&peer, ask.request());
+        self.pending_facts.insert(id, ask);
+    }
+
     fn on_facts(&mut self, event: request_response::Event<FactRequest, FactResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
@@ -969,6 +967,15 @@ enum FactAsk {
 }
 
 impl FactAsk {
+    /// The request this waits for the answer to.
+    fn request(&self) -> FactRequest {
+        match self {
+            FactAsk::Facts(expr, _) => FactRequest::GetFacts(*expr),
+            FactAsk::Verdicts(fact, _) => FactRequest::GetVerdicts(*fact),
+        }
+    }
+
+    /// Answer the waiting caller with `e`.
     fn fail(self, e: NetworkError) {
         match self {
             FactAsk::Facts(_, reply) => {

@@ -6,10 +6,10 @@
 //! latest first). A peer noted here is only asked, never trusted: what it
 //! answers is verified and judged like any other answer.
 
-use std::collections::{HashMap, VecDeque};
-
 use libp2p::PeerId;
 use oda_protocol::ExprId;
+
+use crate::recent::Recent;
 
 /// Expressions remembered.
 pub const MAX_EXPRESSIONS: usize = 4096;
@@ -17,27 +17,26 @@ pub const MAX_EXPRESSIONS: usize = 4096;
 pub const MAX_PER_EXPRESSION: usize = 4;
 
 /// Peers known to hold facts, by expression.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Holders {
-    by_expr: HashMap<ExprId, Vec<PeerId>>,
-    order: VecDeque<ExprId>,
+    by_expr: Recent<ExprId, Vec<PeerId>>,
+}
+
+impl Default for Holders {
+    fn default() -> Self {
+        Self {
+            by_expr: Recent::new(MAX_EXPRESSIONS),
+        }
+    }
 }
 
 impl Holders {
     /// `peer` answered with valid facts about `expr` (or signed one).
     pub fn note(&mut self, expr: ExprId, peer: PeerId) {
-        let peers = self.by_expr.entry(expr).or_insert_with(|| {
-            self.order.push_back(expr);
-            Vec::new()
-        });
+        let peers = self.by_expr.entry(expr);
         peers.retain(|p| *p != peer);
         peers.insert(0, peer);
         peers.truncate(MAX_PER_EXPRESSION);
-        if self.order.len() > MAX_EXPRESSIONS {
-            if let Some(old) = self.order.pop_front() {
-                self.by_expr.remove(&old);
-            }
-        }
     }
 
     /// The peers known to hold facts about `expr`, the latest first.

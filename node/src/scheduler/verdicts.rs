@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use oda_protocol::messages::Gossip;
 use oda_protocol::names::Topic;
 use oda_protocol::{
-    BlobId, Dispute, Endorsement, SignedDispute, SignedEndorsement, SignedFact, Subject,
+    BlobId, Dispute, Endorsement, FactId, SignedDispute, SignedEndorsement, SignedFact, Subject,
 };
 
 use super::jobs::now_ms;
@@ -24,13 +24,35 @@ use crate::identity::NodeKey;
 use crate::network::Client;
 use crate::store::{Store, StoreError};
 
-/// A verdict that arrived by gossip (its signature checked by validation).
+/// A verdict on a fact: from gossip or a lookup (its signature checked on
+/// the way in), or this node's own.
 #[derive(Debug, Clone)]
 pub enum Incoming {
     /// Someone re-computed a fact and got another outcome.
     Dispute(Box<SignedDispute>),
     /// A controller re-computed a fact and got the same outcome.
     Endorsement(Box<SignedEndorsement>),
+}
+
+impl Incoming {
+    /// The fact it is about (none for an endorsement of a workflow).
+    fn fact(&self) -> Option<FactId> {
+        match self {
+            Incoming::Dispute(d) => Some(d.body.fact),
+            Incoming::Endorsement(e) => match e.body.subject {
+                Subject::Fact(f) => Some(f),
+                Subject::Workflow(_) => None,
+            },
+        }
+    }
+
+    /// It as gossip on the facts topic.
+    fn gossip(&self) -> Gossip {
+        match self {
+            Incoming::Dispute(d) => Gossip::Dispute(d.clone()),
+            Incoming::Endorsement(e) => Gossip::Endorsement(e.clone()),
+        }
+    }
 }
 
 /// Keep an incoming verdict (blocking: store reads and writes). A dispute
@@ -164,20 +186,17 @@ impl Signer<'_> {
             .secret
             .sign(dispute)
             .map_err(|e| format!("cannot sign the dispute: {e}"))?;
-        tracing::warn!(fact = %disputed.id(), worker = %disputed.body.worker, reason = %signed.body.reason, "disputing a fact");
-        self.keep_own(Incoming::Dispute(Box::new(signed.clone())))
-            .await?;
-        self.client.provide_verdicts(&disputed.id()).await;
-        self.publish(Gossip::Dispute(Box::new(signed))).await;
-        Ok(())
+        tracing::warn!(fact = %signed.body.fact, worker = %disputed.body.worker, reason = %signed.body.reason, "disputing a fact");
+        self.release(Incoming::Dispute(Box::new(signed))).await
     }
 
     /// Sign an endorsement of `fact`, keep it and publish it on the facts
     /// topic.
     pub async fn publish_endorsement(&self, fact: &SignedFact, note: String) -> Result<(), String> {
+        let id = fact.id();
         let endorsement = Endorsement {
             endorser: self.key.public(),
-            subject: Subject::Fact(fact.id()),
+            subject: Subject::Fact(id),
             issued_at: now_ms(),
             note,
         };
@@ -186,24 +205,23 @@ impl Signer<'_> {
             .secret
             .sign(endorsement)
             .map_err(|e| format!("cannot sign the endorsement: {e}"))?;
-        tracing::info!(fact = %fact.id(), worker = %fact.body.worker, "endorsing a fact");
-        self.keep_own(Incoming::Endorsement(Box::new(signed.clone())))
-            .await?;
-        self.client.provide_verdicts(&fact.id()).await;
-        self.publish(Gossip::Endorsement(Box::new(signed))).await;
-        Ok(())
+        tracing::info!(fact = %id, worker = %fact.body.worker, "endorsing a fact");
+        self.release(Incoming::Endorsement(Box::new(signed))).await
     }
 
-    async fn keep_own(&self, verdict: Incoming) -> Result<(), String> {
+    /// Keep this node's own signed verdict, say it keeps verdicts on the
+    /// fact (`verdicts/<fact>`) and publish it on the facts topic.
+    async fn release(&self, verdict: Incoming) -> Result<(), String> {
+        let fact = verdict.fact();
+        let gossip = verdict.gossip();
         let (store, trust) = (self.store.clone(), self.trust.clone());
-        crate::blocking::run(move || keep(&store, &trust, verdict))
-            .await
-            .map(|_| ())
-    }
-
-    async fn publish(&self, message: Gossip) {
-        if let Err(e) = self.client.publish(Topic::Facts, message).await {
+        crate::blocking::run(move || keep(&store, &trust, verdict)).await?;
+        if let Some(fact) = fact {
+            self.client.provide_verdicts(&fact).await;
+        }
+        if let Err(e) = self.client.publish(Topic::Facts, gossip).await {
             tracing::debug!(error = %e, "cannot publish the verdict");
         }
+        Ok(())
     }
 }

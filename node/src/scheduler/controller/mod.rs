@@ -14,7 +14,7 @@
 
 pub mod sampling;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use oda_protocol::messages::{FactAnnounce, JobAdvert};
@@ -29,6 +29,7 @@ use super::trust::TrustBook;
 use super::verdicts::Signer;
 use crate::identity::NodeKey;
 use crate::network::Client;
+use crate::recent::Recent;
 use crate::store::Store;
 use sampling::Sampler;
 
@@ -89,10 +90,8 @@ impl Controller {
             parts: Arc::new(parts),
             concurrent: cfg.concurrent.max(1),
             sampler: Sampler::new(cfg.min_rate, rand::random()),
-            expressions: HashMap::new(),
-            heard_order: VecDeque::new(),
-            checked: HashSet::new(),
-            checked_order: VecDeque::new(),
+            expressions: Recent::new(MAX_EXPRESSIONS),
+            checked: Recent::new(MAX_CHECKED),
             waiting: VecDeque::new(),
             running: JoinSet::new(),
             inbox,
@@ -134,10 +133,10 @@ struct Actor {
     parts: Arc<Parts>,
     concurrent: usize,
     sampler: Sampler,
-    expressions: HashMap<ExprId, Expression>,
-    heard_order: VecDeque<ExprId>,
-    checked: HashSet<ExprId>,
-    checked_order: VecDeque<ExprId>,
+    /// The expressions of recent adverts (an announcement names only an id).
+    expressions: Recent<ExprId, Expression>,
+    /// Expressions already sampled.
+    checked: Recent<ExprId, ()>,
     waiting: VecDeque<(FactAnnounce, Expression)>,
     running: JoinSet<(PublicKey, Checked)>,
     inbox: mpsc::Receiver<Heard>,
@@ -166,15 +165,7 @@ impl Actor {
     }
 
     fn remember(&mut self, expression: Expression) {
-        let id = expression.id();
-        if self.expressions.insert(id, expression).is_none() {
-            self.heard_order.push_back(id);
-            if self.heard_order.len() > MAX_EXPRESSIONS {
-                if let Some(old) = self.heard_order.pop_front() {
-                    self.expressions.remove(&old);
-                }
-            }
-        }
+        self.expressions.insert_new(expression.id(), expression);
     }
 
     fn announced(&mut self, a: FactAnnounce) {
@@ -188,13 +179,7 @@ impl Actor {
             return;
         }
         let expression = expression.clone();
-        self.checked.insert(a.expr);
-        self.checked_order.push_back(a.expr);
-        if self.checked_order.len() > MAX_CHECKED {
-            if let Some(old) = self.checked_order.pop_front() {
-                self.checked.remove(&old);
-            }
-        }
+        self.checked.insert_new(a.expr, ());
         if self.waiting.len() >= MAX_WAITING {
             tracing::debug!(expr = %a.expr, "controller: too many samples waiting; skipping one");
             return;

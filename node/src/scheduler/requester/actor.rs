@@ -29,6 +29,7 @@ use super::speculate::LookupHistory;
 use super::{Ctx, JobEvent, ResolveError, Resolved, Want};
 use crate::identity::public_key_of;
 use crate::network::JobReply;
+use crate::recent::Recent;
 use crate::scheduler::jobs::{now_ms, Attempt, JobId, JobRecord, JobState, JobStore};
 use crate::store::StoreError;
 
@@ -188,8 +189,7 @@ pub(super) struct Actor {
     /// Expressions some worker is still computing under a lease issued
     /// before a restart: when its last heartbeat came, Unix ms.
     adopted: HashMap<ExprId, u64>,
-    logs: HashMap<ExprId, VecDeque<String>>,
-    log_order: VecDeque<ExprId>,
+    logs: Recent<ExprId, VecDeque<String>>,
     /// Expressions other requesters advertise: until when (Unix ms), and
     /// whether a requester this node trusts is among them.
     foreign_adverts: HashMap<ExprId, (u64, bool)>,
@@ -225,8 +225,7 @@ impl Actor {
             leases: HashMap::new(),
             issued: HashSet::new(),
             adopted: HashMap::new(),
-            logs: HashMap::new(),
-            log_order: VecDeque::new(),
+            logs: Recent::new(LOG_EXPRESSIONS),
             foreign_adverts: HashMap::new(),
             failures: Failures::default(),
             lookups: LookupHistory::default(),
@@ -563,15 +562,7 @@ impl Actor {
     }
 
     fn push_log(&mut self, expr: ExprId, line: String) {
-        if !self.logs.contains_key(&expr) {
-            self.log_order.push_back(expr);
-            if self.log_order.len() > LOG_EXPRESSIONS {
-                if let Some(oldest) = self.log_order.pop_front() {
-                    self.logs.remove(&oldest);
-                }
-            }
-        }
-        let buf = self.logs.entry(expr).or_default();
+        let buf = self.logs.entry(expr);
         if buf.len() >= LOG_LINES {
             buf.pop_front();
         }
