@@ -324,7 +324,8 @@ pub fn install_bundle(
 /// Write the stored workflow's bundled files, and its manifest as
 /// [`MANIFEST_FILE`], into `into` (created if missing), with mode 0644. The
 /// bundle is verified against `id` first. Existing files of the same names are
-/// replaced.
+/// replaced. The files are not synced to the disk: the directory is a job's
+/// scratch copy, removed after the job and written again after a crash.
 pub fn materialise(store: &Store, id: &WorkflowId, into: &Path) -> Result<(), RegistryError> {
     let (_, blob) = store
         .workflow(id)?
@@ -365,8 +366,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o644)
         .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    f.write_all(bytes)
 }
 
 /// Find a workflow by `wf:<hex>`, bare hex, or name. Among workflows sharing a
