@@ -5,6 +5,7 @@
 //! - [`executor`]: runs one job (the `command` executor: argv, process group, outputs).
 //! - [`identity`]: the node key (libp2p peer id and fact-signing key in one).
 //! - [`network`]: the libp2p swarm, its event loop and the client handle.
+//! - [`provenance`]: the DAG of signed facts behind a result, and its PROV-O export.
 //! - [`registry`]: workflow folders, bundles, and workflows added by the owner.
 //! - [`store`]: sled trees and blob files.
 //! - [`runtime`]: assembles and runs a node.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod executor;
 pub mod identity;
 pub mod network;
+pub mod provenance;
 pub mod recent;
 pub mod registry;
 pub mod runtime;

@@ -213,22 +213,13 @@ impl FactView {
 
     /// [`FactView::judged`] under a quorum of `k` (a job's own).
     pub fn judged_under(node: &Node, f: &SignedFact, local: bool, k: u32) -> Self {
+        Self::with_verdict(node, f, local, verdict_under(node, f, k))
+    }
+
+    /// The view of a fact with `verdict`, and the disputes and endorsements
+    /// of it the store keeps (blocking).
+    pub fn with_verdict(node: &Node, f: &SignedFact, local: bool, verdict: Verdict) -> Self {
         let trust = node.trust.now();
-        let mut verdict = trust.verdict_of_verified(f, &node.store);
-        let k = k as usize;
-        if verdict.trusted && k > 1 {
-            // Under a quorum a trusted signer is not enough: enough trusted
-            // signers must say the same.
-            let held: Vec<SignedFact> = node
-                .store
-                .facts_for(&f.body.expr)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|h| trust.accepts(h))
-                .collect();
-            let (trusted, why) = quorum::verdict(&held, f, k);
-            verdict = Verdict { trusted, why };
-        }
         let mut view = Self::new(f, local, verdict);
         view.disputes = node
             .store
@@ -262,6 +253,28 @@ impl FactView {
             .collect();
         view
     }
+}
+
+/// This node's verdict on a fact whose signature was verified, judged with
+/// the input facts the store holds, under a quorum of `k` (blocking).
+pub fn verdict_under(node: &Node, f: &SignedFact, k: u32) -> Verdict {
+    let trust = node.trust.now();
+    let verdict = trust.verdict_of_verified(f, &node.store);
+    let k = k as usize;
+    if !verdict.trusted || k <= 1 {
+        return verdict;
+    }
+    // Under a quorum a trusted signer is not enough: enough trusted
+    // signers must say the same.
+    let held: Vec<SignedFact> = node
+        .store
+        .facts_for(&f.body.expr)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| trust.accepts(h))
+        .collect();
+    let (trusted, why) = quorum::verdict(&held, f, k);
+    Verdict { trusted, why }
 }
 
 /// A job as the API shows it.

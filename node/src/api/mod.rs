@@ -12,6 +12,7 @@
 //! - jobs ([`jobs`]): submit, list, status, wait (long poll), logs, cancel,
 //!   server-sent events; facts of an expression; blob download with `Range`;
 //! - workflows ([`workflows`]): add from a folder, list, show, endorse;
+//! - provenance ([`prov`]): the DAG behind a result, as JSON or W3C PROV-O;
 //! - cache ([`cache`]): blobs, pin, unpin, gc, stats; peers; the node key;
 //! - trust ([`trust`]): the trust policy, importing and signing group rosters;
 //! - `/metrics` in the Prometheus text format ([`metrics`]).
@@ -25,6 +26,7 @@ pub mod cache;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod prov;
 pub mod trust;
 pub mod workflows;
 
@@ -89,6 +91,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{id}/events"),
     ("POST", "/v1/jobs/{id}/cancel"),
     ("GET", "/v1/exprs/{id}/facts"),
+    ("GET", "/v1/exprs/{id}/prov"),
     ("GET", "/v1/blobs/{id}"),
     ("POST", "/v1/workflows"),
     ("GET", "/v1/workflows"),
@@ -121,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/exprs/{id}/facts", get(jobs::facts))
+        .route("/v1/exprs/{id}/prov", get(prov::prov))
         .route("/v1/blobs/{id}", get(cache::download))
         .route("/v1/workflows", post(workflows::add).get(workflows::list))
         .route("/v1/workflows/{id}", get(workflows::show))

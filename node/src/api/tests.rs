@@ -809,3 +809,77 @@ async fn keys_are_added_shown_and_removed_at_run_time() {
     assert!(error_of(&v).contains("not a public key"), "{v}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn provenance_is_the_dag_of_facts_as_json_turtle_and_json_ld() {
+    use crate::test_facts::fact;
+    let h = Harness::start("prov").await;
+    let stranger = oda_protocol::SecretKey::from_seed([4; 32]);
+    let events = fact(&h.node.key.secret, 1, &[]);
+    let unheld = fact(&stranger, 9, &[]);
+    let top = fact(&h.node.key.secret, 2, &[&events, &unheld]);
+    for f in [&events, &top] {
+        h.node.store.put_fact(f).unwrap();
+    }
+    let prov_of =
+        |expr: u8, query: &str| format!("/v1/exprs/ex:{}/prov{query}", hex::encode([expr; 32]));
+    let (status, v) = h.json("GET", &prov_of(2, ""), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["roots"], json!([format!("{:#}", top.id())]));
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{v}");
+    assert_eq!(steps[0]["fact"], format!("{:#}", top.id()));
+    assert_eq!(steps[1]["fact"], format!("{:#}", events.id()));
+    assert_eq!(steps[0]["inputs"].as_array().unwrap().len(), 2);
+    assert_eq!(steps[0]["worker_key"], h.node.key.public().to_string());
+    // Built on a stranger's fact this node does not hold: not trusted,
+    // and the missing input is named.
+    assert_eq!(steps[0]["trusted"], false, "{v}");
+    assert_eq!(steps[1]["trusted"], true, "{v}");
+    assert_eq!(v["missing"][0]["fact"], format!("{:#}", unheld.id()));
+    assert_eq!(v["missing"][0]["signer"], stranger.public().to_string());
+
+    let (status, headers, body) = h
+        .call("GET", &prov_of(2, "?format=turtle"), Some(TOKEN), None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/turtle; charset=utf-8");
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("prov:wasAssociatedWith"), "{text}");
+    assert!(text.contains(&format!("fact:{}", top.id())), "{text}");
+    let (status, headers, body) = h
+        .call("GET", &prov_of(2, "?format=jsonld"), Some(TOKEN), None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/ld+json");
+    let doc: Json = serde_json::from_slice(&body).unwrap();
+    assert!(
+        doc["@graph"].as_array().is_some_and(|g| g.len() > 5),
+        "{doc}"
+    );
+
+    // One root picked by id; bad input named.
+    let (status, v) = h
+        .json(
+            "GET",
+            &prov_of(1, &format!("?fact={:#}", events.id())),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 1);
+    let (status, v) = h
+        .json("GET", &prov_of(1, &format!("?fact={:#}", top.id())), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (status, v) = h.json("GET", &prov_of(2, "?format=xml"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("unknown format `xml`"), "{v}");
+    let (status, v) = h.json("GET", &prov_of(2, "?fact=fa:zz"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("fact id"), "{v}");
+    let (status, v) = h.json("GET", &prov_of(7, ""), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("?mesh=true"), "{v}");
+    h.stop().await;
+}

@@ -5,7 +5,7 @@
 
 pub mod backlog;
 pub mod controller;
-mod input_facts;
+pub(crate) mod input_facts;
 pub mod jobs;
 pub mod quorum;
 pub mod requester;
