@@ -160,6 +160,17 @@ pub struct Api {
 /// Largest JSON answer read, bytes.
 const MAX_JSON: u64 = 256 * 1024 * 1024;
 
+/// A reply's whole body, at most [`MAX_JSON`] bytes.
+fn read_body(reply: Reply) -> CliResult<Vec<u8>> {
+    reply
+        .response
+        .into_body()
+        .with_config()
+        .limit(MAX_JSON)
+        .read_to_vec()
+        .map_err(|e| CliError::failed(format!("cannot read the node's answer: {e}")))
+}
+
 impl Api {
     /// A client for `endpoint`.
     pub fn new(endpoint: Endpoint) -> Self {
@@ -242,13 +253,7 @@ impl Api {
     pub fn json(&self, method: &str, path: &str, body: Option<&Json>) -> CliResult<Json> {
         let reply = self.send(method, path, body, &[])?;
         let status = reply.status;
-        let bytes = reply
-            .response
-            .into_body()
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_vec()
-            .map_err(|e| CliError::failed(format!("cannot read the node's answer: {e}")))?;
+        let bytes = read_body(reply)?;
         let value: Option<Json> = serde_json::from_slice(&bytes).ok();
         if (200..300).contains(&status) {
             return value.ok_or_else(|| CliError::failed("the node's answer is not JSON"));
@@ -256,15 +261,21 @@ impl Api {
         Err(status_error(status, value.as_ref(), &bytes, &self.endpoint))
     }
 
+    /// GET a text answer (Turtle, JSON-LD); non-2xx statuses become errors
+    /// as in [`Api::json`].
+    pub fn get_text(&self, path: &str) -> CliResult<String> {
+        let reply = self.send("GET", path, None, &[])?;
+        let status = reply.status;
+        if !(200..300).contains(&status) {
+            return Err(self.failure(status, reply));
+        }
+        String::from_utf8(read_body(reply)?)
+            .map_err(|_| CliError::failed("the node's answer is not UTF-8 text"))
+    }
+
     /// The error for a non-2xx reply, with the node's message from its body.
     fn failure(&self, status: u16, reply: Reply) -> CliError {
-        let bytes = reply
-            .response
-            .into_body()
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_vec()
-            .unwrap_or_default();
+        let bytes = read_body(reply).unwrap_or_default();
         let value: Option<Json> = serde_json::from_slice(&bytes).ok();
         status_error(status, value.as_ref(), &bytes, &self.endpoint)
     }

@@ -40,7 +40,7 @@ pub fn job_exit(job: &Json) -> u8 {
     }
 }
 
-fn url_part(s: &str) -> String {
+pub(crate) fn url_part(s: &str) -> String {
     // Ids and names are [A-Za-z0-9:_-]; escape anything else.
     let mut out = String::new();
     for b in s.bytes() {

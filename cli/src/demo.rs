@@ -29,8 +29,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use oda_node::api::prov as prov_api;
 use oda_node::config::{Config, SchedulerSection, TrustSection, Validated, WorkerSection};
 use oda_node::identity::NodeKey;
+use oda_node::provenance::prov_o;
 use oda_node::runtime::Node;
 use oda_node::scheduler::{JobRecord, JobState};
 use oda_protocol::{Expression, NetworkId, Outcome, PublicKey, SignedFact, Value, WorkflowId};
@@ -85,6 +87,12 @@ pub struct DemoReport {
     pub first_from_cache: Vec<bool>,
     /// For each step of the second run, whether it came from a cache.
     pub second_from_cache: Vec<bool>,
+    /// Facts in the result's provenance DAG, as the requester traced it.
+    pub provenance_steps: usize,
+    /// That DAG as W3C PROV-O (Turtle).
+    pub provenance_turtle: String,
+    /// The public keys (hex) of the workers that ran a workflow.
+    pub worker_keys: Vec<String>,
 }
 
 impl DemoReport {
@@ -516,6 +524,27 @@ async fn demo(mesh: &mut Mesh, opts: &DemoOptions) -> Result<DemoReport> {
         executions_second
     );
 
+    // How the result was made: the DAG of signed facts the requester holds.
+    // (A few small store reads: `block_in_place` keeps them off the other
+    // tasks' threads.)
+    let root_expr = root_fact.body.expr;
+    let (provenance, provenance_turtle) = tokio::task::block_in_place(|| -> Result<_> {
+        let traced = prov_api::trace_blocking(requester, vec![root_fact.clone()])
+            .context("cannot trace the result's provenance")?;
+        let view = prov_api::describe(
+            requester,
+            root_expr,
+            std::slice::from_ref(root_fact),
+            &traced,
+        );
+        Ok((serde_json::to_value(view)?, prov_o::turtle(&traced)))
+    })?;
+    println!();
+    println!(
+        "How the result was made (`oda prov {root_expr:#}`; `--format turtle` or `jsonld` give W3C PROV-O):"
+    );
+    print!("{}", crate::prov::steps_text(&provenance));
+
     println!();
     println!("To join a real mesh:");
     println!(
@@ -539,6 +568,14 @@ async fn demo(mesh: &mut Mesh, opts: &DemoOptions) -> Result<DemoReport> {
         executions_second,
         first_from_cache: first.iter().map(|r| r.record.from_cache).collect(),
         second_from_cache: second.iter().map(|r| r.record.from_cache).collect(),
+        provenance_steps: provenance["steps"].as_array().map_or(0, Vec::len),
+        provenance_turtle,
+        worker_keys: mesh
+            .workers
+            .iter()
+            .filter(|w| w.worker.as_ref().is_some_and(|w| w.executions() > 0))
+            .map(|w| w.key.public().to_string())
+            .collect(),
     })
 }
 
@@ -850,6 +887,50 @@ mod tests {
         assert!(report.second_run_cached());
         assert!(report.second < report.first, "{report:?}");
         assert!(started.elapsed() < Duration::from_secs(50));
+        assert_eq!(report.provenance_steps, 10, "every fact of the DAG");
+        assert_prov_o_names_the_workers(&report);
+    }
+
+    /// The demo's PROV-O export parses with rdflib, and SPARQL over it
+    /// answers "which workers contributed" with the demo's workers.
+    fn assert_prov_o_names_the_workers(report: &DemoReport) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prov.ttl");
+        std::fs::write(&file, &report.provenance_turtle).unwrap();
+        let script = r#"
+import sys, rdflib
+g = rdflib.Graph()
+g.parse(sys.argv[1], format="turtle")
+rows = g.query("""
+    PREFIX prov: <http://www.w3.org/ns/prov#>
+    PREFIX oda: <urn:oda-mesh:vocab#>
+    SELECT DISTINCT ?key WHERE {
+        ?run a prov:Activity ; prov:wasAssociatedWith ?worker .
+        ?worker oda:publicKey ?key .
+    }""")
+for (key,) in rows:
+    print(key)
+"#;
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&file)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "rdflib could not read the export (python3-rdflib is needed: ./test.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut found: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        found.sort();
+        let mut workers = report.worker_keys.clone();
+        workers.sort();
+        assert!(!workers.is_empty());
+        assert_eq!(found, workers, "the workers that ran the DAG's workflows");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use oda_cli::client::{discover, Api, CliError};
 use oda_cli::commands;
+use oda_cli::prov::{self, ProvFormat};
 
 /// ODA mesh: submit analyses, wait for and fetch results, manage workflows
 /// and the cache of a running `oda-node`.
@@ -150,6 +151,22 @@ enum Command {
         /// Also ask the mesh, not only this node.
         #[arg(long)]
         mesh: bool,
+    },
+    /// Show how a result was made: the DAG of signed facts behind it, or
+    /// W3C PROV-O (Turtle, JSON-LD).
+    #[command(after_help = "Example: oda prov ex:9d2f...e1 --format turtle > result.ttl")]
+    Prov {
+        /// Expression id.
+        expr: String,
+        /// `text` (default), or W3C PROV-O as `turtle` or `jsonld`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ProvFormat,
+        /// Ask the mesh for facts this node does not hold.
+        #[arg(long)]
+        mesh: bool,
+        /// Only this fact of the expression (fa:<hex>) as the root.
+        #[arg(long)]
+        fact: Option<String>,
     },
     /// Run a self-contained demo mesh on this machine (needs python3).
     #[command(after_help = "Example: oda demo --keep")]
@@ -354,6 +371,12 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             out,
         }) => commands::group_sign(&api, (&name, version, &members), out.as_deref(), j),
         Command::Facts { expr, mesh } => commands::facts(&api, &expr, mesh, j),
+        Command::Prov {
+            expr,
+            format,
+            mesh,
+            fact,
+        } => prov::prov(&api, &expr, (format, mesh, fact.as_deref()), j),
         // Handled in `main` before the node is looked for.
         Command::Demo { .. } => Ok(0),
     }

@@ -178,6 +178,38 @@ fn submit_wait_get_and_the_json_shapes() {
         .sum();
     assert_eq!(counts, curve["n_events"].as_u64().expect("n_events"));
 
+    // How the light curve was made: two steps, each signed by the worker.
+    let lc_expr = str_of(&lc, "/expr");
+    let prov = r.oda(&["--json", "prov", lc_expr]).expect_code(0).json();
+    let steps = prov["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{prov}");
+    assert_eq!(steps[0]["workflow_name"], "lightcurve");
+    assert_eq!(steps[1]["workflow_name"], "events");
+    assert_eq!(steps[1]["expr"], expr.as_str());
+    assert_eq!(steps[0]["inputs"][0]["argument"], "events");
+    assert_eq!(steps[0]["inputs"][0]["fact"], steps[1]["fact"]);
+    assert!(steps
+        .iter()
+        .all(|s| s["worker_key"] == worker_key.as_str() && s["trusted"] == true));
+    assert_eq!(prov["missing"], serde_json::json!([]));
+    let human = r.oda(&["prov", lc_expr]).expect_code(0);
+    assert!(
+        human
+            .stdout
+            .contains("input    events ← events of step [2]"),
+        "{}",
+        human.stdout
+    );
+    let turtle = r
+        .oda(&["prov", lc_expr, "--format", "turtle"])
+        .expect_code(0);
+    assert!(
+        turtle.stdout.contains("prov:wasAssociatedWith"),
+        "{}",
+        turtle.stdout
+    );
+    r.oda(&["prov", "ex:nothex"]).expect_code(2);
+
     // An analysis exception fails the job: exit 1, the exception named.
     let empty = r
         .oda(&[

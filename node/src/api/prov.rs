@@ -25,6 +25,7 @@ use super::{blocking, parse_id, ApiError, ApiPath, ApiQuery, ApiState};
 use crate::provenance::{self, prov_o, Provenance, Step};
 use crate::runtime::Node;
 use crate::scheduler::input_facts;
+use crate::store::StoreError;
 
 /// Rounds of fetching missing input facts from the mesh: one per level of
 /// the DAG that was not held.
@@ -186,27 +187,29 @@ pub async fn prov(
         Format::Turtle => text("text/turtle; charset=utf-8", prov_o::turtle(&traced)),
         Format::JsonLd => text("application/ld+json", prov_o::json_ld(&traced)),
         Format::Json => {
-            let view = blocking(move || {
-                Ok(ProvView {
-                    expr: format!("{expr:#}"),
-                    roots: roots.iter().map(|f| format!("{:#}", f.id())).collect(),
-                    steps: traced
-                        .steps
-                        .iter()
-                        .map(|s| StepView::new(&node, s))
-                        .collect(),
-                    missing: traced
-                        .missing
-                        .iter()
-                        .map(|i| InputView::new(i, None))
-                        .collect(),
-                    truncated: traced.truncated,
-                })
-            })
-            .await?;
+            let view = blocking(move || Ok(describe(&node, expr, &roots, &traced))).await?;
             Json(view).into_response()
         }
     })
+}
+
+/// The JSON view of a traced DAG (blocking: the facts' verdicts are read).
+pub fn describe(node: &Node, expr: ExprId, roots: &[SignedFact], traced: &Provenance) -> ProvView {
+    ProvView {
+        expr: format!("{expr:#}"),
+        roots: roots.iter().map(|f| format!("{:#}", f.id())).collect(),
+        steps: traced
+            .steps
+            .iter()
+            .map(|s| StepView::new(node, s))
+            .collect(),
+        missing: traced
+            .missing
+            .iter()
+            .map(|i| InputView::new(i, None))
+            .collect(),
+        truncated: traced.truncated,
+    }
 }
 
 fn text(content_type: &'static str, body: String) -> Response {
@@ -267,13 +270,14 @@ async fn roots(
 
 async fn trace(node: &Arc<Node>, roots: Vec<SignedFact>) -> Result<Provenance, ApiError> {
     let node = node.clone();
-    blocking(move || {
-        let quorum = node.requester.quorum();
-        Ok(provenance::trace(&node.store, roots, |f| {
-            verdict_under(&node, f, quorum)
-        })?)
-    })
-    .await
+    blocking(move || Ok(trace_blocking(&node, roots)?)).await
+}
+
+/// The DAG behind `roots` in this node's store, each fact with this node's
+/// verdict under its default quorum (blocking).
+pub fn trace_blocking(node: &Node, roots: Vec<SignedFact>) -> Result<Provenance, StoreError> {
+    let quorum = node.requester.quorum();
+    provenance::trace(&node.store, roots, |f| verdict_under(node, f, quorum))
 }
 
 /// Ask the mesh for missing input facts (checked and kept); whether any

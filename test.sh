@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The test command README.md gives: installs what the tests need beyond the Rust
+# toolchain, then runs every test of the workspace.
+#
+# - python3: the example and test workflows use its standard library;
+# - python3's rdflib: the demo's W3C PROV-O export is read back with it;
+# - iproute2 (ip, tc), as root only: the partition and slow-link scenarios.
+#
+# As root, missing Debian packages are installed with apt-get (rdflib with pip
+# when python3 is not the system's); otherwise the script says what to install.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+root=false
+[ "$(id -u)" = 0 ] && root=true
+packages=()
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+if $root && ! command -v ip >/dev/null 2>&1; then packages+=(iproute2); fi
+
+has_rdflib() { command -v python3 >/dev/null 2>&1 && python3 -c 'import rdflib' 2>/dev/null; }
+system_python() {
+  # The python3 on PATH is Debian's own (so python3-rdflib serves it).
+  [ "$(command -v python3 2>/dev/null)" = /usr/bin/python3 ] || [ "$(command -v python3 2>/dev/null)" = /bin/python3 ]
+}
+pip_rdflib=false
+if ! has_rdflib; then
+  if ! command -v python3 >/dev/null 2>&1 || system_python; then
+    packages+=(python3-rdflib)
+  else
+    pip_rdflib=true
+  fi
+fi
+
+if [ ${#packages[@]} -gt 0 ]; then
+  if $root; then
+    apt-get update -qq && apt-get install -y -qq "${packages[@]}"
+  else
+    echo "missing: ${packages[*]}; install them (e.g. sudo apt-get install ${packages[*]}) and rerun" >&2
+    exit 1
+  fi
+fi
+if $pip_rdflib; then
+  python3 -m pip install --quiet rdflib || {
+    echo "cannot install rdflib for $(command -v python3); install it (python3 -m pip install rdflib) and rerun" >&2
+    exit 1
+  }
+fi
+
+cargo test --workspace
