@@ -32,6 +32,25 @@ pub fn parse_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `-a NAME=VALUE` arguments as the API's `args` object (text values, typed
+/// by the node); a repeated name gives a list.
+pub fn args_map(args: &[(String, String)]) -> serde_json::Map<String, Json> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in args {
+        match map.get_mut(k) {
+            Some(Json::Array(items)) => items.push(Json::String(v.clone())),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Json::Array(vec![first, Json::String(v.clone())]);
+            }
+            None => {
+                map.insert(k.clone(), Json::String(v.clone()));
+            }
+        }
+    }
+    map
+}
+
 /// The job's exit code: 0 done (or still running), 1 failed or cancelled.
 pub fn job_exit(job: &Json) -> u8 {
     match job.get("state").and_then(Json::as_str) {
@@ -231,20 +250,7 @@ pub fn submit(
     (no_cache, quorum): (bool, Option<u32>),
     as_json: bool,
 ) -> CliResult<u8> {
-    let mut map = serde_json::Map::new();
-    for (k, v) in args {
-        match map.get_mut(k) {
-            // A repeated name gives a list.
-            Some(Json::Array(items)) => items.push(Json::String(v.clone())),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = Json::Array(vec![first, Json::String(v.clone())]);
-            }
-            None => {
-                map.insert(k.clone(), Json::String(v.clone()));
-            }
-        }
-    }
+    let map = args_map(args);
     if no_cache && !as_json {
         eprintln!(
             "--no-cache: skipping the local and mesh caches; the expression is computed again"
@@ -269,6 +275,12 @@ pub fn submit(
     if !as_json {
         println!();
         print_job(&done);
+        let computed = text(&done, "state") == "done" && !flag(&done, "from_cache");
+        if computed && !no_cache {
+            if let Some(note) = crate::why::near_miss_note(api, &text(&done, "expr")) {
+                println!("{note}");
+            }
+        }
     }
     let code = job_exit(&done);
     if fetch && code == OK {

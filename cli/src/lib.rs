@@ -5,6 +5,7 @@
 //! - [`commands`]: one function per command, human or `--json` output.
 //! - [`prov`]: `oda prov`, the provenance of a result.
 //! - [`render`]: tables, sizes, durations.
+//! - [`why`]: `oda why`, the cached expressions nearest to a miss.
 //! - [`demo`]: `oda demo`, a self-contained mesh on this machine.
 
 pub mod client;
@@ -12,3 +13,4 @@ pub mod commands;
 pub mod demo;
 pub mod prov;
 pub mod render;
+pub mod why;

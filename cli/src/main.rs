@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use oda_cli::client::{discover, Api, CliError};
 use oda_cli::commands;
 use oda_cli::prov::{self, ProvFormat};
+use oda_cli::why;
 
 /// ODA mesh: submit analyses, wait for and fetch results, manage workflows
 /// and the cache of a running `oda-node`.
@@ -167,6 +168,18 @@ enum Command {
         /// Only this fact of the expression (fa:<hex>) as the root.
         #[arg(long)]
         fact: Option<String>,
+    },
+    /// Why an expression is not cached here: the nearest cached expressions
+    /// of the same workflow and the arguments that differ.
+    #[command(
+        after_help = "Example: oda why lightcurve -a events=ex:9d2f...e1/events -a bin_s=0.25"
+    )]
+    Why {
+        /// An expression id (ex:<hex>), or a workflow name or id.
+        target: String,
+        /// With a workflow: an argument, NAME=VALUE (repeatable).
+        #[arg(short = 'a', long = "arg", value_name = "NAME=VALUE", value_parser = commands::parse_arg)]
+        args: Vec<(String, String)>,
     },
     /// Run a self-contained demo mesh on this machine (needs python3).
     #[command(after_help = "Example: oda demo --keep")]
@@ -377,6 +390,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             mesh,
             fact,
         } => prov::prov(&api, &expr, (format, mesh, fact.as_deref()), j),
+        Command::Why { target, args } => why::why(&api, &target, &args, j),
         // Handled in `main` before the node is looked for.
         Command::Demo { .. } => Ok(0),
     }

@@ -194,7 +194,7 @@ pub fn steps_text(p: &Json) -> String {
 
 /// An argument as `oda submit -a` takes it, ids cut to 8 hex digits: an
 /// output `ex:1a2b3c4d…/events`, a blob `bl:…`, a list comma-separated.
-fn arg_text(v: &Json) -> String {
+pub(crate) fn arg_text(v: &Json) -> String {
     let cut = |id: &str| match id.char_indices().nth(11) {
         Some((at, _)) => format!("{}…", &id[..at]),
         None => id.to_string(),

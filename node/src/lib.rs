@@ -4,6 +4,7 @@
 //! - [`config`]: the configuration file and data-dir layout.
 //! - [`executor`]: runs one job (the `command` executor: argv, process group, outputs).
 //! - [`identity`]: the node key (libp2p peer id and fact-signing key in one).
+//! - [`misses`]: why a cache missed: the nearest cached expressions.
 //! - [`network`]: the libp2p swarm, its event loop and the client handle.
 //! - [`provenance`]: the DAG of signed facts behind a result, and its PROV-O export.
 //! - [`registry`]: workflow folders, bundles, and workflows added by the owner.
@@ -16,6 +17,7 @@ mod blocking;
 pub mod config;
 pub mod executor;
 pub mod identity;
+pub mod misses;
 pub mod network;
 pub mod provenance;
 pub mod recent;

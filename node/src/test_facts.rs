@@ -43,3 +43,11 @@ pub fn fact_saying(by: &SecretKey, expr: u8, output: u8, inputs: &[&SignedFact])
     })
     .expect("the fact names its signer")
 }
+
+/// A fact by `by` about `expr`, with one output "out" (blob `[9; 32]`).
+pub fn fact_about(by: &SecretKey, expr: ExprId, workflow: WorkflowId) -> SignedFact {
+    let mut f = fact(by, 9, &[]).body;
+    f.expr = expr;
+    f.workflow = workflow;
+    by.sign(f).expect("the fact names its signer")
+}

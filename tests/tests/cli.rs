@@ -255,6 +255,35 @@ fn submit_wait_get_and_the_json_shapes() {
     assert!(again.stdout.contains("from cache"), "{}", again.stdout);
     assert!(again.stdout.contains(&blob), "{}", again.stdout);
 
+    // A near miss is computed, and the output names the cached neighbour
+    // and the argument that differs.
+    let near_miss = [
+        "events",
+        "-a",
+        "obs_id=1",
+        "-a",
+        "duration=200",
+        "-a",
+        "period=7.30001",
+    ];
+    let computed = r
+        .oda(&[&["submit"][..], &near_miss, &["--wait"]].concat())
+        .expect_code(0);
+    let hint = format!("the nearest cached {expr} differs in period: 7.3 cached, 7.30001 asked");
+    assert!(computed.stdout.contains(&hint), "{}", computed.stdout);
+    let why = r.oda(&[&["why"][..], &near_miss].concat()).expect_code(0);
+    assert!(why.stdout.contains("cached    yes"), "{}", why.stdout);
+    assert!(
+        why.stdout
+            .contains(&format!("{expr}  period: 7.3 cached, 7.30001 asked")),
+        "{}",
+        why.stdout
+    );
+    let why = r.oda(&["--json", "why", &expr]).expect_code(0).json();
+    assert_eq!(why["cached"], true, "{why}");
+    r.oda(&["why", "events", "-a", "obs_id=nope"])
+        .expect_code(2);
+
     // --no-cache recomputes and says so.
     let forced = r
         .oda(&[
@@ -298,7 +327,7 @@ fn submit_wait_get_and_the_json_shapes() {
     // The other commands' JSON shapes.
     let jobs = r.oda(&["--json", "jobs"]).expect_code(0).json();
     let jobs = jobs.as_array().expect("jobs is an array");
-    assert_eq!(jobs.len(), 7);
+    assert_eq!(jobs.len(), 8);
     assert!(jobs
         .iter()
         .all(|j| j["id"].is_string() && j["state"].is_string()));

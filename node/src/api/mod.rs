@@ -13,6 +13,7 @@
 //!   server-sent events; facts of an expression; blob download with `Range`;
 //! - workflows ([`workflows`]): add from a folder, list, show, endorse;
 //! - provenance ([`prov`]): the DAG behind a result, as JSON or W3C PROV-O;
+//! - misses ([`why`]): the cached expressions nearest to one that missed;
 //! - cache ([`cache`]): blobs, pin, unpin, gc, stats; peers; the node key;
 //! - trust ([`trust`]): the trust policy, importing and signing group rosters;
 //! - `/metrics` in the Prometheus text format ([`metrics`]).
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod prov;
 pub mod trust;
+pub mod why;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -92,6 +94,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/jobs/{id}/cancel"),
     ("GET", "/v1/exprs/{id}/facts"),
     ("GET", "/v1/exprs/{id}/prov"),
+    ("POST", "/v1/why"),
     ("GET", "/v1/blobs/{id}"),
     ("POST", "/v1/workflows"),
     ("GET", "/v1/workflows"),
@@ -125,6 +128,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/exprs/{id}/facts", get(jobs::facts))
         .route("/v1/exprs/{id}/prov", get(prov::prov))
+        .route("/v1/why", post(why::why))
         .route("/v1/blobs/{id}", get(cache::download))
         .route("/v1/workflows", post(workflows::add).get(workflows::list))
         .route("/v1/workflows/{id}", get(workflows::show))

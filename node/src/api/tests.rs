@@ -853,10 +853,10 @@ async fn provenance_is_the_dag_of_facts_as_json_turtle_and_json_ld() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/ld+json");
     let doc: Json = serde_json::from_slice(&body).unwrap();
-    assert!(
-        doc["@graph"].as_array().is_some_and(|g| g.len() > 5),
-        "{doc}"
-    );
+    // Expanded JSON-LD: an array of node objects with full IRIs.
+    let nodes = doc.as_array().expect("an array of node objects");
+    let run = format!("urn:oda-mesh:fact:{}", top.id());
+    assert!(nodes.iter().any(|n| n["@id"] == run.as_str()), "{doc}");
 
     // One root picked by id; bad input named.
     let (status, v) = h
@@ -881,5 +881,111 @@ async fn provenance_is_the_dag_of_facts_as_json_turtle_and_json_ld() {
     let (status, v) = h.json("GET", &prov_of(7, ""), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(error_of(&v).contains("?mesh=true"), "{v}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn why_names_the_nearest_cached_expressions_and_their_differing_arguments() {
+    use crate::test_facts::fact_about;
+    use oda_protocol::{Expression, Value};
+    let h = Harness::start("why").await;
+    // A second version of `events` (same name), added first so that the
+    // name resolves to the example's version.
+    let v2 = tempfile::tempdir().unwrap();
+    for file in ["events.py", "oda-workflow.toml"] {
+        let text = std::fs::read_to_string(example("events").join(file)).unwrap();
+        let text = text.replace("version = \"1.0.0\"", "version = \"2.0.0\"");
+        std::fs::write(v2.path().join(file), text).unwrap();
+    }
+    for dir in [v2.path().to_path_buf(), example("events")] {
+        let (status, w) = h
+            .json(
+                "POST",
+                "/v1/workflows",
+                Some(json!({"path": dir.display().to_string()})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{w}");
+    }
+    let (id, wf) = crate::registry::find(&h.node.store, "events")
+        .unwrap()
+        .unwrap();
+    assert_eq!(wf.manifest.version, "1.0.0");
+    let expr = |obs: i64, period: f64| {
+        let args = [
+            ("obs_id".to_string(), Value::Int(obs)),
+            ("period".to_string(), Value::Float(period)),
+        ];
+        Expression::new(id, &wf.manifest, args.into()).unwrap()
+    };
+    // Cached: obs 1 at 7.3 and obs 2 at 7.3; stored but not cached: obs 1 at 9.
+    let (near, farther, uncached) = (expr(1, 7.3), expr(2, 7.3), expr(1, 9.0));
+    for e in [&near, &farther, &uncached] {
+        h.node.store.put_expr(e).unwrap();
+    }
+    for e in [&near, &farther] {
+        let f = fact_about(&h.node.key.secret, e.id(), id);
+        h.node.store.put_fact(&f).unwrap();
+    }
+
+    let asked = json!({"workflow": "events", "args": {"obs_id": "1", "period": "7.30001"}});
+    let (status, v) = h.json("POST", "/v1/why", Some(asked)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["cached"], false);
+    assert_eq!(v["workflow_version"], "1.0.0");
+    let nearest = v["nearest"].as_array().unwrap();
+    assert_eq!(nearest.len(), 2, "only cached expressions: {v}");
+    assert_eq!(nearest[0]["expr"], format!("{:#}", near.id()));
+    assert_eq!(
+        nearest[0]["differences"],
+        json!([{"argument": "period", "cached": 7.3, "asked": 7.30001}])
+    );
+    assert_eq!(nearest[1]["expr"], format!("{:#}", farther.id()));
+    assert_eq!(nearest[1]["differences"].as_array().unwrap().len(), 2);
+    // The same arguments under version 2.0.0: another expression, not cached.
+    let other = &v["other_versions"][0];
+    assert_eq!(other["version"], "2.0.0", "{v}");
+    assert_eq!(other["cached"], false);
+    assert!(other["expr"].as_str().unwrap().starts_with("ex:"));
+
+    // By id: a cached expression is not its own neighbour.
+    let (status, v) = h
+        .json(
+            "POST",
+            "/v1/why",
+            Some(json!({"expr": format!("{:#}", near.id())})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["cached"], true);
+    assert_eq!(v["nearest"][0]["expr"], format!("{:#}", farther.id()));
+
+    for (body, status, needle) in [
+        (json!({}), StatusCode::BAD_REQUEST, "either `workflow`"),
+        (
+            json!({"workflow": "events", "expr": format!("{:#}", near.id())}),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        (
+            json!({"expr": format!("ex:{}", "ab".repeat(32))}),
+            StatusCode::NOT_FOUND,
+            "unknown to this node",
+        ),
+        (
+            json!({"workflow": "events", "args": {"obs_id": "x"}}),
+            StatusCode::BAD_REQUEST,
+            "obs_id",
+        ),
+        (
+            json!({"workflow": "nope"}),
+            StatusCode::NOT_FOUND,
+            "no workflow",
+        ),
+    ] {
+        let (got, v) = h.json("POST", "/v1/why", Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {v}");
+        assert!(error_of(&v).contains(needle), "{body}: {v}");
+    }
     h.stop().await;
 }

@@ -114,10 +114,14 @@ fn reason(r: &RunReport) -> &str {
 }
 
 const ECHO_ARGS: &str = r#"
-import json, os, sys
+import json, os, sys, time
 print("hello from stdout")
 print("hello from stderr", file=sys.stderr)
 ballast = b"x" * (64 << 20)
+# Held past the executor's first RSS sample after the start (every 0.5 s):
+# `ru_maxrss` alone is the job's only when no other child of this test
+# process (tests run in parallel) had a larger one.
+time.sleep(0.7)
 record = {
     "argv": sys.argv[1:],
     "cwd": os.getcwd(),

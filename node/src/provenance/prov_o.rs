@@ -1,5 +1,5 @@
 //! A [`Provenance`] as W3C PROV-O triples, written as Turtle or JSON-LD
-//! (the `oxrdf` data model and the `oxttl` and `oxjsonld` serializers).
+//! (the `oxrdf` data model and the `oxrdfio` serializers).
 //!
 //! The mapping (docs/knowledge.md has the vocabulary and example queries):
 //! each fact is a `prov:Activity` (also `oda:Run`) associated with the
@@ -20,6 +20,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use oda_protocol::{BlobId, ExprId, FactId, Outcome, PublicKey, Value, WorkflowId};
 use oxrdf::vocab::{rdf, rdfs, xsd};
 use oxrdf::{Literal, NamedNode, Term, Triple};
+use oxrdfio::{JsonLdProfileSet, RdfFormat, RdfSerializer};
 
 use super::{Provenance, Step};
 use crate::api::args::value_to_json;
@@ -125,7 +126,21 @@ pub fn triples(p: &Provenance) -> Vec<Triple> {
 
 /// The DAG as Turtle.
 pub fn turtle(p: &Provenance) -> String {
-    let mut serializer = oxttl::TurtleSerializer::new();
+    write(p, RdfFormat::Turtle)
+}
+
+/// The DAG as JSON-LD (expanded: an array of node objects with full IRIs).
+pub fn json_ld(p: &Provenance) -> String {
+    write(
+        p,
+        RdfFormat::JsonLd {
+            profile: JsonLdProfileSet::empty(),
+        },
+    )
+}
+
+fn write(p: &Provenance, format: RdfFormat) -> String {
+    let mut serializer = RdfSerializer::from_format(format);
     for (name, iri) in PREFIXES {
         serializer = serializer
             .with_prefix(name, iri)
@@ -138,25 +153,7 @@ pub fn turtle(p: &Provenance) -> String {
             .expect("writing to a Vec does not fail");
     }
     let bytes = writer.finish().expect("writing to a Vec does not fail");
-    String::from_utf8(bytes).expect("Turtle is UTF-8")
-}
-
-/// The DAG as JSON-LD (one `@graph`, the prefixes in `@context`).
-pub fn json_ld(p: &Provenance) -> String {
-    let mut serializer = oxjsonld::JsonLdSerializer::new();
-    for (name, iri) in PREFIXES {
-        serializer = serializer
-            .with_prefix(name, iri)
-            .expect("the prefixes are valid IRIs");
-    }
-    let mut writer = serializer.for_writer(Vec::new());
-    for t in triples(p) {
-        writer
-            .serialize_quad(t.as_ref().in_graph(oxrdf::GraphNameRef::DefaultGraph))
-            .expect("writing to a Vec does not fail");
-    }
-    let bytes = writer.finish().expect("writing to a Vec does not fail");
-    String::from_utf8(bytes).expect("JSON-LD is UTF-8")
+    String::from_utf8(bytes).expect("Turtle and JSON-LD are UTF-8")
 }
 
 struct Triples(Vec<Triple>);
@@ -401,20 +398,21 @@ mod tests {
             text.contains("@prefix prov: <http://www.w3.org/ns/prov#>"),
             "{text}"
         );
-        let mut from_turtle: Vec<Triple> = oxttl::TurtleParser::new()
-            .for_slice(&text)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        from_turtle.sort_by_cached_key(|t| t.to_string());
+        let parse = |format: RdfFormat, text: &str| -> Vec<Triple> {
+            let mut triples: Vec<Triple> = oxrdfio::RdfParser::from_format(format)
+                .for_slice(text)
+                .map(|q| q.map(Triple::from))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            triples.sort_by_cached_key(|t| t.to_string());
+            triples
+        };
+        let from_turtle = parse(RdfFormat::Turtle, &text);
         assert_eq!(from_turtle, expected);
-        let json = json_ld(&p);
-        let mut from_json: Vec<Triple> = oxjsonld::JsonLdParser::new()
-            .for_slice(&json)
-            .map(|q| q.map(Triple::from))
-            .collect::<Result<_, _>>()
-            .unwrap();
-        from_json.sort_by_cached_key(|t| t.to_string());
-        assert_eq!(from_json, expected);
+        let json_ld_format = RdfFormat::JsonLd {
+            profile: JsonLdProfileSet::empty(),
+        };
+        assert_eq!(parse(json_ld_format, &json_ld(&p)), expected);
         // Deterministic: the same DAG gives the same text.
         assert_eq!(turtle(&p), text);
     }

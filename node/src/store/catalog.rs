@@ -104,6 +104,23 @@ impl Store {
         Ok(Some(e))
     }
 
+    /// Call `each` with every stored expression of `workflow` (a scan of
+    /// all expressions: for diagnostics such as `oda why`).
+    pub fn exprs_of(
+        &self,
+        workflow: &WorkflowId,
+        mut each: impl FnMut(ExprId, Expression),
+    ) -> Result<(), StoreError> {
+        for item in self.inner.t.exprs.iter() {
+            let (k, v) = item.map_err(StoreError::db("list expressions"))?;
+            let e: Expression = decode(trees::EXPRS, &k, &v)?;
+            if e.workflow == *workflow {
+                each(ExprId(key_id(trees::EXPRS, &k)?), e);
+            }
+        }
+        Ok(())
+    }
+
     /// Store an endorsement, after checking its signature. Returns `true` if it was
     /// not stored before; `false` also when its subject has
     /// [`MAX_ENDORSEMENTS_PER_FACT`] endorsements already and is a fact.

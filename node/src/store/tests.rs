@@ -677,7 +677,19 @@ fn stats_are_kept_by_every_write_without_a_scan() {
 /// Write `version` as the store's format version (as an older or newer
 /// build would have left it).
 fn set_format(dir: &Path, version: u32) {
-    let db = sled::open(dir.join("db")).unwrap();
+    // sled's background thread may hold the lock of a store just dropped
+    // for a moment: retry for up to 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir.join("db")) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store's database: {e}"),
+        }
+    };
     db.open_tree(trees::STORE_META)
         .unwrap()
         .insert(FORMAT_KEY, &version.to_le_bytes())
