@@ -99,10 +99,22 @@ pub struct WorkerSection {
     pub enabled: bool,
     /// Concurrent jobs. Default 2.
     pub slots: u32,
-    /// Whom to serve: "public" (anyone) or "user" (only `owners`). Default "public".
+    /// Whom to serve: "public" (anyone), "user" (only `owners`), "group"
+    /// (the members of `groups`) or "session" (only `session_key`, until
+    /// `session_until`, when the node stops). Default "public".
     pub runner_class: String,
     /// Owner public keys (hex), for the "user" class. Default none.
     pub owners: Vec<String>,
+    /// Groups served by the "group" class, as `"<owner key hex>/<name>"`;
+    /// their members (and owners) come from the newest roster of each
+    /// imported with `oda trust import`. Default none.
+    pub groups: Vec<String>,
+    /// The one requester key (hex) served by the "session" class. Default none.
+    pub session_key: String,
+    /// When the "session" class's session ends, RFC 3339 (e.g.
+    /// `"2026-12-05T18:00:00Z"`): no job is taken after it and the node
+    /// stops. Default none.
+    pub session_until: String,
     /// Workflow ids to listen for besides those added locally; they run only
     /// when endorsed by a trusted expert. Default none.
     pub workflows: Vec<String>,
@@ -205,6 +217,9 @@ impl Default for WorkerSection {
             slots: 2,
             runner_class: "public".into(),
             owners: Vec::new(),
+            groups: Vec::new(),
+            session_key: String::new(),
+            session_until: String::new(),
             workflows: Vec::new(),
         }
     }
@@ -308,10 +323,8 @@ pub struct Validated {
 pub struct WorkerSettings {
     /// Concurrent jobs.
     pub slots: u32,
-    /// Runner class.
-    pub runner_class: RunnerClass,
-    /// Owner keys.
-    pub owners: Vec<PublicKey>,
+    /// Whom it serves.
+    pub serves: crate::scheduler::worker::Serves,
     /// Extra workflows to listen for.
     pub workflows: Vec<WorkflowId>,
 }
@@ -353,6 +366,108 @@ fn field(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         field: field.into(),
         problem: problem.into(),
     }
+}
+
+/// Public keys (hex) of the list `name`; an error names the bad entry.
+fn parse_keys(name: &str, list: &[String]) -> Result<Vec<PublicKey>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            k.parse::<PublicKey>()
+                .map_err(|e| field(format!("{name}[{i}]"), e.to_string()))
+        })
+        .collect()
+}
+
+/// Whom a `[worker]` serves, checked: each class's settings present, and
+/// none of another class's.
+fn worker_serves(w: &WorkerSection) -> Result<crate::scheduler::worker::Serves, ConfigError> {
+    use crate::scheduler::worker::{Serves, Session};
+    let class = match w.runner_class.as_str() {
+        "public" => RunnerClass::Public,
+        "user" => RunnerClass::User,
+        "group" => RunnerClass::Group,
+        "session" => RunnerClass::Session,
+        other => {
+            return Err(field(
+                "worker.runner_class",
+                format!(
+                    "{other:?} is not supported; use \"public\", \"user\", \"group\" or \"session\""
+                ),
+            ))
+        }
+    };
+    let only_for = |name: &str, set: bool, for_class: RunnerClass| {
+        if set && class != for_class {
+            return Err(field(
+                format!("worker.{name}"),
+                format!(
+                    "is only for runner_class = \"{}\" (this worker is \"{}\")",
+                    for_class.name(),
+                    class.name()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    only_for("owners", !w.owners.is_empty(), RunnerClass::User)?;
+    only_for("groups", !w.groups.is_empty(), RunnerClass::Group)?;
+    only_for(
+        "session_key",
+        !w.session_key.is_empty(),
+        RunnerClass::Session,
+    )?;
+    only_for(
+        "session_until",
+        !w.session_until.is_empty(),
+        RunnerClass::Session,
+    )?;
+    let groups = w
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| parse_group(g).map_err(|e| field(format!("worker.groups[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    if class == RunnerClass::Group && w.groups.is_empty() {
+        return Err(field(
+            "worker.groups",
+            "a \"group\" worker needs at least one group (\"<owner key hex>/<name>\")",
+        ));
+    }
+    let session = if class == RunnerClass::Session {
+        let requester = w.session_key.parse::<PublicKey>().map_err(|e| {
+            field(
+                "worker.session_key",
+                format!("a \"session\" worker needs the requester's key (hex): {e}"),
+            )
+        })?;
+        let until = humantime::parse_rfc3339_weak(w.session_until.trim()).map_err(|e| {
+            field(
+                "worker.session_until",
+                format!(
+                    "a \"session\" worker needs its end as RFC 3339, e.g. \"2026-12-05T18:00:00Z\": {e}"
+                ),
+            )
+        })?;
+        let until_ms = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Some(Session {
+            requester,
+            until_ms,
+        })
+    } else {
+        None
+    };
+    Ok(Serves {
+        class,
+        owners: parse_keys("worker.owners", &w.owners)?
+            .into_iter()
+            .collect(),
+        groups,
+        session,
+    })
 }
 
 impl Config {
@@ -412,30 +527,12 @@ impl Config {
         if self.store.cache_mb == 0 || self.store.cache_mb > 64 * 1024 {
             return Err(field("store.cache_mb", "must be between 1 and 65536"));
         }
-        let keys = |name: &str, list: &[String]| -> Result<Vec<PublicKey>, ConfigError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    k.parse::<PublicKey>()
-                        .map_err(|e| field(format!("{name}[{i}]"), e.to_string()))
-                })
-                .collect()
-        };
         let worker = if self.worker.enabled {
             let w = &self.worker;
             if w.slots == 0 || w.slots > 1024 {
                 return Err(field("worker.slots", "must be between 1 and 1024"));
             }
-            let runner_class = match w.runner_class.as_str() {
-                "public" => RunnerClass::Public,
-                "user" => RunnerClass::User,
-                other => {
-                    return Err(field(
-                        "worker.runner_class",
-                        format!("{other:?} is not supported; use \"public\" or \"user\""),
-                    ))
-                }
-            };
+            let serves = worker_serves(w)?;
             let workflows = w
                 .workflows
                 .iter()
@@ -447,8 +544,7 @@ impl Config {
                 .collect::<Result<_, _>>()?;
             Some(WorkerSettings {
                 slots: w.slots,
-                runner_class,
-                owners: keys("worker.owners", &w.owners)?,
+                serves,
                 workflows,
             })
         } else {
@@ -528,8 +624,8 @@ impl Config {
             blob_cap_bytes: self.store.blob_cap_mb.saturating_mul(1024 * 1024),
             store_cache_bytes: self.store.cache_mb.saturating_mul(1024 * 1024),
             worker,
-            trusted_keys: keys("trust.keys", &self.trust.keys)?,
-            trusted_experts: keys("trust.experts", &self.trust.experts)?,
+            trusted_keys: parse_keys("trust.keys", &self.trust.keys)?,
+            trusted_experts: parse_keys("trust.experts", &self.trust.experts)?,
             trusted_groups: self
                 .trust
                 .groups
@@ -537,7 +633,7 @@ impl Config {
                 .enumerate()
                 .map(|(i, g)| parse_group(g).map_err(|e| field(format!("trust.groups[{i}]"), e)))
                 .collect::<Result<_, _>>()?,
-            controllers: keys("trust.controllers", &self.trust.controllers)?,
+            controllers: parse_keys("trust.controllers", &self.trust.controllers)?,
             controller,
             scheduler,
         })
@@ -636,10 +732,19 @@ cache_mb = 32
 enabled = false
 # Jobs run at the same time.
 slots = 2
-# Whom to serve: "public" (anyone) or "user" (only the owner keys below).
+# Whom to serve: "public" (anyone), "user" (only the owner keys below),
+# "group" (the members of the groups below) or "session" (one requester key
+# until an end, when the node stops). Facts record the class.
 runner_class = "public"
 # Owner public keys (hex) for the "user" class.
 owners = []
+# Groups for the "group" class, as "<owner key hex>/<name>": their members
+# come from the newest roster of each imported with `oda trust import`.
+groups = []
+# The requester key (hex) and the end of the session (RFC 3339, e.g.
+# "2026-12-05T18:00:00Z") for the "session" class.
+session_key = ""
+session_until = ""
 # Workflow ids to listen for besides those added here with `oda workflow add`;
 # they run only when endorsed by a key in [trust] experts.
 workflows = []
@@ -756,6 +861,71 @@ mod tests {
         c.controller.enabled = true;
         let on = c.validate().unwrap().controller.expect("enabled");
         assert_eq!((on.min_rate, on.concurrent), (0.05, 2));
+    }
+
+    #[test]
+    fn each_runner_class_needs_its_own_settings_and_no_others() {
+        let key = "ab".repeat(32);
+        let worker = |edit: &dyn Fn(&mut WorkerSection)| {
+            let mut c = Config::default();
+            c.worker.enabled = true;
+            edit(&mut c.worker);
+            c.validate().map(|v| v.worker.expect("enabled").serves)
+        };
+        let error = |edit: &dyn Fn(&mut WorkerSection)| worker(edit).unwrap_err().to_string();
+        let e = error(&|w| w.runner_class = "job".into());
+        assert!(
+            e.contains("`worker.runner_class`") && e.contains("\"group\""),
+            "{e}"
+        );
+        let e = error(&|w| w.runner_class = "group".into());
+        assert!(
+            e.contains("`worker.groups`") && e.contains("at least one"),
+            "{e}"
+        );
+        let e = error(&|w| {
+            w.runner_class = "group".into();
+            w.groups = vec!["nogroup".into()];
+        });
+        assert!(e.contains("`worker.groups[0]`"), "{e}");
+        let e = error(&|w| w.groups = vec![format!("{}/team", "ab".repeat(32))]);
+        assert!(
+            e.contains("`worker.groups`") && e.contains("only for runner_class = \"group\""),
+            "{e}"
+        );
+        let e = error(&|w| w.owners = vec!["ab".repeat(32)]);
+        assert!(
+            e.contains("`worker.owners`") && e.contains("\"public\""),
+            "{e}"
+        );
+        let e = error(&|w| w.runner_class = "session".into());
+        assert!(e.contains("`worker.session_key`"), "{e}");
+        let e = error(&|w| {
+            w.runner_class = "session".into();
+            w.session_key = "ab".repeat(32);
+            w.session_until = "tomorrow".into();
+        });
+        assert!(
+            e.contains("`worker.session_until`") && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let session = worker(&|w| {
+            w.runner_class = "session".into();
+            w.session_key = "ab".repeat(32);
+            w.session_until = "2030-01-02T03:04:05Z".into();
+        })
+        .unwrap()
+        .session
+        .expect("a session");
+        assert_eq!(session.until_ms, 1_893_553_445_000);
+        assert_eq!(session.requester.to_string(), key);
+        let group = worker(&|w| {
+            w.runner_class = "group".into();
+            w.groups = vec![format!("{}/team", "ab".repeat(32))];
+        })
+        .unwrap();
+        assert_eq!(group.class, RunnerClass::Group);
+        assert_eq!(group.groups.len(), 1);
     }
 
     #[test]

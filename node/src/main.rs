@@ -171,6 +171,17 @@ async fn serve(
         format!("cannot listen for the local API on {api_addr}; set [api] listen in config.toml to another port (port 0 picks a free one)")
     })?;
     let api_addr = listener.local_addr().context("local API address")?;
+    let session_end = cfg
+        .worker
+        .as_ref()
+        .and_then(|w| w.serves.session)
+        .map(|s| s.until_ms);
+    if let Some(until) = session_end.filter(|until| *until <= now_ms()) {
+        anyhow::bail!(
+            "the session of this \"session\" worker ended at {} ([worker] session_until); set a later end",
+            rfc3339(until)
+        );
+    }
     let node = Arc::new(Node::start(&data_dir, key, &cfg).await?);
     println!("peer id: {}", node.peer_id());
     for addr in node.wait_listening(std::time::Duration::from_secs(5)).await {
@@ -190,6 +201,7 @@ async fn serve(
     );
     let result = tokio::select! {
         r = wait_for_signal() => r,
+        () = session_ended(session_end) => Ok(()),
         r = &mut api => match r {
             Ok(Ok(())) => Err(anyhow::anyhow!("the local API stopped")),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("the local API failed")),
@@ -218,6 +230,29 @@ fn write_api_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Result
     std::fs::write(&tmp, format!("{addr}\n"))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Returns when a "session" worker's session ends (never for other nodes).
+async fn session_ended(until_ms: Option<u64>) {
+    let Some(until) = until_ms else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(
+        until.saturating_sub(now_ms()),
+    ))
+    .await;
+    println!("the session ended at {}: stopping", rfc3339(until));
+}
+
+fn now_ms() -> u64 {
+    oda_node::scheduler::jobs::now_ms()
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
+    )
+    .to_string()
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -157,8 +157,7 @@ impl Node {
                     trust: trust.clone(),
                     cfg: WorkerConfig {
                         slots: w.slots,
-                        runner_class: w.runner_class,
-                        owners: w.owners.iter().copied().collect(),
+                        serves: w.serves.clone(),
                         extra_workflows: w.workflows.clone(),
                         jobs_dir,
                     },

@@ -13,10 +13,9 @@ use libp2p::Multiaddr;
 use oda_node::config::{Validated, WorkerSettings};
 use oda_node::identity::NodeKey;
 use oda_node::runtime::Node;
+use oda_node::scheduler::worker::Serves;
 use oda_node::scheduler::{JobRecord, JobState, SchedulerConfig};
-use oda_protocol::{
-    ExprId, Expression, NetworkId, Outcome, PublicKey, RunnerClass, Value, WorkflowId,
-};
+use oda_protocol::{ExprId, Expression, NetworkId, Outcome, PublicKey, Value, WorkflowId};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -49,8 +48,7 @@ fn settings(
         store_cache_bytes: oda_node::store::StoreConfig::DEFAULT_CACHE_BYTES,
         worker: worker.then(|| WorkerSettings {
             slots: 2,
-            runner_class: RunnerClass::Public,
-            owners: vec![],
+            serves: Serves::public(),
             workflows: vec![],
         }),
         trusted_keys: trusted,

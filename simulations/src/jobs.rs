@@ -12,8 +12,9 @@ use libp2p::Multiaddr;
 use oda_node::config::{Validated, WorkerSettings};
 use oda_node::identity::NodeKey;
 use oda_node::runtime::Node;
+use oda_node::scheduler::worker::Serves;
 use oda_node::scheduler::{JobEvent, JobState, SchedulerConfig};
-use oda_protocol::{ExprId, Expression, NetworkId, PublicKey, RunnerClass, Value, WorkflowId};
+use oda_protocol::{ExprId, Expression, NetworkId, PublicKey, Value, WorkflowId};
 
 use crate::mesh::eventually;
 use crate::stats::Latency;
@@ -39,8 +40,7 @@ fn settings(
         store_cache_bytes: oda_node::store::StoreConfig::DEFAULT_CACHE_BYTES,
         worker: worker.then(|| WorkerSettings {
             slots: SLOTS,
-            runner_class: RunnerClass::Public,
-            owners: vec![],
+            serves: Serves::public(),
             workflows: vec![],
         }),
         trusted_keys: trusted,

@@ -338,6 +338,24 @@ impl NodeProc {
 
     /// SIGTERM, wait up to 10 s, then SIGKILL. Returns whether it exited
     /// successfully on SIGTERM.
+    /// Wait up to `deadline` for the node to exit by itself; its exit
+    /// status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;

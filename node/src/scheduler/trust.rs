@@ -247,7 +247,21 @@ impl TrustPolicy {
     /// The roster of a trusted group that admits `key` (its owner or a
     /// member), if any.
     pub fn group_of(&self, key: &PublicKey) -> Option<&SignedGroupRoster> {
-        self.groups
+        self.roster_admitting(&self.groups, key)
+    }
+
+    /// Whether `key` is the owner or a member of one of `groups`, by the
+    /// newest roster of each this node imported (a worker's `group` class).
+    pub fn in_groups(&self, groups: &BTreeSet<GroupRef>, key: &PublicKey) -> bool {
+        self.roster_admitting(groups, key).is_some()
+    }
+
+    fn roster_admitting(
+        &self,
+        groups: &BTreeSet<GroupRef>,
+        key: &PublicKey,
+    ) -> Option<&SignedGroupRoster> {
+        groups
             .iter()
             .filter_map(|g| self.rosters.get(g))
             .find(|r| r.body.owner == *key || r.body.members.contains(key))

@@ -268,10 +268,10 @@ impl Actor {
         }
         let parts = &self.ctx.parts;
         let reason = refusal(
-            parts.cfg.runner_class,
-            &parts.cfg.owners,
-            &parts.key.public(),
-            &advert.requester,
+            &parts.cfg.serves,
+            &parts.trust.now(),
+            (&parts.key.public(), &advert.requester),
+            now_ms(),
             workflow_trust(&self.ctx, &advert),
         );
         if let Some(reason) = reason {

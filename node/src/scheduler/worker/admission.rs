@@ -1,14 +1,16 @@
 //! Whether this worker takes an advert at all: the runner class must admit
 //! the requester and the workflow must be trusted here. The decision is a
-//! pure function ([`refusal`]) of what the store says about the workflow.
+//! pure function ([`refusal`]) of whom the worker serves ([`Serves`]), the
+//! trust policy's rosters and what the store says about the workflow.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use oda_protocol::messages::{DeclineReason, JobAdvert};
 use oda_protocol::{PublicKey, RunnerClass, Subject};
 
 use super::Ctx;
 use crate::registry;
+use crate::scheduler::trust::{GroupRef, TrustPolicy};
 
 /// What the store says about an advert's workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,21 +23,62 @@ pub(super) enum WorkflowTrust {
     Untrusted,
 }
 
+/// Whom a worker serves: its runner class and what that class needs.
+#[derive(Debug, Clone)]
+pub struct Serves {
+    /// The class, recorded in every fact the worker signs.
+    pub class: RunnerClass,
+    /// `user`: the owner keys.
+    pub owners: HashSet<PublicKey>,
+    /// `group`: the groups whose members (and owners), by the newest roster
+    /// of each the node imported, are served.
+    pub groups: BTreeSet<GroupRef>,
+    /// `session`: the one requester served, and until when.
+    pub session: Option<Session>,
+}
+
+impl Serves {
+    /// A `public` worker.
+    pub fn public() -> Self {
+        Self {
+            class: RunnerClass::Public,
+            owners: HashSet::new(),
+            groups: BTreeSet::new(),
+            session: None,
+        }
+    }
+}
+
+/// A `session` worker's one requester and the end of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// The requester served.
+    pub requester: PublicKey,
+    /// When the session ends, Unix ms: no job is taken after it, and the
+    /// node stops.
+    pub until_ms: u64,
+}
+
 /// Why the worker will not take a job from `requester` for a workflow in
-/// state `workflow`, if it will not. `own` is this node's key (a `user`
-/// worker always serves its own node).
+/// state `workflow` at `now_ms`, if it will not. `own` is this node's key:
+/// a worker of any class serves its own node.
 pub(super) fn refusal(
-    class: RunnerClass,
-    owners: &HashSet<PublicKey>,
-    own: &PublicKey,
-    requester: &PublicKey,
+    serves: &Serves,
+    trust: &TrustPolicy,
+    (own, requester): (&PublicKey, &PublicKey),
+    now_ms: u64,
     workflow: WorkflowTrust,
 ) -> Option<DeclineReason> {
-    let admitted = match class {
-        RunnerClass::Public => true,
-        RunnerClass::User => owners.contains(requester) || requester == own,
-        _ => false,
-    };
+    let admitted = requester == own
+        || match serves.class {
+            RunnerClass::Public => true,
+            RunnerClass::User => serves.owners.contains(requester),
+            RunnerClass::Group => trust.in_groups(&serves.groups, requester),
+            RunnerClass::Session => serves
+                .session
+                .is_some_and(|s| s.requester == *requester && now_ms < s.until_ms),
+            RunnerClass::Job | RunnerClass::Anonymous => false,
+        };
     if !admitted {
         return Some(DeclineReason::NotAllowed);
     }
@@ -67,28 +110,32 @@ pub(super) fn workflow_trust(ctx: &Ctx, advert: &JobAdvert) -> WorkflowTrust {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oda_protocol::SecretKey;
+    use oda_protocol::{GroupRoster, SecretKey};
 
     fn key() -> PublicKey {
         SecretKey::from_seed(rand::random()).public()
     }
 
+    fn policy(own: PublicKey) -> TrustPolicy {
+        TrustPolicy::new(own, [], [])
+    }
+
     #[test]
     fn a_public_worker_serves_anyone_for_a_trusted_workflow_only() {
         let (own, stranger) = (key(), key());
-        let none = HashSet::new();
-        for trust in [WorkflowTrust::Local, WorkflowTrust::Endorsed] {
+        let (serves, trust) = (Serves::public(), policy(own));
+        for workflow in [WorkflowTrust::Local, WorkflowTrust::Endorsed] {
             assert_eq!(
-                refusal(RunnerClass::Public, &none, &own, &stranger, trust),
+                refusal(&serves, &trust, (&own, &stranger), 0, workflow),
                 None
             );
         }
         assert_eq!(
             refusal(
-                RunnerClass::Public,
-                &none,
-                &own,
-                &stranger,
+                &serves,
+                &trust,
+                (&own, &stranger),
+                0,
                 WorkflowTrust::Untrusted
             ),
             Some(DeclineReason::UntrustedWorkflow)
@@ -98,27 +145,88 @@ mod tests {
     #[test]
     fn a_user_worker_serves_its_owners_and_its_own_node_only() {
         let (own, owner, stranger) = (key(), key(), key());
-        let owners: HashSet<_> = [owner].into();
+        let serves = Serves {
+            class: RunnerClass::User,
+            owners: [owner].into(),
+            ..Serves::public()
+        };
+        let trust = policy(own);
         let local = WorkflowTrust::Local;
+        assert_eq!(refusal(&serves, &trust, (&own, &owner), 0, local), None);
+        assert_eq!(refusal(&serves, &trust, (&own, &own), 0, local), None);
         assert_eq!(
-            refusal(RunnerClass::User, &owners, &own, &owner, local),
-            None
-        );
-        assert_eq!(refusal(RunnerClass::User, &owners, &own, &own, local), None);
-        assert_eq!(
-            refusal(RunnerClass::User, &owners, &own, &stranger, local),
+            refusal(&serves, &trust, (&own, &stranger), 0, local),
             Some(DeclineReason::NotAllowed)
         );
     }
 
     #[test]
-    fn classes_not_implemented_here_refuse_everyone() {
+    fn a_group_worker_serves_the_newest_roster_of_its_groups() {
         let own = key();
-        for class in [RunnerClass::Group, RunnerClass::Session, RunnerClass::Job] {
+        let owner = SecretKey::from_seed([7; 32]);
+        let (member, dropped, stranger) = (key(), key(), key());
+        let roster = |version: u64, members: Vec<PublicKey>| {
+            owner
+                .sign(GroupRoster {
+                    owner: owner.public(),
+                    name: "team".into(),
+                    version,
+                    members: members.into_iter().collect(),
+                    issued_at: version,
+                })
+                .unwrap()
+        };
+        let mut trust = policy(own);
+        let serves = Serves {
+            class: RunnerClass::Group,
+            groups: [(owner.public(), "team".to_string())].into(),
+            ..Serves::public()
+        };
+        let local = WorkflowTrust::Local;
+        // No roster imported: nobody but the node itself.
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &member), 0, local),
+            Some(DeclineReason::NotAllowed)
+        );
+        trust.import(roster(1, vec![member, dropped])).unwrap();
+        trust.import(roster(2, vec![member])).unwrap();
+        assert_eq!(refusal(&serves, &trust, (&own, &member), 0, local), None);
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &owner.public()), 0, local),
+            None
+        );
+        for outsider in [dropped, stranger] {
             assert_eq!(
-                refusal(class, &HashSet::new(), &own, &own, WorkflowTrust::Local),
+                refusal(&serves, &trust, (&own, &outsider), 0, local),
                 Some(DeclineReason::NotAllowed)
             );
         }
+    }
+
+    #[test]
+    fn a_session_worker_serves_one_key_until_the_session_ends() {
+        let (own, requester, stranger) = (key(), key(), key());
+        let serves = Serves {
+            class: RunnerClass::Session,
+            session: Some(Session {
+                requester,
+                until_ms: 1_000,
+            }),
+            ..Serves::public()
+        };
+        let trust = policy(own);
+        let local = WorkflowTrust::Local;
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &requester), 999, local),
+            None
+        );
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &requester), 1_000, local),
+            Some(DeclineReason::NotAllowed)
+        );
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &stranger), 0, local),
+            Some(DeclineReason::NotAllowed)
+        );
     }
 }

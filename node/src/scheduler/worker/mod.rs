@@ -24,20 +24,20 @@
 
 mod actor;
 mod admission;
+pub use admission::{Serves, Session};
 mod inputs;
 mod join;
 mod journal;
 mod run;
 mod slots;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use oda_protocol::messages::{Cancel, JobAdvert};
 use oda_protocol::names::Topic;
-use oda_protocol::{ExprId, PublicKey, RunnerClass, WorkflowId};
+use oda_protocol::{ExprId, WorkflowId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,10 +58,8 @@ const COMMAND_QUEUE: usize = 1024;
 pub struct WorkerConfig {
     /// Concurrent jobs.
     pub slots: u32,
-    /// Whom it serves: `Public` (anyone) or `User` (only `owners`).
-    pub runner_class: RunnerClass,
-    /// Owner keys (for the `user` class).
-    pub owners: HashSet<PublicKey>,
+    /// Whom it serves: its runner class and what the class needs.
+    pub serves: Serves,
     /// Workflows it listens for besides those in its store (run only when
     /// endorsed by a trusted expert).
     pub extra_workflows: Vec<WorkflowId>,

@@ -507,7 +507,7 @@ fn sign_outcome(
         workflow: advert.expr.workflow,
         outcome,
         worker: parts.key.public(),
-        runner_class: parts.cfg.runner_class,
+        runner_class: parts.cfg.serves.class,
         inputs,
         started_at: report.started_at,
         finished_at: report.finished_at.max(report.started_at),
