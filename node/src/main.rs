@@ -72,10 +72,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes, `outer: inner: …`, each cause once: many of
+/// the node's errors already end with their cause's text, which `{:#}`
+/// would print again.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -97,11 +115,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             network,
         } => {
             let path = config.unwrap_or_else(|| data_dir.join(files::CONFIG));
-            let mut cfg = Config::load(&path).with_context(|| {
-                format!(
-                    "run `oda-node init --data-dir {}` first",
-                    data_dir.display()
-                )
+            let mut cfg = Config::load(&path).map_err(|e| {
+                // Only a missing file means the data dir was never set up.
+                let missing = matches!(&e, config::ConfigError::Read { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound);
+                let e = anyhow::Error::new(e);
+                if missing {
+                    e.context(format!(
+                        "no config: run `oda-node init --data-dir {}` first",
+                        data_dir.display()
+                    ))
+                } else {
+                    e
+                }
             })?;
             cfg.bootstrap |= bootstrap;
             if !listen.is_empty() {
@@ -267,4 +293,28 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_printed_again() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read config /x: {source}")]
+        struct Read {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from(std::io::ErrorKind::IsADirectory);
+        let e = anyhow::Error::new(Read { source: io }).context("starting");
+        let text = describe(&e);
+        assert_eq!(text.matches("is a directory").count(), 1, "{text}");
+        assert!(
+            text.starts_with("starting: cannot read config /x: "),
+            "{text}"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&plain), "outer: inner");
+    }
 }

@@ -4,8 +4,10 @@
 //! Every route except `/openapi.json` needs `Authorization: Bearer <token>`,
 //! the token `oda-node init` (or the first `oda-node run`) writes to `api.token`
 //! in the data dir ([`auth`]). Errors are JSON, `{"error": "..."}`: 400 for
-//! malformed requests and arguments (naming the problem), 401 for a missing or
-//! wrong token, 404 for unknown ids and routes; bad input never gives a 500.
+//! malformed requests and arguments (naming the problem; request bodies are
+//! JSON objects, never arrays), 401 for a missing or wrong token, 404 for
+//! unknown ids and routes, 413 for a body over 2 MiB; bad input never gives
+//! a 500, and a bad name or id is quoted cut to 80 characters.
 //!
 //! Routes (documented in `docs/openapi.json`, served at `/openapi.json`):
 //!
@@ -28,6 +30,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod prov;
+pub mod server;
 pub mod trust;
 pub mod why;
 pub mod workflows;
@@ -77,9 +80,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "local API listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    server::run(listener, router(state), shutdown, server::Limits::default()).await
 }
 
 /// The documented routes, `(method, path)` in OpenAPI path syntax. A test
@@ -251,8 +252,9 @@ where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
 {
-    text.parse::<T>()
-        .map_err(|e| ApiError::bad_request(format!("{text:?} is not a valid {what} id: {e}")))
+    text.parse::<T>().map_err(|e| {
+        ApiError::bad_request(format!("{} is not a valid {what} id: {e}", quoted(text)))
+    })
 }
 
 /// Run blocking store work off the async threads.
@@ -264,22 +266,68 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))?
 }
 
-/// `axum::Json`, whose rejections (bad syntax, wrong field types, missing
-/// content type) become 400 `{"error": ...}`.
+/// `axum::Json` for request bodies, which are JSON objects: rejections
+/// (bad syntax, wrong field types, missing content type, an array or other
+/// non-object) become 400 `{"error": ...}`, a body over the limit 413.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) => object_body(v).map(Self),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large())
+            }
             Err(rejection) => Err(ApiError::bad_request(format!(
                 "invalid JSON body: {}",
                 rejection.body_text()
             ))),
         }
     }
+}
+
+/// A request body: a JSON object of the request's type (serde would take
+/// an array as the fields in order, which no client means).
+fn object_body<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "invalid JSON body: expected an object, got {}",
+            json_kind(&v)
+        )));
+    }
+    serde_path_to_error::deserialize(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the request body is over the 2 MiB limit",
+    )
+}
+
+/// `text` quoted for an error message, cut to 80 characters: a bad name or
+/// id is named, not echoed whole.
+pub fn quoted(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() <= MAX {
+        return format!("{text:?}");
+    }
+    let cut: String = text.chars().take(MAX).collect();
+    format!("{cut:?}… ({} bytes)", text.len())
 }
 
 /// `axum::extract::Query` with 400 `{"error": ...}` rejections.
@@ -326,14 +374,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|r| {
-                ApiError::bad_request(format!("cannot read the body: {}", r.body_text()))
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::bad_request(format!("cannot read the body: {}", r.body_text()))
+                }
             })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| Self(Some(v)))
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        object_body(v).map(|v| Self(Some(v)))
     }
 }
 

@@ -198,7 +198,30 @@ async fn malformed_requests_get_400_with_a_json_error() {
     let h = Harness::start("malformed").await;
     let cases: &[(&str, &str, Option<&str>, &str)] = &[
         ("POST", "/v1/jobs", Some("{not json"), "invalid JSON"),
-        ("POST", "/v1/jobs", Some("[]"), "invalid JSON"),
+        (
+            "POST",
+            "/v1/jobs",
+            Some("[]"),
+            "expected an object, got an array",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            Some(r#"["events", {"obs_id": 7}]"#),
+            "expected an object, got an array",
+        ),
+        (
+            "POST",
+            "/v1/workflows/events/endorse",
+            Some(r#"["hello"]"#),
+            "expected an object, got an array",
+        ),
+        (
+            "POST",
+            "/v1/why",
+            Some("7"),
+            "expected an object, got a number",
+        ),
         ("POST", "/v1/jobs", Some(r#"{"workflow": 5}"#), "workflow"),
         (
             "POST",
@@ -259,6 +282,22 @@ async fn malformed_requests_get_400_with_a_json_error() {
             "{method} {uri}: {v} should mention {needle:?}"
         );
     }
+    // A body over the limit: 413.
+    let big = format!(r#"{{"workflow": "{}"}}"#, "x".repeat(3 << 20));
+    let (status, _, bytes) = h
+        .call("POST", "/v1/jobs", Some(TOKEN), Some(&big), &[])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let v: Json = serde_json::from_slice(&bytes).unwrap();
+    assert!(error_of(&v).contains("2 MiB"), "{v}");
+    // A long bad name is named, not echoed whole.
+    let long = "n".repeat(100_000);
+    let (status, v) = h
+        .json("POST", "/v1/jobs", Some(json!({"workflow": long})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).len() < 400, "{} bytes", error_of(&v).len());
+    assert!(error_of(&v).contains("(100000 bytes)"), "{v}");
     // No content type: still 400, not 415.
     let req = Request::builder()
         .method("POST")
@@ -590,6 +629,87 @@ async fn serve_answers_on_a_socket_and_stops_at_shutdown() {
         .expect("serve stops")
         .unwrap()
         .unwrap();
+    h.stop().await;
+}
+
+/// A client that never finishes its request's headers is disconnected
+/// after the header-read timeout; beyond the connection cap new
+/// connections wait until one closes (they do not take descriptors).
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start("limits").await;
+    let app = router(ApiState {
+        node: h.node.clone(),
+        token: TOKEN.into(),
+        shutdown: CancellationToken::new(),
+        started: Instant::now(),
+    });
+    let serve = |limits| {
+        let app = app.clone();
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(super::server::run(listener, app, stop.clone(), limits));
+            (addr, stop, task)
+        }
+    };
+    let request = format!("GET /v1/key HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n");
+
+    // Half a request: cut off after the timeout (read returns end of file).
+    let (addr, stop, task) = serve(super::server::Limits {
+        max_connections: 8,
+        header_read_timeout: std::time::Duration::from_millis(300),
+    })
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /v1/key HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the server closes a connection whose headers never end");
+    assert!(
+        read.is_err() || String::from_utf8_lossy(&rest).contains("408") || rest.is_empty(),
+        "{rest:?}"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // Two connections at most: a third is answered once one closes.
+    let (addr, stop, task) = serve(super::server::Limits {
+        max_connections: 2,
+        header_read_timeout: std::time::Duration::from_secs(30),
+    })
+    .await;
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        third.read_to_string(&mut answer),
+    )
+    .await;
+    assert!(early.is_err(), "served beyond the cap: {answer}");
+    drop(first);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        third.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered once a connection closed")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(second);
+    stop.cancel();
+    task.await.unwrap().unwrap();
     h.stop().await;
 }
 

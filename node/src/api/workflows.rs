@@ -189,14 +189,16 @@ pub fn find(node: &Node, name_or_id: &str) -> Result<(WorkflowId, Workflow), Api
     registry::find(&node.store, name_or_id)
         .map_err(|e| match e {
             RegistryError::BadId(_) => ApiError::bad_request(format!(
-                "{name_or_id:?} is neither a workflow name nor a workflow id: {e}"
+                "{} is neither a workflow name nor a workflow id: {e}",
+                super::quoted(name_or_id)
             )),
             RegistryError::Ambiguous { .. } => ApiError::bad_request(e.to_string()),
             other => internal(other),
         })?
         .ok_or_else(|| {
             ApiError::not_found(format!(
-                "no workflow named or with id {name_or_id:?} on this node; `oda workflow ls` lists them, `oda workflow add DIR` adds one"
+                "no workflow named or with id {} on this node; `oda workflow ls` lists them, `oda workflow add DIR` adds one",
+                super::quoted(name_or_id)
             ))
         })
 }
