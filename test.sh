@@ -4,6 +4,8 @@
 #
 # - python3: the example and test workflows use its standard library;
 # - python3's rdflib: the demo's W3C PROV-O export is read back with it;
+# - python3's venv: the Python package (python/) is tested with pytest in a
+#   virtual environment under target/, with its dependencies from PyPI;
 # - iproute2 (ip, tc), as root only: the partition and slow-link scenarios.
 #
 # As root, missing Debian packages are installed with apt-get (rdflib with pip
@@ -22,6 +24,7 @@ system_python() {
   # The python3 on PATH is Debian's own (so python3-rdflib serves it).
   [ "$(command -v python3 2>/dev/null)" = /usr/bin/python3 ] || [ "$(command -v python3 2>/dev/null)" = /bin/python3 ]
 }
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && system_python; then packages+=(python3-venv); fi
 pip_rdflib=false
 if ! has_rdflib; then
   if ! command -v python3 >/dev/null 2>&1 || system_python; then
@@ -47,3 +50,9 @@ if $pip_rdflib; then
 fi
 
 cargo test --workspace
+
+# The Python package against the oda-node just built.
+venv=target/python-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python'[test]'
+ODA_NODE_BIN="$PWD/target/debug/oda-node" "$venv/bin/python" -m pytest -q python/tests
