@@ -531,16 +531,48 @@ pub fn status(api: &Api, job: &str, as_json: bool) -> CliResult<u8> {
 }
 
 /// `oda wait JOB`.
-pub fn wait(api: &Api, job: &str, as_json: bool) -> CliResult<u8> {
+pub fn wait(api: &Api, job: &str, timeout: Option<u64>, as_json: bool) -> CliResult<u8> {
     // Fail early (404, 400) before showing a spinner.
     api.get(&format!("/v1/jobs/{}", url_part(job)))?;
-    let j = follow(api, job, as_json)?;
+    let j = match timeout {
+        None => follow(api, job, as_json)?,
+        Some(secs) => {
+            let j = wait_until(api, job, Duration::from_secs(secs))?;
+            if !flag(&j, "terminal") {
+                if as_json {
+                    print_json(&j);
+                }
+                return Err(CliError::failed(format!(
+                    "job {job} is still {} after {secs} s (it keeps running; `oda wait {job}` again)",
+                    text(&j, "state")
+                )));
+            }
+            j
+        }
+    };
     if as_json {
         print_json(&j);
     } else {
         print_job(&j);
     }
     Ok(job_exit(&j))
+}
+
+/// The job after long polls (`/v1/jobs/{id}/wait`) until it ends or `limit`
+/// has passed.
+fn wait_until(api: &Api, job: &str, limit: Duration) -> CliResult<Json> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let poll = left.min(Duration::from_secs(30)).as_millis();
+        let j = api.get(&format!(
+            "/v1/jobs/{}/wait?timeout_ms={poll}",
+            url_part(job)
+        ))?;
+        if flag(&j, "terminal") || left.is_zero() {
+            return Ok(j);
+        }
+    }
 }
 
 /// `oda logs JOB [-f]`.
@@ -620,10 +652,89 @@ pub fn cancel(api: &Api, job: &str, as_json: bool) -> CliResult<u8> {
 }
 
 /// `oda jobs`.
-pub fn jobs(api: &Api, as_json: bool) -> CliResult<u8> {
-    let list = api.get("/v1/jobs")?;
+/// `oda node`.
+pub fn node(api: &Api, as_json: bool) -> CliResult<u8> {
+    let n = api.get("/v1/node")?;
     if as_json {
-        print_json(&list);
+        print_json(&n);
+        return Ok(OK);
+    }
+    println!(
+        "oda-node   {} (protocol v{})",
+        text(&n, "version"),
+        num(&n, "protocol")
+    );
+    println!("peer id    {}", text(&n, "peer_id"));
+    println!("key        {}", text(&n, "public_key"));
+    for addr in render::items(&n, "listen") {
+        println!("listening  {}", addr.as_str().unwrap_or_default());
+    }
+    println!("peers      {} connected", num(&n, "peers"));
+    println!(
+        "up         {}",
+        render::duration_ms(num(&n, "uptime_s") * 1000)
+    );
+    println!(
+        "worker     {}",
+        if flag(&n, "worker") {
+            "computes jobs"
+        } else {
+            "off (requests only)"
+        }
+    );
+    println!(
+        "store      {} facts, {} blobs ({})",
+        num(&n, "facts"),
+        num(&n, "blobs"),
+        render::size(num(&n, "blob_bytes"))
+    );
+    Ok(OK)
+}
+
+/// Which jobs `oda jobs` lists.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// Only jobs of this workflow (name).
+    pub workflow: Option<String>,
+    /// Only the most recent N.
+    pub limit: Option<usize>,
+}
+
+impl JobFilter {
+    /// The jobs of `list` (oldest first) that pass, oldest first.
+    pub fn apply<'a>(&self, list: &'a [Json]) -> Vec<&'a Json> {
+        let kept: Vec<&Json> = list
+            .iter()
+            .filter(|j| self.state.as_ref().is_none_or(|s| text(j, "state") == *s))
+            .filter(|j| {
+                self.workflow
+                    .as_ref()
+                    .is_none_or(|w| text(j, "workflow_name") == *w)
+            })
+            .collect();
+        let skip = self.limit.map_or(0, |n| kept.len().saturating_sub(n));
+        kept[skip..].to_vec()
+    }
+}
+
+/// `oda jobs [--state S] [--workflow W] [--limit N] [-q]`.
+pub fn jobs(api: &Api, filter: &JobFilter, quiet: bool, as_json: bool) -> CliResult<u8> {
+    let all = api.get("/v1/jobs")?;
+    let list: Vec<Json> = filter
+        .apply(all.as_array().map(Vec::as_slice).unwrap_or_default())
+        .into_iter()
+        .cloned()
+        .collect();
+    if as_json {
+        print_json(&Json::Array(list));
+        return Ok(OK);
+    }
+    if quiet {
+        for j in &list {
+            println!("{}", text(j, "id"));
+        }
         return Ok(OK);
     }
     let mut t = Table::new(&[
@@ -635,7 +746,7 @@ pub fn jobs(api: &Api, as_json: bool) -> CliResult<u8> {
         "SUBMITTED",
         "TIME",
     ]);
-    for j in list.as_array().into_iter().flatten() {
+    for j in &list {
         let source = match (text(j, "state").as_str(), flag(j, "from_cache")) {
             ("done", true) => "cache",
             ("done", false) => "computed",
@@ -1278,6 +1389,34 @@ pub fn trust_show(api: &Api, key: &str, as_json: bool) -> CliResult<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_job_filter_keeps_state_workflow_and_the_most_recent() {
+        let jobs: Vec<Json> = [
+            ("a", "done", "events"),
+            ("b", "failed", "events"),
+            ("c", "done", "lightcurve"),
+            ("d", "done", "events"),
+        ]
+        .iter()
+        .map(|(id, state, wf)| json!({"id": id, "state": state, "workflow_name": wf}))
+        .collect();
+        let ids = |f: &JobFilter| -> Vec<String> {
+            f.apply(&jobs).iter().map(|j| text(j, "id")).collect()
+        };
+        assert_eq!(ids(&JobFilter::default()), ["a", "b", "c", "d"]);
+        let done = JobFilter {
+            state: Some("done".into()),
+            ..JobFilter::default()
+        };
+        assert_eq!(ids(&done), ["a", "c", "d"]);
+        let recent_events = JobFilter {
+            workflow: Some("events".into()),
+            limit: Some(2),
+            ..JobFilter::default()
+        };
+        assert_eq!(ids(&recent_events), ["b", "d"]);
+    }
+
     use super::*;
 
     fn fact(id: &str, outcome: &str, local: bool, trusted: bool) -> Json {

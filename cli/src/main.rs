@@ -81,11 +81,16 @@ enum Command {
         /// Job id.
         job: String,
     },
-    /// Wait until a job ends; exit 1 if it failed.
-    #[command(after_help = "Example: oda wait 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f && echo done")]
+    /// Wait until a job ends; exit 1 if it failed (or, with --timeout, still runs).
+    #[command(
+        after_help = "Example: oda wait 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f --timeout 600 && echo done"
+    )]
     Wait {
         /// Job id.
         job: String,
+        /// Give up after this many seconds (exit 1, the job keeps running).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// Print a job's log lines (from the worker running it).
     #[command(after_help = "Example: oda logs -f 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f")]
@@ -102,9 +107,22 @@ enum Command {
         /// Job id.
         job: String,
     },
-    /// List the jobs submitted to this node.
-    #[command(after_help = "Example: oda jobs --json")]
-    Jobs,
+    /// List the jobs submitted to this node, oldest first.
+    #[command(after_help = "Example: oda jobs --state failed --workflow lightcurve --limit 20")]
+    Jobs {
+        /// Only jobs in this state (queued, advertised, running, done, failed, cancelled, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this workflow (name).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only the most recent N.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print only the job ids, one per line.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Download an expression's outputs, or one blob, verifying its BLAKE3.
     ///
     /// For an expression, every output is written to -o DIR (default: the current
@@ -132,6 +150,9 @@ enum Command {
     /// The blob cache: list, pin, unpin, gc, stats.
     #[command(subcommand, after_help = "Example: oda cache stats")]
     Cache(CacheCommand),
+    /// The node at a glance: version, peer id, addresses, peers, uptime, store.
+    #[command(after_help = "Example: oda node")]
+    Node,
     /// The node's key.
     #[command(subcommand, after_help = "Example: oda key show")]
     Key(KeyCommand),
@@ -180,6 +201,14 @@ enum Command {
         /// With a workflow: an argument, NAME=VALUE (repeatable).
         #[arg(short = 'a', long = "arg", value_name = "NAME=VALUE", value_parser = commands::parse_arg)]
         args: Vec<(String, String)>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example: oda completions bash > ~/.local/share/bash-completion/completions/oda"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Run a self-contained demo mesh on this machine (needs python3).
     #[command(after_help = "Example: oda demo --keep")]
@@ -307,8 +336,14 @@ enum GroupCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Demo { keep } = cli.command {
-        return oda_cli::demo::run(keep);
+    match cli.command {
+        Command::Demo { keep } => return oda_cli::demo::run(keep),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "oda", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let as_json = cli.json;
     match run(cli) {
@@ -350,10 +385,24 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             j,
         ),
         Command::Status { job } => commands::status(&api, &job, j),
-        Command::Wait { job } => commands::wait(&api, &job, j),
+        Command::Wait { job, timeout } => commands::wait(&api, &job, timeout, j),
         Command::Logs { job, follow } => commands::logs(&api, &job, follow, j),
         Command::Cancel { job } => commands::cancel(&api, &job, j),
-        Command::Jobs => commands::jobs(&api, j),
+        Command::Jobs {
+            state,
+            workflow,
+            limit,
+            quiet,
+        } => commands::jobs(
+            &api,
+            &commands::JobFilter {
+                state,
+                workflow,
+                limit,
+            },
+            quiet,
+            j,
+        ),
         Command::Get { id, out } => commands::get(&api, &id, out.as_deref(), j),
         Command::Workflow(w) => match w {
             WorkflowCommand::Add { dir } => commands::workflow_add(&api, &dir, j),
@@ -364,6 +413,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             }
         },
         Command::Peers => commands::peers(&api, j),
+        Command::Node => commands::node(&api, j),
         Command::Cache(c) => match c {
             CacheCommand::Ls => commands::cache_ls(&api, j),
             CacheCommand::Pin { blob } => commands::cache_pin(&api, &blob, true, j),
@@ -392,6 +442,6 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         } => prov::prov(&api, &expr, (format, mesh, fact.as_deref()), j),
         Command::Why { target, args } => why::why(&api, &target, &args, j),
         // Handled in `main` before the node is looked for.
-        Command::Demo { .. } => Ok(0),
+        Command::Demo { .. } | Command::Completions { .. } => Ok(0),
     }
 }

@@ -32,6 +32,10 @@ fn every_command_has_help_with_an_example() {
         &["logs"],
         &["cancel"],
         &["jobs"],
+        &["prov"],
+        &["why"],
+        &["completions"],
+        &["node"],
         &["get"],
         &["workflow"],
         &["workflow", "add"],
@@ -96,4 +100,18 @@ fn usage_errors_exit_2_and_no_node_exits_3() {
     assert_eq!(code, 3);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["exit_code"], 3);
+}
+
+#[test]
+fn completion_scripts_are_generated_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = oda(&["completions", shell], dir.path());
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["submit", "prov", "why"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let (code, _, err) = oda(&["completions", "tcsh"], dir.path());
+    assert_eq!(code, 2, "{err}");
 }

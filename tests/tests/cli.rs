@@ -331,6 +331,33 @@ fn submit_wait_get_and_the_json_shapes() {
     assert!(jobs
         .iter()
         .all(|j| j["id"].is_string() && j["state"].is_string()));
+    let done_ids = r.oda(&["jobs", "--state", "done", "-q"]).expect_code(0);
+    let done_count = jobs.iter().filter(|j| j["state"] == "done").count();
+    assert_eq!(
+        done_ids.stdout.lines().count(),
+        done_count,
+        "{}",
+        done_ids.stdout
+    );
+    assert!(
+        done_ids.stdout.lines().any(|l| l == job_id),
+        "{}",
+        done_ids.stdout
+    );
+    let last = r
+        .oda(&["--json", "jobs", "--workflow", "events", "--limit", "1"])
+        .expect_code(0)
+        .json();
+    assert_eq!(last.as_array().map(Vec::len), Some(1), "{last}");
+    r.oda(&["wait", &job_id, "--timeout", "5"]).expect_code(0);
+    let node = r.oda(&["--json", "node"]).expect_code(0).json();
+    assert_eq!(
+        node["peer_id"],
+        r.info.as_ref().expect("started").peer_id.as_str()
+    );
+    assert!(node["peers"].as_u64() >= Some(1), "{node}");
+    assert_eq!(node["worker"], false);
+    assert!(node["facts"].as_u64() >= Some(1), "{node}");
     let status = r.oda(&["--json", "status", &job_id]).expect_code(0).json();
     assert_eq!(status["id"], job_id.as_str());
     let logs = r.oda(&["--json", "logs", &job_id]).expect_code(0).json();

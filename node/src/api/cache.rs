@@ -186,6 +186,55 @@ pub async fn key(State(s): State<ApiState>) -> Json<KeyView> {
     })
 }
 
+/// The node at a glance: what `oda node` prints.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    /// `oda-node`'s version.
+    pub version: &'static str,
+    /// The protocol's major version (in every protocol and topic name).
+    pub protocol: u32,
+    /// Public key (hex).
+    pub public_key: String,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Addresses the node listens on.
+    pub listen: Vec<String>,
+    /// Peers connected now.
+    pub peers: usize,
+    /// Seconds since the API started.
+    pub uptime_s: u64,
+    /// Whether the node's worker computes jobs.
+    pub worker: bool,
+    /// Blobs held.
+    pub blobs: u64,
+    /// Bytes of the blobs held.
+    pub blob_bytes: u64,
+    /// Facts stored.
+    pub facts: u64,
+}
+
+/// `GET /v1/node`: version, identity, addresses, peers, uptime, store.
+pub async fn node(State(s): State<ApiState>) -> Result<Json<NodeView>, ApiError> {
+    let net = |e: crate::network::NetworkError| ApiError::internal(e.to_string());
+    let listen = s.node.client.listen_addrs().await.map_err(net)?;
+    let peers = s.node.client.peers().await.map_err(net)?.len();
+    let node = s.node.clone();
+    let stats = blocking(move || Ok(node.store.stats()?)).await?;
+    Ok(Json(NodeView {
+        version: env!("CARGO_PKG_VERSION"),
+        protocol: oda_protocol::names::MAJOR,
+        public_key: s.node.key.public().to_string(),
+        peer_id: s.node.peer_id().to_string(),
+        listen: listen.iter().map(ToString::to_string).collect(),
+        peers,
+        uptime_s: s.started.elapsed().as_secs(),
+        worker: s.node.worker.is_some(),
+        blobs: stats.blobs,
+        blob_bytes: stats.blob_bytes,
+        facts: stats.facts,
+    }))
+}
+
 /// Query of `GET /v1/blobs/{id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

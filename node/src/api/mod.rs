@@ -108,6 +108,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/cache/gc"),
     ("GET", "/v1/cache/stats"),
     ("GET", "/v1/key"),
+    ("GET", "/v1/node"),
     ("GET", "/v1/trust"),
     ("POST", "/v1/trust/keys"),
     ("GET", "/v1/trust/keys/{key}"),
@@ -141,6 +142,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/cache/gc", post(cache::gc))
         .route("/v1/cache/stats", get(cache::stats))
         .route("/v1/key", get(cache::key))
+        .route("/v1/node", get(cache::node))
         .route("/v1/trust", get(trust::show))
         .route("/v1/trust/keys", post(trust::add_key))
         .route(
