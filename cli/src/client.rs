@@ -340,7 +340,26 @@ impl Api {
 
     /// GET a blob (or a part of it), returning its status, length and a reader.
     pub fn blob(&self, id: &str) -> CliResult<(Option<u64>, Box<dyn Read + Send>)> {
-        let reply = self.send("GET", &format!("/v1/blobs/{id}"), None, &[])?;
+        let (_, len, reader) = self.blob_from(id, 0)?;
+        Ok((len, reader))
+    }
+
+    /// A blob's bytes from byte `offset` on (an HTTP range): whether the
+    /// node answered with that range (else the whole blob follows), the
+    /// length of what follows, and a reader. An offset at or past the end
+    /// gives the whole blob.
+    pub fn blob_from(
+        &self,
+        id: &str,
+        offset: u64,
+    ) -> CliResult<(bool, Option<u64>, Box<dyn Read + Send>)> {
+        let path = format!("/v1/blobs/{id}");
+        let range = [("Range", format!("bytes={offset}-"))];
+        let headers: &[(&str, String)] = if offset > 0 { &range } else { &[] };
+        let mut reply = self.send("GET", &path, None, headers)?;
+        if reply.status == 416 {
+            reply = self.send("GET", &path, None, &[])?;
+        }
         let status = reply.status;
         if !(200..300).contains(&status) {
             return Err(self.failure(status, reply));
@@ -351,7 +370,11 @@ impl Api {
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        Ok((len, Box::new(reply.response.into_body().into_reader())))
+        Ok((
+            status == 206,
+            len,
+            Box::new(reply.response.into_body().into_reader()),
+        ))
     }
 }
 

@@ -343,15 +343,42 @@ pub enum Dest {
 
 /// Download a blob, with a progress bar (unless `quiet`), hashing the bytes:
 /// a file whose BLAKE3 is not the blob id is deleted and the command fails.
+/// A file is written to `<path>.part` and renamed once verified; a download
+/// that broke leaves the `.part`, and the next one resumes it (its bytes are
+/// hashed again and only the rest is asked for, with an HTTP range).
 pub fn download(api: &Api, blob: &str, dest: &Dest, quiet: bool) -> CliResult<u64> {
     let expected: oda_protocol::BlobId = blob
         .parse()
         .map_err(|e| CliError::usage(format!("{blob:?} is not a blob id: {e}")))?;
-    let (len, mut reader) = api.blob(&format!("{expected:#}"))?;
+    let id = format!("{expected:#}");
+    let mut hasher = blake3::Hasher::new();
+    let (mut sink, part, mut total): (Box<dyn Write>, Option<PathBuf>, u64) = match dest {
+        Dest::Stdout => (Box::new(std::io::stdout().lock()), None, 0),
+        Dest::File(path) => {
+            let mut part = path.clone().into_os_string();
+            part.push(".part");
+            let part = PathBuf::from(part);
+            let (file, held) = resume(&part, &mut hasher)?;
+            if held > 0 && !quiet {
+                eprintln!("resuming {} at {}", part.display(), render::size(held));
+            }
+            (Box::new(std::io::BufWriter::new(file)), Some(part), held)
+        }
+    };
+    let (ranged, len, mut reader) = api.blob_from(&id, total)?;
+    if let (Some(path), true) = (&part, total > 0 && !ranged) {
+        // The node sent the whole blob: start the file again.
+        drop(sink);
+        let file = File::create(path)
+            .map_err(|e| CliError::failed(format!("cannot create {}: {e}", path.display())))?;
+        sink = Box::new(std::io::BufWriter::new(file));
+        hasher = blake3::Hasher::new();
+        total = 0;
+    }
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        let b = ProgressBar::new(len.unwrap_or(0));
+        let b = ProgressBar::new(total + len.unwrap_or(0));
         b.set_style(
             ProgressStyle::with_template(
                 "{bytes:>10}/{total_bytes:<10} {wide_bar} {bytes_per_sec} {msg}",
@@ -359,27 +386,20 @@ pub fn download(api: &Api, blob: &str, dest: &Dest, quiet: bool) -> CliResult<u6
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b.set_message(render::short(blob, 12));
+        b.set_position(total);
         b
     };
-    let (mut sink, part): (Box<dyn Write>, Option<PathBuf>) = match dest {
-        Dest::Stdout => (Box::new(std::io::stdout().lock()), None),
-        Dest::File(path) => {
-            let mut part = path.clone().into_os_string();
-            part.push(".part");
-            let part = PathBuf::from(part);
-            let f = File::create(&part)
-                .map_err(|e| CliError::failed(format!("cannot create {}: {e}", part.display())))?;
-            (Box::new(std::io::BufWriter::new(f)), Some(part))
-        }
-    };
-    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
+    let mut broke = false;
     let result: Result<(), String> = (|| {
         loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| format!("the download broke: {e}"))?;
+            let n = match reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    broke = true;
+                    return Err(format!("the download broke after {total} bytes: {e}"));
+                }
+            };
             if n == 0 {
                 break;
             }
@@ -402,6 +422,10 @@ pub fn download(api: &Api, blob: &str, dest: &Dest, quiet: bool) -> CliResult<u6
         Ok(()) => None,
     };
     match (problem, part, dest) {
+        (Some(p), Some(part), _) if broke => Err(CliError::failed(format!(
+            "{p}; run the command again to resume ({} is kept)",
+            part.display()
+        ))),
         (Some(p), Some(part), _) => {
             let _ = std::fs::remove_file(&part);
             Err(CliError::failed(p))
@@ -418,6 +442,27 @@ pub fn download(api: &Api, blob: &str, dest: &Dest, quiet: bool) -> CliResult<u6
             Ok(total)
         }
         (None, _, _) => Ok(total),
+    }
+}
+
+/// Open `part` to append to it, with its bytes so far fed to `hasher`;
+/// returns the file and how many bytes it holds (0 for a new file).
+fn resume(part: &Path, hasher: &mut blake3::Hasher) -> CliResult<(File, u64)> {
+    let failed =
+        |e: std::io::Error| CliError::failed(format!("cannot use {}: {e}", part.display()));
+    match File::open(part) {
+        Ok(mut held) => {
+            let n = std::io::copy(&mut held, hasher).map_err(failed)?;
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(part)
+                .map_err(failed)?;
+            Ok((file, n))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((File::create(part).map_err(failed)?, 0))
+        }
+        Err(e) => Err(failed(e)),
     }
 }
 

@@ -142,6 +142,28 @@ fn submit_wait_get_and_the_json_shapes() {
         .expect_code(0);
     assert_eq!(blob_id_of(&single), blob);
 
+    // A download that broke resumes from its .part (only the rest is asked
+    // for); a .part whose bytes are wrong is caught by the hash and removed.
+    let bytes = std::fs::read(&single).expect("read");
+    let resumed = out.path().join("resumed.json");
+    let part = out.path().join("resumed.json.part");
+    std::fs::write(&part, &bytes[..bytes.len() / 2]).expect("write part");
+    let again = r
+        .oda(&["get", &blob, "-o", resumed.to_str().expect("utf-8")])
+        .expect_code(0);
+    assert!(again.stderr.contains("resuming"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&resumed).expect("read"), bytes);
+    assert!(!part.exists());
+    let mut wrong = bytes[..bytes.len() / 2].to_vec();
+    wrong[0] ^= 0xff;
+    std::fs::write(&part, &wrong).expect("write part");
+    std::fs::remove_file(&resumed).expect("remove");
+    let bad = r
+        .oda(&["get", &blob, "-o", resumed.to_str().expect("utf-8")])
+        .expect_code(1);
+    assert!(bad.stderr.contains("hash to"), "{}", bad.stderr);
+    assert!(!part.exists() && !resumed.exists());
+
     // The next step takes the output by reference; --fetch downloads its result.
     let fetched = tempfile::tempdir().expect("temp dir");
     let lc = r
