@@ -91,6 +91,8 @@ pub struct DemoReport {
     pub provenance_steps: usize,
     /// That DAG as W3C PROV-O (Turtle).
     pub provenance_turtle: String,
+    /// The acknowledgement text naming its contributors.
+    pub acknowledgement: String,
     /// The public keys (hex) of the workers that ran a workflow.
     pub worker_keys: Vec<String>,
 }
@@ -544,6 +546,11 @@ async fn demo(mesh: &mut Mesh, opts: &DemoOptions) -> Result<DemoReport> {
         "How the result was made (`oda prov {root_expr:#}`; `--format turtle` or `jsonld` give W3C PROV-O):"
     );
     print!("{}", crate::prov::steps_text(&provenance));
+    let (acknowledgement, bibtex) = crate::prov::ack_text(&provenance);
+    println!();
+    println!("Acknowledgement (`oda credits --ack {root_expr:#}`):");
+    println!("{acknowledgement}");
+    println!("{bibtex}");
 
     println!();
     println!("To join a real mesh:");
@@ -570,6 +577,7 @@ async fn demo(mesh: &mut Mesh, opts: &DemoOptions) -> Result<DemoReport> {
         second_from_cache: second.iter().map(|r| r.record.from_cache).collect(),
         provenance_steps: provenance["steps"].as_array().map_or(0, Vec::len),
         provenance_turtle,
+        acknowledgement,
         worker_keys: mesh
             .workers
             .iter()
@@ -888,6 +896,11 @@ mod tests {
         assert!(report.second < report.first, "{report:?}");
         assert!(started.elapsed() < Duration::from_secs(50));
         assert_eq!(report.provenance_steps, 10, "every fact of the DAG");
+        assert!(
+            report.acknowledgement.contains("from 10 signed results"),
+            "{}",
+            report.acknowledgement
+        );
         assert_prov_o_names_the_workers(&report);
     }
 

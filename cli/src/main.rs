@@ -202,6 +202,14 @@ enum Command {
         #[arg(short = 'a', long = "arg", value_name = "NAME=VALUE", value_parser = commands::parse_arg)]
         args: Vec<(String, String)>,
     },
+    /// Acknowledge a result's contributors: a text for a paper naming the
+    /// workflows and workers of every step behind it, and a BibTeX entry.
+    #[command(after_help = "Example: oda credits --ack ex:9d2f...e1")]
+    Credits {
+        /// The result (expression id) to acknowledge.
+        #[arg(long, value_name = "EXPR", required = true)]
+        ack: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example: oda completions bash > ~/.local/share/bash-completion/completions/oda"
@@ -441,6 +449,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             fact,
         } => prov::prov(&api, &expr, (format, mesh, fact.as_deref()), j),
         Command::Why { target, args } => why::why(&api, &target, &args, j),
+        Command::Credits { ack } => prov::ack(&api, &ack, j),
         // Handled in `main` before the node is looked for.
         Command::Demo { .. } | Command::Completions { .. } => Ok(0),
     }

@@ -212,6 +212,86 @@ pub(crate) fn arg_text(v: &Json) -> String {
     }
 }
 
+/// `oda credits --ack EXPR`: an acknowledgement text for a paper naming
+/// the contributors of every step behind a result (from its provenance),
+/// and a BibTeX entry.
+pub fn ack(api: &Api, expr: &str, as_json: bool) -> CliResult<u8> {
+    let p = api.get(&format!("/v1/exprs/{}/prov", url_part(expr)))?;
+    let (acknowledgement, bibtex) = ack_text(&p);
+    if as_json {
+        print_json(&serde_json::json!({
+            "expr": text(&p, "expr"),
+            "acknowledgement": acknowledgement,
+            "bibtex": bibtex,
+        }));
+    } else {
+        println!("{acknowledgement}\n\n{bibtex}");
+    }
+    Ok(OK)
+}
+
+/// The acknowledgement and the BibTeX entry for a provenance view.
+pub fn ack_text(p: &Json) -> (String, String) {
+    use std::collections::BTreeMap;
+    let steps: Vec<&Json> = render::items(p, "steps").collect();
+    // Runs per workflow (name version), per worker (peer id), and the
+    // experts who endorsed the workflows.
+    let mut workflows: BTreeMap<String, usize> = BTreeMap::new();
+    let mut workers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut experts: BTreeMap<String, ()> = BTreeMap::new();
+    let mut untrusted = 0;
+    for s in &steps {
+        let name = match (
+            s.get("workflow_name").and_then(Json::as_str),
+            s.get("workflow_version").and_then(Json::as_str),
+        ) {
+            (Some(n), Some(v)) => format!("{n} {v}"),
+            _ => text(s, "workflow"),
+        };
+        *workflows.entry(name).or_default() += 1;
+        *workers.entry(text(s, "worker_peer")).or_default() += 1;
+        for e in render::items(s, "workflow_endorsed_by").filter_map(Json::as_str) {
+            experts.insert(e.to_string(), ());
+        }
+        untrusted += usize::from(!flag(s, "trusted"));
+    }
+    let counted = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, n)| format!("{k} ({n} {})", if *n == 1 { "run" } else { "runs" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let expr = text(p, "expr");
+    let mut ack = format!(
+        "This result ({expr}) was computed on ODA mesh from {} signed results: workflows {}; computed by the nodes {}.",
+        steps.len(),
+        counted(&workflows),
+        counted(&workers)
+    );
+    if !experts.is_empty() {
+        ack.push_str(&format!(
+            " The workflows were endorsed by {}.",
+            experts.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if untrusted > 0 {
+        ack.push_str(&format!(
+            " {untrusted} of the results are not trusted by the node that wrote this acknowledgement."
+        ));
+    }
+    ack.push_str(" We thank the people who contributed these computing resources and workflows.");
+    let finished = steps.first().map_or(0, |s| num(s, "finished_at"));
+    let year = date_time(finished).get(..4).unwrap_or("-").to_string();
+    let key: String = expr.trim_start_matches("ex:").chars().take(8).collect();
+    let bibtex = format!(
+        "@misc{{odamesh-{key},\n  title = {{{{Provenance of {expr} on ODA mesh}}}},\n  howpublished = {{{{Signed facts {}}}}},\n  note = {{{{Workflows: {}. Computed by: {}.}}}},\n  year = {{{year}}}\n}}",
+        render::items(p, "roots").filter_map(Json::as_str).collect::<Vec<_>>().join(", "),
+        counted(&workflows),
+        counted(&workers)
+    );
+    (ack, bibtex)
+}
+
 /// Unix ms as `2026-12-04T18:32:09.123Z` (`-` for 0).
 fn date_time(unix_ms: u64) -> String {
     if unix_ms == 0 {
@@ -224,6 +304,30 @@ fn date_time(unix_ms: u64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_acknowledgement_names_every_worker_and_workflow() {
+        let step = |wf: &str, peer: &str, trusted: bool| {
+            json!({"workflow_name": wf, "workflow_version": "1.0.0", "worker_peer": peer,
+                   "trusted": trusted, "finished_at": 1764872529123u64,
+                   "workflow_endorsed_by": ["expertkey"]})
+        };
+        let p = json!({"expr": "ex:abcdef0123", "roots": ["fa:99"], "steps": [
+            step("best_period", "12D3A", true), step("events", "12D3A", true),
+            step("events", "12D3B", false)]});
+        let (ack, bib) = ack_text(&p);
+        assert!(ack.contains("from 3 signed results"), "{ack}");
+        assert!(
+            ack.contains("best_period 1.0.0 (1 run), events 1.0.0 (2 runs)"),
+            "{ack}"
+        );
+        assert!(ack.contains("12D3A (2 runs), 12D3B (1 run)"), "{ack}");
+        assert!(ack.contains("endorsed by expertkey"), "{ack}");
+        assert!(ack.contains("1 of the results are not trusted"), "{ack}");
+        assert!(bib.starts_with("@misc{odamesh-abcdef01,"), "{bib}");
+        assert!(bib.contains("year = {2025}"), "{bib}");
+        assert!(bib.contains("fa:99"), "{bib}");
+    }
 
     #[test]
     fn steps_name_their_inputs_by_step_number() {

@@ -36,6 +36,7 @@ fn every_command_has_help_with_an_example() {
         &["why"],
         &["completions"],
         &["node"],
+        &["credits"],
         &["get"],
         &["workflow"],
         &["workflow", "add"],

@@ -231,6 +231,15 @@ fn submit_wait_get_and_the_json_shapes() {
         turtle.stdout
     );
     r.oda(&["prov", "ex:nothex"]).expect_code(2);
+    let ack = r.oda(&["credits", "--ack", lc_expr]).expect_code(0);
+    let worker_peer = m.worker.info.as_ref().expect("started").peer_id.clone();
+    assert!(
+        ack.stdout.contains("from 2 signed results")
+            && ack.stdout.contains(&format!("{worker_peer} (2 runs)"))
+            && ack.stdout.contains("@misc{odamesh-"),
+        "{}",
+        ack.stdout
+    );
 
     // An analysis exception fails the job: exit 1, the exception named.
     let empty = r
