@@ -84,13 +84,7 @@ pub fn steps_text(p: &Json) -> String {
     ));
     for (i, s) in steps.iter().enumerate() {
         line(String::new());
-        let name = match (
-            s.get("workflow_name").and_then(Json::as_str),
-            s.get("workflow_version").and_then(Json::as_str),
-        ) {
-            (Some(n), Some(v)) => format!("{n} {v}"),
-            _ => "(workflow not held here)".into(),
-        };
+        let name = workflow_label(s).unwrap_or_else(|| "(workflow not held here)".into());
         line(format!(
             "[{}] {}  {}  ({})",
             i + 1,
@@ -241,13 +235,7 @@ pub fn ack_text(p: &Json) -> (String, String) {
     let mut experts: BTreeMap<String, ()> = BTreeMap::new();
     let mut untrusted = 0;
     for s in &steps {
-        let name = match (
-            s.get("workflow_name").and_then(Json::as_str),
-            s.get("workflow_version").and_then(Json::as_str),
-        ) {
-            (Some(n), Some(v)) => format!("{n} {v}"),
-            _ => text(s, "workflow"),
-        };
+        let name = workflow_label(s).unwrap_or_else(|| text(s, "workflow"));
         *workflows.entry(name).or_default() += 1;
         *workers.entry(text(s, "worker_peer")).or_default() += 1;
         for e in render::items(s, "workflow_endorsed_by").filter_map(Json::as_str) {
@@ -290,6 +278,13 @@ pub fn ack_text(p: &Json) -> (String, String) {
         counted(&workers)
     );
     (ack, bibtex)
+}
+
+/// A step's workflow as `name version`, if the node has the workflow.
+fn workflow_label(step: &Json) -> Option<String> {
+    let name = step.get("workflow_name").and_then(Json::as_str)?;
+    let version = step.get("workflow_version").and_then(Json::as_str)?;
+    Some(format!("{name} {version}"))
 }
 
 /// Unix ms as `2026-12-04T18:32:09.123Z` (`-` for 0).
