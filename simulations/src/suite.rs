@@ -474,6 +474,15 @@ fn blob_row(t: &blob::Transfer) -> Outcome {
         "same run: BLAKE3 on one core {} MiB/s",
         rate(t.blake3_mib_s)
     ));
+    let (seal, open) = t.cipher_mib_s;
+    o.figure("cipher_seal_mib_per_s", seal, "MiB/s")
+        .figure("cipher_open_mib_per_s", open, "MiB/s");
+    o.notes.push(format!(
+        "same run: ChaCha20-Poly1305, noise's cipher (ring), on one core: seal {} MiB/s, open {} MiB/s; both peers share this process, so each byte costs one seal and one open here, and sealing plus opening alone allow at most {} MiB/s per core",
+        rate(seal),
+        rate(open),
+        rate(1.0 / (1.0 / seal + 1.0 / open))
+    ));
     if let Some(cores) = t.fetch_cores {
         o.figure("fetch_cores", cores, "cores");
         o.notes.push(format!(
