@@ -81,9 +81,8 @@ fn cipher_rates() -> (f64, f64) {
     use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
     const FRAME: usize = 64 * 1024 - 16;
     const FRAMES: usize = 2048; // 128 MiB
-    let key = LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, &[7; 32]).expect("a 32-byte key"),
-    );
+    let key =
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7; 32]).expect("a 32-byte key"));
     let nonce = |i: usize| {
         let mut n = [0u8; 12];
         n[4..].copy_from_slice(&(i as u64).to_le_bytes());
