@@ -51,8 +51,9 @@ fi
 
 cargo test --workspace
 
-# The Python package against the oda-node just built.
+# The Python package against the oda-node just built: the package and its
+# test extra (blake3, pytest) from PyPI into a virtual environment.
 venv=target/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python'[test]'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python'[test]' pytest
 ODA_NODE_BIN="$PWD/target/debug/oda-node" "$venv/bin/python" -m pytest -q python/tests

@@ -11,7 +11,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use oda_protocol::{ExprId, Expression, WorkflowId};
+use oda_protocol::{ExprId, Expression};
 use serde::{Deserialize, Serialize};
 
 use super::args::{parse_args, value_to_json};
@@ -155,32 +155,24 @@ fn cached(node: &Node, expr: &ExprId) -> Result<bool, ApiError> {
 
 fn explain(node: &Node, asked: &Expression) -> Result<WhyView, ApiError> {
     let id = asked.id();
-    let (_, workflow) = super::workflows::find(node, &format!("{:#}", asked.workflow))?;
-    let mut nearest = Nearest::new(asked, NEAREST);
-    let mut failure = None;
-    node.store.exprs_of(&asked.workflow, |expr, e| {
-        if failure.is_none() {
-            match cached(node, &expr) {
-                Ok(true) => nearest.offer(expr, &e),
-                Ok(false) => {}
-                Err(e) => failure = Some(e),
-            }
-        }
+    let (workflow, _) = node.store.workflow(&asked.workflow)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "workflow {:#} of expression {id:#} is not on this node; `oda workflow add DIR` adds it",
+            asked.workflow
+        ))
     })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let mut nearest = Nearest::new(asked, NEAREST);
+    node.store.exprs_of(&asked.workflow, |expr, e| {
+        if cached(node, &expr)? {
+            nearest.offer(expr, &e);
+        }
+        Ok::<(), ApiError>(())
+    })?;
     let mut other_versions = Vec::new();
-    let others: Vec<(WorkflowId, _)> = node
-        .store
-        .workflows()?
-        .into_iter()
-        .filter(|(other, wf, _)| {
-            *other != asked.workflow && wf.manifest.name == workflow.manifest.name
-        })
-        .map(|(other, wf, _)| (other, wf))
-        .collect();
-    for (other, wf) in others {
+    for (other, wf, _) in node.store.workflows()? {
+        if other == asked.workflow || wf.manifest.name != workflow.manifest.name {
+            continue;
+        }
         let (expr, problem) = match Expression::new(other, &wf.manifest, asked.args.clone()) {
             Ok(e) => (Some(e.id()), None),
             Err(e) => (None, Some(e.to_string())),

@@ -105,17 +105,18 @@ impl Store {
     }
 
     /// Call `each` with every stored expression of `workflow` (a scan of
-    /// all expressions: for diagnostics such as `oda why`).
-    pub fn exprs_of(
+    /// all expressions: for diagnostics such as `oda why`); the first error,
+    /// of the store or of `each`, ends the scan.
+    pub fn exprs_of<E: From<StoreError>>(
         &self,
         workflow: &WorkflowId,
-        mut each: impl FnMut(ExprId, Expression),
-    ) -> Result<(), StoreError> {
+        mut each: impl FnMut(ExprId, Expression) -> Result<(), E>,
+    ) -> Result<(), E> {
         for item in self.inner.t.exprs.iter() {
             let (k, v) = item.map_err(StoreError::db("list expressions"))?;
             let e: Expression = decode(trees::EXPRS, &k, &v)?;
             if e.workflow == *workflow {
-                each(ExprId(key_id(trees::EXPRS, &k)?), e);
+                each(ExprId(key_id(trees::EXPRS, &k)?), e)?;
             }
         }
         Ok(())
