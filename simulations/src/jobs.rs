@@ -294,8 +294,13 @@ impl JobMesh {
 /// Figures of the sequential benchmark, with the breakdown measured alongside.
 #[derive(Debug, Clone)]
 pub struct RoundTrip {
-    /// Submit → signed fact accepted, one job at a time.
+    /// Submit → signed fact accepted, one job at a time, once the requester
+    /// has listened to the jobs topic for a lease TTL (a node's steady state).
     pub latency: Latency,
+    /// The same, for the jobs in the requester's first lease TTL on the
+    /// topic (after the warm-up): each of them waits for a worker that may
+    /// already be running it (`contested` in the requester's resolution).
+    pub just_joined: Latency,
     /// The requester's cache check of a new expression (`lookup_facts`, a miss).
     pub lookup_miss: Latency,
     /// Messages per job, every node together.
@@ -310,7 +315,15 @@ pub struct RoundTrip {
 /// `jobs` sequential jobs, one at a time, each a new expression.
 pub async fn round_trip(workers: usize, jobs: usize) -> anyhow::Result<RoundTrip> {
     let mesh = JobMesh::start("seq", workers).await?;
+    // The requester starts listening to the jobs topic at its first submit.
+    let listening = Instant::now();
     let mut n = mesh.warm_up(1_000_000).await?;
+    let settled = listening + Duration::from_millis(SchedulerConfig::default().lease_ttl_ms);
+    let mut early = Vec::new();
+    while Instant::now() < settled {
+        early.push(mesh.run_one(n, Duration::from_secs(60)).await?);
+        n += 1;
+    }
     let mut samples = Vec::with_capacity(jobs);
     let cpu = crate::process::CpuMeter::start();
     let before = mesh.traffic().await?;
@@ -331,6 +344,7 @@ pub async fn round_trip(workers: usize, jobs: usize) -> anyhow::Result<RoundTrip
     let none = || anyhow::anyhow!("no samples");
     Ok(RoundTrip {
         latency: Latency::of(&samples).ok_or_else(none)?,
+        just_joined: Latency::of(&early).ok_or_else(none)?,
         lookup_miss: Latency::of(&misses).ok_or_else(none)?,
         traffic,
         offer_window_ms: SchedulerConfig::default().offer_window_ms,

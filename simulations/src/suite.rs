@@ -251,13 +251,15 @@ fn round_trip_row(
     let mut o = Outcome::new(
         "trivial job round trip",
         format!(
-            "1 requester, {} workers × {} slots; `touch out`; {} sequential jobs, each a new expression; the node's default scheduler settings (offer window {} ms, cut short for an offer that only a running worker could beat)",
+            "1 requester, {} workers × {} slots; `touch out`; {} sequential jobs, each a new expression, once the requester has listened to the jobs topic for a lease TTL; the node's default scheduler settings (offer window {} ms, cut short for an offer that only a running worker could beat)",
             sizes.workers, jobs::SLOTS, rt.latency.n, rt.offer_window_ms
         ),
     );
     o.mesh = rt.latency.brief();
     o.figure("p50", rt.latency.p50_ms, "ms")
         .figure("p99", rt.latency.p99_ms, "ms")
+        .figure("just_joined_p50", rt.just_joined.p50_ms, "ms")
+        .figure("just_joined_p99", rt.just_joined.p99_ms, "ms")
         .figure("lookup_miss_p50", rt.lookup_miss.p50_ms, "ms")
         .figure("offer_window", rt.offer_window_ms as f64, "ms")
         .figure("cpu", rt.cpu_percent, "% of a core");
@@ -289,6 +291,13 @@ fn round_trip_row(
     if let Some(vs) = vs {
         o.ratio = format!("p50 {vs}");
     }
+    o.notes.push(format!(
+        "in the requester's first lease TTL on the jobs topic ({} jobs after the warm-up) \
+         every job is contested (a worker may be running it for a requester this one has not \
+         heard yet) and waits for such a worker as long again as the first offer took: {}",
+        rt.just_joined.n,
+        rt.just_joined.brief()
+    ));
     o.notes.push(format!(
         "where the time goes (measured on the same mesh): cache check of a new expression \
          (`lookup_facts_until`, a miss: both DHT queries run to their end) p50 {} ms; the offer window: \
