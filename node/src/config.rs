@@ -118,6 +118,14 @@ pub struct WorkerSection {
     /// Workflow ids to listen for besides those added locally; they run only
     /// when endorsed by a trusted expert. Default none.
     pub workflows: Vec<String>,
+    /// Whose jobs run in the bubblewrap sandbox (no network, read-only
+    /// system, only the job directory writable): "off", "others" (jobs of
+    /// requesters other than this node and its `owners`) or "all". The node
+    /// refuses to start when `bwrap` is missing. Default "off".
+    pub sandbox: String,
+    /// Extra directories a sandboxed job may read (absolute), e.g. a Conda
+    /// or pyenv installation its interpreter lives in. Default none.
+    pub sandbox_paths: Vec<String>,
 }
 
 /// `[trust]`.
@@ -221,6 +229,8 @@ impl Default for WorkerSection {
             session_key: String::new(),
             session_until: String::new(),
             workflows: Vec::new(),
+            sandbox: "off".into(),
+            sandbox_paths: Vec::new(),
         }
     }
 }
@@ -327,6 +337,10 @@ pub struct WorkerSettings {
     pub serves: crate::scheduler::worker::Serves,
     /// Extra workflows to listen for.
     pub workflows: Vec<WorkflowId>,
+    /// Whose jobs run in the sandbox.
+    pub sandbox: crate::executor::SandboxMode,
+    /// Extra read-only paths of the sandbox (absolute).
+    pub sandbox_paths: Vec<PathBuf>,
 }
 
 /// A configuration problem.
@@ -377,6 +391,44 @@ fn parse_keys(name: &str, list: &[String]) -> Result<Vec<PublicKey>, ConfigError
                 .map_err(|e| field(format!("{name}[{i}]"), e.to_string()))
         })
         .collect()
+}
+
+/// `[worker] sandbox` and `sandbox_paths`, checked.
+fn worker_sandbox(
+    w: &WorkerSection,
+) -> Result<(crate::executor::SandboxMode, Vec<PathBuf>), ConfigError> {
+    use crate::executor::SandboxMode;
+    let mode = match w.sandbox.as_str() {
+        "off" => SandboxMode::Off,
+        "others" => SandboxMode::Others,
+        "all" => SandboxMode::All,
+        other => {
+            return Err(field(
+                "worker.sandbox",
+                format!(
+                    "{} is not supported; use \"off\", \"others\" or \"all\"",
+                    crate::api::quoted(other)
+                ),
+            ))
+        }
+    };
+    let paths = w
+        .sandbox_paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let path = PathBuf::from(p);
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(field(
+                    format!("worker.sandbox_paths[{i}]"),
+                    format!("{} is not an absolute path", crate::api::quoted(p)),
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((mode, paths))
 }
 
 /// Whom a `[worker]` serves, checked: each class's settings present, and
@@ -542,10 +594,13 @@ impl Config {
                         .map_err(|e| field(format!("worker.workflows[{i}]"), e.to_string()))
                 })
                 .collect::<Result<_, _>>()?;
+            let (sandbox, sandbox_paths) = worker_sandbox(w)?;
             Some(WorkerSettings {
                 slots: w.slots,
                 serves,
                 workflows,
+                sandbox,
+                sandbox_paths,
             })
         } else {
             None
@@ -926,6 +981,42 @@ mod tests {
         .unwrap();
         assert_eq!(group.class, RunnerClass::Group);
         assert_eq!(group.groups.len(), 1);
+    }
+
+    #[test]
+    fn the_sandbox_setting_names_its_modes_and_wants_absolute_paths() {
+        use crate::executor::SandboxMode;
+        let worker = |edit: &dyn Fn(&mut WorkerSection)| {
+            let mut c = Config::default();
+            c.worker.enabled = true;
+            edit(&mut c.worker);
+            c.validate().map(|v| {
+                let w = v.worker.expect("enabled");
+                (w.sandbox, w.sandbox_paths)
+            })
+        };
+        assert_eq!(worker(&|_| {}).unwrap(), (SandboxMode::Off, vec![]));
+        let (mode, paths) = worker(&|w| {
+            w.sandbox = "others".into();
+            w.sandbox_paths = vec!["/opt/conda".into()];
+        })
+        .unwrap();
+        assert_eq!(mode, SandboxMode::Others);
+        assert_eq!(paths, [PathBuf::from("/opt/conda")]);
+        let e = worker(&|w| w.sandbox = "yes".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`worker.sandbox`") && e.contains("\"others\""),
+            "{e}"
+        );
+        let e = worker(&|w| w.sandbox_paths = vec!["conda".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`worker.sandbox_paths[0]`") && e.contains("absolute"),
+            "{e}"
+        );
     }
 
     #[test]

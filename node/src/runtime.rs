@@ -16,6 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{files, Validated};
+use crate::executor::SandboxPolicy;
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
 use crate::scheduler::controller::{self, Controller};
@@ -95,11 +96,28 @@ pub enum StartError {
     /// The keys added with `oda trust add` could not be read.
     #[error("{0}")]
     TrustFiles(String),
+    /// `[worker] sandbox` asks for a sandbox this machine cannot give.
+    #[error("[worker] sandbox: {0}")]
+    Sandbox(String),
 }
 
 impl Node {
     /// Open the store in `data_dir`, start the network and return the running node.
     pub async fn start(data_dir: &Path, key: NodeKey, cfg: &Validated) -> Result<Self, StartError> {
+        // Before anything starts: a worker that was asked to sandbox jobs
+        // and cannot must not run them unsandboxed.
+        let sandbox = match &cfg.worker {
+            Some(w) => {
+                let (mode, extra) = (w.sandbox, w.sandbox_paths.clone());
+                tokio::task::spawn_blocking(move || {
+                    SandboxPolicy::start(mode, extra, std::env::var_os("PATH").as_deref())
+                })
+                .await
+                .map_err(|e| StartError::Sandbox(e.to_string()))?
+                .map_err(StartError::Sandbox)?
+            }
+            None => SandboxPolicy::default(),
+        };
         let (store, report) = Store::open(StoreConfig {
             cache_bytes: cfg.store_cache_bytes,
             ..StoreConfig::new(data_dir.join(files::STORE), cfg.blob_cap_bytes)
@@ -160,6 +178,7 @@ impl Node {
                         serves: w.serves.clone(),
                         extra_workflows: w.workflows.clone(),
                         jobs_dir,
+                        sandbox: sandbox.clone(),
                     },
                 };
                 let (worker, task) = Worker::start(parts, stop_scheduler.clone()).await?;

@@ -50,6 +50,8 @@ fn settings(
             slots: 2,
             serves: Serves::public(),
             workflows: vec![],
+            sandbox: Default::default(),
+            sandbox_paths: vec![],
         }),
         trusted_keys: trusted,
         trusted_experts: vec![],

@@ -39,6 +39,8 @@ fn settings(
         blob_cap_bytes: 1 << 32,
         store_cache_bytes: oda_node::store::StoreConfig::DEFAULT_CACHE_BYTES,
         worker: worker.then(|| WorkerSettings {
+            sandbox: Default::default(),
+            sandbox_paths: Vec::new(),
             slots: SLOTS,
             serves: Serves::public(),
             workflows: vec![],

@@ -336,8 +336,6 @@ impl NodeProc {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// SIGTERM, wait up to 10 s, then SIGKILL. Returns whether it exited
-    /// successfully on SIGTERM.
     /// Wait up to `deadline` for the node to exit by itself; its exit
     /// status, or `None` if it still runs.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
@@ -356,6 +354,8 @@ impl NodeProc {
         None
     }
 
+    /// SIGTERM, wait up to 10 s, then SIGKILL. Returns whether it exited
+    /// successfully on SIGTERM.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;

@@ -5,8 +5,14 @@
 //! worker's log, polled with a deadline). A `session` worker stops by
 //! itself when its session ends.
 //!
-//! (The executors of issue 13 — SLURM, containers, CWL, the sandbox — are
-//! to be tested here too; they are not built yet.)
+//! The sandbox: a worker with `[worker] sandbox = "others"` runs a
+//! stranger's job under bubblewrap and its own node's job as itself
+//! (the sandbox's own rules are tested against real bwrap in the
+//! executor's unit tests); a worker asked to sandbox without bwrap refuses
+//! to start.
+//!
+//! (The executors of issue 13 — SLURM, containers, CWL — are to be tested
+//! here too; they are not built yet.)
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -158,4 +164,148 @@ fn a_session_runner_serves_one_key_until_the_session_ends_then_stops() {
         "{}",
         m.worker.log()
     );
+}
+
+/// A workflow that copies the file named by its `path` argument into its
+/// output `read` (empty when it cannot read it).
+fn peek_workflow(dir: &std::path::Path) -> std::path::PathBuf {
+    let wf = dir.join("peek");
+    std::fs::create_dir(&wf).expect("workflow dir");
+    std::fs::write(
+        wf.join("oda-workflow.toml"),
+        r#"name = "peek"
+version = "1"
+description = "Copy a file of the worker's, if the job may read it."
+timeout_secs = 30
+
+[inputs.path]
+type = "string"
+
+[outputs.read]
+path = "read.txt"
+
+[executor]
+kind = "command"
+argv = ["sh", "-c", "cat \"$1\" > read.txt 2>/dev/null; true", "peek", "{path}"]
+"#,
+    )
+    .expect("manifest");
+    wf
+}
+
+/// What the `peek` job of `node` read from `path`.
+fn peek(node: &NodeProc, path: &str) -> String {
+    let arg = format!("path={path}");
+    let job = node
+        .oda(&["--json", "submit", "peek", "-a", &arg, "--wait"])
+        .expect_code(0)
+        .json();
+    assert_eq!(job["state"], "done", "{job}");
+    let out = tempfile::tempdir().expect("temp dir");
+    let expr = job["expr"].as_str().expect("expr");
+    node.oda(&["get", expr, "-o", out.path().to_str().expect("utf-8 path")])
+        .expect_code(0);
+    std::fs::read_to_string(out.path().join("read")).expect("the output")
+}
+
+/// `log` without its ANSI colour sequences (`ESC [ … m`).
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut rest = log;
+    while let Some(at) = rest.find('\u{1b}') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = rest.find('m').map_or("", |m| &rest[m + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_root() -> bool {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("/proc")) == 0
+}
+
+#[test]
+fn a_sandboxing_worker_runs_a_strangers_job_in_the_sandbox_and_its_own_outside() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let m = mesh("sandbox-others", |c, _, _| {
+        c.worker.sandbox = "others".into();
+    });
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let wf = peek_workflow(tmp.path());
+    for node in [&m.admitted, &m.worker] {
+        node.oda(&["workflow", "add", wf.to_str().expect("utf-8 path")])
+            .expect_code(0);
+    }
+    // The worker's node key: what a stranger's job must never read.
+    let key = m.worker.path().join("node.key");
+    assert!(key.exists(), "no node key at {}", key.display());
+    let key = std::fs::canonicalize(&key).expect("key path");
+    let key = key.to_str().expect("utf-8 path");
+
+    let own = peek(&m.worker, key);
+    assert!(
+        !own.is_empty(),
+        "the worker's own job ran outside the sandbox and read its key"
+    );
+    // The same file by another name: a new expression, not the cached one.
+    let same_file = key.replacen('/', "//", 1);
+    let strangers = peek(&m.admitted, &same_file);
+    assert_eq!(strangers, "", "a stranger's job read the worker's key");
+    // One run in the sandbox (the stranger's), one outside (its own).
+    let log = without_colours(&m.worker.log());
+    let started = |sandboxed: &str| {
+        log.lines()
+            .filter(|l| l.contains("job started") && l.contains(sandboxed))
+            .count()
+    };
+    assert_eq!(
+        (started("sandboxed=true"), started("sandboxed=false")),
+        (1, 1),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_worker_asked_to_sandbox_without_bubblewrap_refuses_to_start() {
+    let net = network_id("sandbox-missing");
+    let w = NodeProc::init("worker", &net, |c| {
+        c.worker.enabled = true;
+        c.worker.sandbox = "all".into();
+    });
+    // A PATH without bwrap.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(oda_tests::bin("oda-node"))
+        .arg("run")
+        .arg("--data-dir")
+        .arg(w.path())
+        .env("PATH", empty.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("oda-node starts");
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the node did not refuse to start within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[worker] sandbox") && err.contains("apt install bubblewrap"),
+        "{err}"
+    );
+    assert!(w.info.is_none());
 }

@@ -34,6 +34,7 @@ mod collect;
 mod environment;
 mod logs;
 mod process;
+mod sandbox;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +52,7 @@ pub use environment::{
     environment_digest, DIGEST_CONTEXT, ODA_BUNDLE, ODA_WORKDIR, PASSED_THROUGH,
 };
 pub use logs::{MAX_LINE_BYTES, MAX_LOG_FILE_BYTES, TAIL_BYTES, TAIL_LINES};
+pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};
 
 /// Directory, inside the job directory, holding the executor's own files.
 pub const ODA_DIR: &str = ".oda";
@@ -79,6 +81,8 @@ pub struct RunRequest<'a> {
     pub bundle_dir: &'a Path,
     /// A fresh, empty directory for this job; created if missing.
     pub work_dir: &'a Path,
+    /// Run the program in this sandbox (`sandbox`), or as the worker's user.
+    pub sandbox: Option<&'a Sandbox>,
 }
 
 /// How a run ended.
@@ -255,7 +259,40 @@ async fn run_job(
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let job = match process::spawn(&program, &argv, &env, &workdir) {
+    let spawned = match req.sandbox {
+        None => process::spawn(&program, &argv, &env, &workdir),
+        Some(sandbox) => {
+            // Bound at the absolute paths the argv names (a store under a
+            // relative data dir gives relative ones).
+            let inputs = match req
+                .blob_paths
+                .values()
+                .map(std::path::absolute)
+                .collect::<Result<Vec<PathBuf>, _>>()
+            {
+                Ok(i) => i,
+                Err(e) => return failed(format!("cannot make the input paths absolute: {e}")),
+            };
+            let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+            let paths = sandbox::JobPaths {
+                bundle: &bundle,
+                workdir: &workdir,
+                inputs: &inputs,
+            };
+            if !sandbox.shows(&program, &paths) {
+                return failed(format!(
+                    "`{}` is outside what the sandbox shows (system directories, the bundle, \
+                     the job directory, [worker] sandbox_paths); add its installation to \
+                     sandbox_paths",
+                    program.display()
+                ));
+            }
+            let mut wrapped = vec![sandbox.bwrap.clone().into_os_string()];
+            wrapped.extend(sandbox.wrap(&program, argv.get(1..).unwrap_or_default(), &paths));
+            process::spawn(&sandbox.bwrap, &wrapped, &env, &workdir)
+        }
+    };
+    let job = match spawned {
         Ok(j) => j,
         Err(e) => return failed(format!("cannot start `{}`: {e}", program.display())),
     };
@@ -266,7 +303,7 @@ async fn run_job(
         exit: mut exit_rx,
         mut group,
     } = job;
-    tracing::debug!(%pid, program = %program.display(), "job started");
+    tracing::debug!(%pid, program = %program.display(), sandboxed = req.sandbox.is_some(), "job started");
 
     let pumps = match (
         tokio::process::ChildStdout::from_std(stdout),

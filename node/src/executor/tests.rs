@@ -97,6 +97,7 @@ impl Inputs {
             blob_paths: &self.blob_paths,
             bundle_dir: &d.bundle,
             work_dir: &d.work,
+            sandbox: None,
         }
     }
 }
@@ -618,4 +619,156 @@ async fn unsupported_executor_run_fails_with_the_reason() {
     let d = dirs(&[]);
     let r = run_simple(&slurm, &d).await;
     assert!(reason(&r).contains("slurm executor is not implemented"));
+}
+
+/// The sandbox with the `bwrap` found on `PATH`; `None` when not root (the
+/// test then prints that it is skipped). As root, a missing `bwrap` fails.
+fn sandbox_or_skip() -> Option<Sandbox> {
+    // `/proc/self` belongs to the process's effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if !root {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    Some(
+        Sandbox::find(std::env::var_os("PATH").as_deref(), Vec::new())
+            .expect("bubblewrap for the sandbox tests (apt install bubblewrap)"),
+    )
+}
+
+async fn run_in(m: &Manifest, d: &Dirs, sandbox: Option<&Sandbox>) -> RunReport {
+    let inputs = Inputs::none();
+    let req = RunRequest {
+        sandbox,
+        ..inputs.request(m, d)
+    };
+    with_deadline(run(req, CancellationToken::new(), None)).await
+}
+
+fn output_text(r: &RunReport, name: &str) -> String {
+    match &r.outcome {
+        RunOutcome::Success { outputs, .. } => std::fs::read_to_string(&outputs[name])
+            .unwrap_or_else(|e| panic!("cannot read output {name}: {e}")),
+        other => panic!("expected success, got {other:?}\nlog:\n{}", r.log_tail),
+    }
+}
+
+#[tokio::test]
+async fn a_sandboxed_job_writes_only_its_directory_and_reads_no_secrets() {
+    let Some(sandbox) = sandbox_or_skip() else {
+        return;
+    };
+    let d = dirs(&[]);
+    let root = d.bundle.parent().expect("temp root").to_path_buf();
+    // Stand-ins for the node's data dir: a key the job must not read, a
+    // directory it must not write.
+    let secret = root.join("node.key");
+    std::fs::write(&secret, "SECRET-KEY-BYTES").unwrap();
+    let outside = root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let script = "cat \"$1\" > read.txt 2>/dev/null; \
+                  echo x > \"$2/escaped\" 2>/dev/null; \
+                  echo x > \"$3/escaped\" 2>/dev/null; \
+                  echo x > /usr/oda-sandbox-escaped 2>/dev/null; \
+                  echo done > out";
+    let argv = [
+        "sh",
+        "-c",
+        script,
+        "job",
+        secret.to_str().unwrap(),
+        outside.to_str().unwrap(),
+        "{bundle}",
+    ];
+    let m = manifest("", &[("out", "out"), ("read", "read.txt")], &argv, "");
+
+    // Without the sandbox the same job reads and writes all of it: the
+    // assertions below can fail.
+    let free = run_in(&m, &d, None).await;
+    assert_eq!(output_text(&free, "read"), "SECRET-KEY-BYTES");
+    assert!(outside.join("escaped").exists());
+    for p in [
+        outside.join("escaped"),
+        d.bundle.join("escaped"),
+        "/usr/oda-sandbox-escaped".into(),
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+    std::fs::remove_dir_all(&d.work).unwrap();
+
+    let boxed = run_in(&m, &d, Some(&sandbox)).await;
+    assert_eq!(
+        output_text(&boxed, "out"),
+        "done\n",
+        "the job ran in its own directory"
+    );
+    assert_eq!(output_text(&boxed, "read"), "", "the secret was read");
+    assert!(
+        !outside.join("escaped").exists(),
+        "wrote outside its directory"
+    );
+    assert!(!d.bundle.join("escaped").exists(), "wrote into its bundle");
+    assert!(
+        !Path::new("/usr/oda-sandbox-escaped").exists(),
+        "wrote into /usr"
+    );
+}
+
+#[tokio::test]
+async fn a_sandboxed_job_cannot_open_a_socket() {
+    let Some(sandbox) = sandbox_or_skip() else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let d = dirs(&[]);
+    let script = "if echo hello > /dev/tcp/127.0.0.1/$1; then echo connected > out; \
+                  else echo refused > out; fi";
+    let m = manifest(
+        "",
+        &[("out", "out")],
+        &["bash", "-c", script, "job", &port],
+        "",
+    );
+
+    let free = run_in(&m, &d, None).await;
+    assert_eq!(output_text(&free, "out"), "connected\n");
+    assert!(listener.accept().is_ok(), "the unsandboxed job connected");
+    std::fs::remove_dir_all(&d.work).unwrap();
+
+    let boxed = run_in(&m, &d, Some(&sandbox)).await;
+    assert_eq!(output_text(&boxed, "out"), "refused\n");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the sandboxed job reached the listener"
+    );
+}
+
+#[tokio::test]
+async fn a_program_the_sandbox_does_not_show_fails_clearly() {
+    let Some(sandbox) = sandbox_or_skip() else {
+        return;
+    };
+    let d = dirs(&[]);
+    let tools = d.bundle.parent().expect("temp root").join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let tool = tools.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\necho hi > out\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let m = manifest("", &[("out", "out")], &[tool.to_str().unwrap()], "");
+    let r = run_in(&m, &d, Some(&sandbox)).await;
+    let why = reason(&r);
+    assert!(
+        why.contains("outside what the sandbox shows") && why.contains("sandbox_paths"),
+        "{why}"
+    );
+    // Listed in sandbox_paths, it runs.
+    let allowed = Sandbox {
+        extra: vec![tools.clone()],
+        ..sandbox
+    };
+    std::fs::remove_dir_all(&d.work).ok();
+    let r = run_in(&m, &d, Some(&allowed)).await;
+    assert_eq!(output_text(&r, "out"), "hi\n");
 }

@@ -65,6 +65,8 @@ pub struct WorkerConfig {
     pub extra_workflows: Vec<WorkflowId>,
     /// Where job directories are created.
     pub jobs_dir: PathBuf,
+    /// Whose jobs run in the sandbox (bubblewrap found at start).
+    pub sandbox: crate::executor::SandboxPolicy,
 }
 
 /// What the worker is built from.

@@ -375,6 +375,7 @@ async fn execute(
                 blob_paths: &blob_paths,
                 bundle_dir: &bundle_dir,
                 work_dir: &work_dir,
+                sandbox: parts.cfg.sandbox.for_job(vouched(ctx, advert)),
             },
             cancel,
             Some(log_tx),
@@ -407,6 +408,13 @@ async fn execute(
         Ok(fact)
     })
     .await
+}
+
+/// Whether the advert's requester is this node or one of its owners (their
+/// jobs run outside the sandbox unless `[worker] sandbox = "all"`).
+fn vouched(ctx: &Ctx, advert: &JobAdvert) -> bool {
+    advert.requester == ctx.parts.key.public()
+        || ctx.parts.cfg.serves.owners.contains(&advert.requester)
 }
 
 /// Sign and publish a record of a run that failed without a result, so that
