@@ -10,8 +10,12 @@
 //! 4. start it with cwd = job directory, stdin = `/dev/null`, stdout and stderr
 //!    captured (`logs`), leading its own process group (`process`);
 //! 5. wait for the main process to end, for the manifest's `timeout_secs` at
-//!    most, or until cancelled. On timeout or cancellation the whole process
-//!    group is killed with `SIGKILL`. When the main process ends by itself,
+//!    most, or until cancelled, or until its process tree holds more memory
+//!    (resident set, sampled every 200 ms) than the manifest's
+//!    `resources.memory_mb`. On timeout or cancellation the whole process
+//!    group is killed with `SIGKILL`; over its memory too, and the run is an
+//!    analysis error of kind [`MEMORY_EXCEEDED_KIND`] (a cacheable result:
+//!    every worker holds the job to the same limit). When the main process ends by itself,
 //!    whatever it left running in its group is killed too: a job is over when
 //!    its main process is;
 //! 6. judge the result (`collect`): exit status 0 → every declared output must be
@@ -57,8 +61,14 @@ pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};
 /// Directory, inside the job directory, holding the executor's own files.
 pub const ODA_DIR: &str = ".oda";
 
-/// How often the main process's peak RSS is sampled while it runs.
-const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the job's memory (the resident set of its process tree, held
+/// to `resources.memory_mb`) and its main process's peak RSS are sampled.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The analysis-error kind of a job stopped for using more memory than its
+/// manifest's `resources.memory_mb`: a result like any analysis error (every
+/// worker enforces the same limit), so it is cached, not retried.
+pub const MEMORY_EXCEEDED_KIND: &str = "oda.memory_exceeded";
 /// How long the output readers may take to finish after the process group was
 /// killed (a descendant that escaped the group may keep the pipes open).
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -195,6 +205,8 @@ enum End {
     Exited(Result<process::Exit, String>),
     TimedOut,
     Cancelled,
+    /// The process tree's resident set, KiB, over the limit.
+    OverMemory(u64),
 }
 
 async fn run_job(
@@ -331,6 +343,7 @@ async fn run_job(
     let mut sampler = tokio::time::interval(RSS_SAMPLE_INTERVAL);
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sampled_rss: u64 = 0;
+    let memory_mb = req.manifest.resources.memory_mb;
     let end = loop {
         tokio::select! {
             r = &mut exit_rx => break End::Exited(r.unwrap_or_else(|_| Err("the job's wait thread ended without reporting".into()))),
@@ -340,6 +353,11 @@ async fn run_job(
                 if let Some(kib) = process::sample_peak_rss_kib(pid) {
                     sampled_rss = sampled_rss.max(kib);
                 }
+                let tree = process::tree_rss_kib(pid);
+                sampled_rss = sampled_rss.max(tree);
+                if over_memory(tree, memory_mb) {
+                    break End::OverMemory(tree);
+                }
             }
         }
     };
@@ -347,19 +365,33 @@ async fn run_job(
     group.kill();
     let (stopped, exit) = match end {
         End::Exited(r) => (None, Some(r)),
-        End::TimedOut => (
-            Some(format!("timed out after {} s", req.manifest.timeout_secs)),
-            reaped(&mut exit_rx).await,
-        ),
-        End::Cancelled => (Some("cancelled".to_string()), reaped(&mut exit_rx).await),
+        stop => (Some(stop), reaped(&mut exit_rx).await),
     };
     if exit.is_some() {
         // The group leader is reaped: its id may be reused from now on.
         group.disarm();
     }
     drain(pumps).await;
-    if let Some(reason) = stopped {
-        return failed(reason);
+    match stopped {
+        Some(End::OverMemory(kib)) => {
+            return RunOutcome::AnalysisError {
+                kind: MEMORY_EXCEEDED_KIND.into(),
+                message: format!(
+                    "stopped: its processes held {} MiB, over the workflow's \
+                     resources.memory_mb = {memory_mb}; raise memory_mb in its manifest",
+                    kib / 1024
+                ),
+                usage: Usage {
+                    cpu_ms: exit.and_then(|e| e.ok()).map_or(0, |e| e.cpu_ms),
+                    peak_rss_kib: kib,
+                },
+            }
+        }
+        Some(End::TimedOut) => {
+            return failed(format!("timed out after {} s", req.manifest.timeout_secs))
+        }
+        Some(End::Cancelled) => return failed("cancelled"),
+        Some(End::Exited(_)) | None => {}
     }
     let exit = match exit {
         Some(Ok(exit)) => exit,
@@ -392,6 +424,11 @@ async fn run_job(
             sig.as_str()
         )),
     }
+}
+
+/// Whether a process tree holding `rss_kib` is over `memory_mb`.
+fn over_memory(rss_kib: u64, memory_mb: u64) -> bool {
+    rss_kib > memory_mb.saturating_mul(1024)
 }
 
 /// The main process's end after it was killed, if it is reaped within

@@ -222,8 +222,48 @@ fn cpu_ms(u: &RUsage) -> u64 {
 /// readable.
 pub(super) fn sample_peak_rss_kib(pid: Pid) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "VmHWM:")
+}
+
+/// A `kB` field of a `/proc/<pid>/status` text.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// At most this many processes are summed by [`tree_rss_kib`] (a fork bomb
+/// is not walked to its end; the group is killed with the job anyway).
+const MAX_TREE: usize = 4096;
+
+/// The resident set size of `pid` and every descendant now, in KiB (the
+/// children of each thread from `/proc/<pid>/task/<tid>/children`). A
+/// process that exits meanwhile counts 0.
+pub(super) fn tree_rss_kib(pid: Pid) -> u64 {
+    let mut todo = vec![pid.as_raw()];
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > MAX_TREE {
+            break;
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            total += status_kib(&status, "VmRSS:").unwrap_or(0);
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                todo.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    total
 }

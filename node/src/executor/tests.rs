@@ -772,3 +772,47 @@ async fn a_program_the_sandbox_does_not_show_fails_clearly() {
     let r = run_in(&m, &d, Some(&allowed)).await;
     assert_eq!(output_text(&r, "out"), "hi\n");
 }
+
+#[tokio::test]
+async fn a_job_over_its_memory_is_stopped_as_an_analysis_error() {
+    // A child of the job's main process holds 200 MiB for 20 s; the
+    // manifest allows 64 MiB for the whole tree.
+    let hog = "import time\nb = bytearray(200 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(20)\nopen('out', 'w').write('survived')\n";
+    let d = dirs(&[("hog.py", hog)]);
+    let m = manifest(
+        "",
+        &[("out", "out")],
+        &["sh", "-c", "python3 \"$1\"", "job", "{bundle}/hog.py"],
+        "[resources]\nmemory_mb = 64",
+    );
+    let started = Instant::now();
+    let r = run_simple(&m, &d).await;
+    match &r.outcome {
+        RunOutcome::AnalysisError {
+            kind,
+            message,
+            usage,
+        } => {
+            assert_eq!(kind, MEMORY_EXCEEDED_KIND);
+            assert!(message.contains("memory_mb = 64"), "{message}");
+            assert!(usage.peak_rss_kib > 64 * 1024, "{usage:?}");
+        }
+        other => panic!(
+            "expected the memory analysis error, got {other:?}\n{}",
+            r.log_tail
+        ),
+    }
+    // Stopped, not run to its end.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!d.work.join("out").exists());
+
+    // The same job within its memory runs to its end.
+    let small = "b = bytearray(8 << 20)\nopen('out', 'w').write('fine')\n";
+    let d = dirs(&[("hog.py", small)]);
+    let r = run_simple(&m, &d).await;
+    assert!(
+        matches!(r.outcome, RunOutcome::Success { .. }),
+        "{:?}",
+        r.outcome
+    );
+}
