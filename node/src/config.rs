@@ -440,6 +440,12 @@ fn worker_serves(w: &WorkerSection) -> Result<crate::scheduler::worker::Serves, 
         "user" => RunnerClass::User,
         "group" => RunnerClass::Group,
         "session" => RunnerClass::Session,
+        "job" => {
+            return Err(field(
+                "worker.runner_class",
+                "a \"job\" runner is started with `oda-node execute --expr ID`, not configured",
+            ))
+        }
         other => {
             return Err(field(
                 "worker.runner_class",
@@ -519,6 +525,7 @@ fn worker_serves(w: &WorkerSection) -> Result<crate::scheduler::worker::Serves, 
             .collect(),
         groups,
         session,
+        job: None,
     })
 }
 
@@ -928,11 +935,13 @@ mod tests {
             c.validate().map(|v| v.worker.expect("enabled").serves)
         };
         let error = |edit: &dyn Fn(&mut WorkerSection)| worker(edit).unwrap_err().to_string();
-        let e = error(&|w| w.runner_class = "job".into());
+        let e = error(&|w| w.runner_class = "anonymous".into());
         assert!(
             e.contains("`worker.runner_class`") && e.contains("\"group\""),
             "{e}"
         );
+        let e = error(&|w| w.runner_class = "job".into());
+        assert!(e.contains("oda-node execute"), "{e}");
         let e = error(&|w| w.runner_class = "group".into());
         assert!(
             e.contains("`worker.groups`") && e.contains("at least one"),

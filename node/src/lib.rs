@@ -17,6 +17,7 @@ mod blocking;
 pub mod config;
 pub mod executor;
 pub mod identity;
+pub mod job_runner;
 pub mod misses;
 pub mod network;
 pub mod provenance;

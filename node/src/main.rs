@@ -1,5 +1,6 @@
 //! The `oda-node` binary: `init` creates a data dir (key, API token, config),
-//! `run` starts the daemon and its local API until SIGINT or SIGTERM.
+//! `run` starts the daemon and its local API until SIGINT or SIGTERM,
+//! `execute` runs one job as a `job` runner and exits.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use clap::{Parser, Subcommand};
 use oda_node::config::{self, files, Config};
 use oda_node::identity::NodeKey;
 use oda_node::runtime::Node;
+use oda_node::scheduler::worker::Serves;
+
 use tokio_util::sync::CancellationToken;
 
 /// ODA mesh node: joins the mesh, serves cached results, computes jobs.
@@ -42,22 +45,52 @@ enum Command {
     ///
     /// Example: oda-node run --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
     Run {
-        /// Config file (default: config.toml in the data dir).
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// Run as the platform's bootstrap node (relay server, DHT server, high limits).
         #[arg(long)]
         bootstrap: bool,
-        /// Listen address (repeatable); replaces the config's `listen`.
-        #[arg(long = "listen", value_name = "MULTIADDR")]
-        listen: Vec<String>,
-        /// Peer to join through (repeatable), added to the config's `peers`.
-        #[arg(long = "peer", value_name = "MULTIADDR")]
-        peers: Vec<String>,
-        /// Network id; replaces the config's `network`.
-        #[arg(long)]
-        network: Option<String>,
+        #[command(flatten)]
+        start: StartArgs,
     },
+    /// Run one job and exit (a `job` runner, e.g. a SLURM array task or a CI
+    /// step): join the mesh, take the advert of EXPR from whoever asks (its
+    /// workflow must be added to this data dir or endorsed by a trusted
+    /// expert), run it, deliver and publish the result, then stay until its
+    /// outputs were fetched (at most --linger). No local API.
+    ///
+    /// Exit codes: 0 the job succeeded; 1 it failed, ended in an analysis
+    /// error, or nobody asked for it within --timeout; 2 usage.
+    ///
+    /// Example: oda-node execute --expr ex:3f2a... --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
+    Execute {
+        /// The expression to run.
+        #[arg(long, value_name = "EXPR_ID")]
+        expr: oda_protocol::ExprId,
+        /// How long to wait for a requester to advertise and assign it.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// How long to stay after the run for its outputs to be fetched.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        linger: std::time::Duration,
+        #[command(flatten)]
+        start: StartArgs,
+    },
+}
+
+/// Where a node's settings come from, for `run` and `execute`.
+#[derive(clap::Args)]
+struct StartArgs {
+    /// Config file (default: config.toml in the data dir).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address (repeatable); replaces the config's `listen`.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Peer to join through (repeatable), added to the config's `peers`.
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<String>,
+    /// Network id; replaces the config's `network`.
+    #[arg(long)]
+    network: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -107,36 +140,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve the data dir {}", data_dir.display()))?;
     match cli.command {
         Command::Init { force, network } => init(&data_dir, force, network),
-        Command::Run {
-            config,
-            bootstrap,
-            listen,
-            peers,
-            network,
-        } => {
-            let path = config.unwrap_or_else(|| data_dir.join(files::CONFIG));
-            let mut cfg = Config::load(&path).map_err(|e| {
-                // Only a missing file means the data dir was never set up.
-                let missing = matches!(&e, config::ConfigError::Read { source, .. }
-                    if source.kind() == std::io::ErrorKind::NotFound);
-                let e = anyhow::Error::new(e);
-                if missing {
-                    e.context(format!(
-                        "no config: run `oda-node init --data-dir {}` first",
-                        data_dir.display()
-                    ))
-                } else {
-                    e
-                }
-            })?;
+        Command::Run { bootstrap, start } => {
+            let mut cfg = load_config(&data_dir, start)?;
             cfg.bootstrap |= bootstrap;
-            if !listen.is_empty() {
-                cfg.listen = listen;
-            }
-            cfg.peers.extend(peers);
-            if let Some(n) = network {
-                cfg.network = n;
-            }
             let validated = cfg.validate()?;
             let api = cfg.api_listen()?;
             let key = NodeKey::load(&data_dir.join(files::KEY))?;
@@ -146,13 +152,72 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir.join(files::API_TOKEN).display()
                 )
             })?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(serve(data_dir, key, validated, api, token))
+            runtime()?.block_on(serve(data_dir, key, validated, api, token))
+        }
+        Command::Execute {
+            expr,
+            timeout,
+            linger,
+            start,
+        } => {
+            let cfg = load_config(&data_dir, start)?;
+            let mut validated = cfg.validate()?;
+            let worker = validated
+                .worker
+                .get_or_insert_with(|| config::WorkerSettings {
+                    slots: 1,
+                    serves: Serves::public(),
+                    workflows: Vec::new(),
+                    sandbox: Default::default(),
+                    sandbox_paths: Vec::new(),
+                });
+            worker.slots = 1;
+            worker.serves = Serves::job(expr);
+            let key = NodeKey::load(&data_dir.join(files::KEY))?;
+            runtime()?.block_on(oda_node::job_runner::one_job(
+                &data_dir,
+                key,
+                validated,
+                expr,
+                (timeout, linger),
+            ))
         }
     }
+}
+
+/// The config of the data dir (or `start.config`), with the command
+/// line's replacements.
+fn load_config(data_dir: &Path, start: StartArgs) -> anyhow::Result<Config> {
+    let path = start.config.unwrap_or_else(|| data_dir.join(files::CONFIG));
+    let mut cfg = Config::load(&path).map_err(|e| {
+        // Only a missing file means the data dir was never set up.
+        let missing = matches!(&e, config::ConfigError::Read { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(e);
+        if missing {
+            e.context(format!(
+                "no config: run `oda-node init --data-dir {}` first",
+                data_dir.display()
+            ))
+        } else {
+            e
+        }
+    })?;
+    if !start.listen.is_empty() {
+        cfg.listen = start.listen;
+    }
+    cfg.peers.extend(start.peers);
+    if let Some(n) = start.network {
+        cfg.network = n;
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn init(data_dir: &std::path::Path, force: bool, network: Option<String>) -> anyhow::Result<()> {

@@ -11,6 +11,10 @@
 //! executor's unit tests); a worker asked to sandbox without bwrap refuses
 //! to start.
 //!
+//! The `job` runner: `oda-node execute --expr ID` runs the one job a
+//! requester asks for and exits 0, or 1 when it failed, or 2 on bad
+//! arguments; the requester keeps the outputs after the runner has left.
+//!
 //! (The executors of issue 13 — SLURM, containers, CWL — are to be tested
 //! here too; they are not built yet.)
 
@@ -278,34 +282,151 @@ fn a_worker_asked_to_sandbox_without_bubblewrap_refuses_to_start() {
     });
     // A PATH without bwrap.
     let empty = tempfile::tempdir().expect("temp dir");
-    let mut child = std::process::Command::new(oda_tests::bin("oda-node"))
-        .arg("run")
+    let mut cmd = std::process::Command::new(oda_tests::bin("oda-node"));
+    cmd.arg("run")
         .arg("--data-dir")
         .arg(w.path())
-        .env("PATH", empty.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("oda-node starts");
-    let end = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("the node did not refuse to start within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("read stderr");
-    assert_eq!(status.code(), Some(1), "{err}");
+        .env("PATH", empty.path());
+    let out = oda_tests::run_with_deadline(cmd, Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        err.contains("[worker] sandbox") && err.contains("apt install bubblewrap"),
-        "{err}"
+        out.stderr.contains("[worker] sandbox") && out.stderr.contains("apt install bubblewrap"),
+        "{out:?}"
     );
     assert!(w.info.is_none());
+}
+
+/// A requester with `events` and a failing workflow, and a runner data dir
+/// (its own key, both workflows added, the requester as its peer) that the
+/// requester trusts.
+struct JobMesh {
+    requester: NodeProc,
+    runner: NodeProc,
+    _workflows: tempfile::TempDir,
+}
+
+fn job_mesh(test: &str) -> JobMesh {
+    let net = network_id(test);
+    let mut requester = NodeProc::init("requester", &net, |_| {});
+    requester.start();
+    let peers = vec![requester.addr()];
+    let mut runner = NodeProc::init("runner", &net, |c| c.peers = peers);
+    runner.start();
+    let workflows = tempfile::tempdir().expect("temp dir");
+    let fails = workflows.path().join("fails");
+    std::fs::create_dir(&fails).expect("workflow dir");
+    std::fs::write(
+        fails.join("oda-workflow.toml"),
+        r#"name = "fails"
+version = "1"
+[inputs.n]
+type = "int"
+[outputs.out]
+path = "out"
+[executor]
+kind = "command"
+argv = ["sh", "-c", "echo failing on purpose >&2; exit 3"]
+"#,
+    )
+    .expect("manifest");
+    let events = examples().join("events");
+    for node in [&requester, &runner] {
+        for wf in [&events, &fails] {
+            node.oda(&["workflow", "add", wf.to_str().expect("utf-8 path")])
+                .expect_code(0);
+        }
+    }
+    // The runner's data dir is ready; `oda-node execute` uses it next.
+    assert!(runner.stop(), "{}", runner.log());
+    requester
+        .oda(&["trust", "add", &runner.public_key()])
+        .expect_code(0);
+    JobMesh {
+        requester,
+        runner,
+        _workflows: workflows,
+    }
+}
+
+/// `oda-node execute --expr EXPR` on the runner's data dir, to its end.
+fn execute(m: &JobMesh, args: &[&str]) -> oda_tests::Output {
+    let mut cmd = std::process::Command::new(oda_tests::bin("oda-node"));
+    cmd.arg("execute")
+        .arg("--data-dir")
+        .arg(m.runner.path())
+        .args(args)
+        .env("ODA_LOG", "info,oda_node=debug,libp2p=warn");
+    oda_tests::run_with_deadline(cmd, Duration::from_secs(120))
+}
+
+#[test]
+fn a_job_runner_runs_one_job_and_the_requester_keeps_its_outputs() {
+    let m = job_mesh("runner-job");
+    let job = submit(&m.requester, 5, false);
+    let expr = job["expr"].as_str().expect("expr").to_string();
+    let id = job["id"].as_str().expect("id").to_string();
+
+    let out = execute(
+        &m,
+        &["--expr", &expr, "--timeout", "60s", "--linger", "30s"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("done: fact"), "{out:?}");
+    assert!(
+        !out.stdout.contains("not fetched"),
+        "the outputs were not fetched: {out:?}"
+    );
+
+    let done = m
+        .requester
+        .oda(&["--json", "wait", &id, "--timeout", "60"])
+        .expect_code(0)
+        .json();
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["result"]["runner_class"], "job", "{done}");
+    assert_eq!(done["result"]["worker_key"], m.runner.public_key().as_str());
+    // The runner is gone; its outputs are on the requester.
+    let dir = tempfile::tempdir().expect("temp dir");
+    m.requester
+        .oda(&["get", &expr, "-o", dir.path().to_str().expect("utf-8 path")])
+        .expect_code(0);
+    let events: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("events")).expect("the output"))
+            .expect("JSON");
+    assert_eq!(events["obs_id"], 5);
+}
+
+#[test]
+fn a_job_runner_exits_1_when_its_job_fails_and_2_on_bad_arguments() {
+    let m = job_mesh("runner-job-fails");
+    let job = m
+        .requester
+        .oda(&["--json", "submit", "fails", "-a", "n=1"])
+        .expect_code(0)
+        .json();
+    let expr = job["expr"].as_str().expect("expr");
+    let out = execute(&m, &["--expr", expr, "--timeout", "60s"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("the job failed") && out.stderr.contains("status 3"),
+        "{out:?}"
+    );
+    m.requester
+        .oda(&["cancel", job["id"].as_str().expect("id")])
+        .expect_code(0);
+
+    // Nobody asks for this one.
+    let nobody = format!("ex:{}", "ab".repeat(32));
+    let out = execute(&m, &["--expr", &nobody, "--timeout", "2s"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("nobody asked for"), "{out:?}");
+
+    for bad in [
+        &["--expr", "nonsense"][..],
+        &[][..],
+        &["--expr", &nobody, "--timeout", "soon"][..],
+    ] {
+        let out = execute(&m, bad);
+        assert_eq!(out.code, 2, "{bad:?}: {out:?}");
+    }
 }

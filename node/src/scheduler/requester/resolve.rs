@@ -9,7 +9,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use oda_protocol::messages::JobAdvert;
 use oda_protocol::names::Topic;
-use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, SignedFact, Subject};
+use oda_protocol::{ExprId, Expression, Outcome, ResolvedInput, RunnerClass, SignedFact, Subject};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -197,6 +197,29 @@ pub(super) async fn mesh_lookup(
     }))
 }
 
+/// A `job` runner (`oda-node execute`) leaves once its run is over, and
+/// its outputs' bytes with it: fetch them from it now, into this node's
+/// store (a failure is logged; the fact stands, its bytes may be lost).
+async fn keep_outputs_of_a_leaving_runner(ctx: &Ctx, fact: &SignedFact, worker: PeerId) {
+    if fact.body.runner_class != RunnerClass::Job {
+        return;
+    }
+    let Outcome::Success { outputs } = &fact.body.outcome else {
+        return;
+    };
+    let parts = ctx.parts();
+    for (name, out) in outputs {
+        if let Err(e) = parts
+            .client
+            .fetch_blob_from(out.blob, Some(out.size), vec![worker], &parts.store)
+            .await
+        {
+            tracing::warn!(expr = %fact.body.expr, output = %name, error = %e,
+                "cannot keep the output of a job runner that is leaving");
+        }
+    }
+}
+
 /// Schedule `expression` on a worker; `inputs` are its resolved `Output`
 /// arguments and their total size in bytes; `lookup`, a mesh lookup still
 /// running (its fact is the result if it hits; no worker is assigned before
@@ -335,6 +358,7 @@ async fn compute(
                     if quorum > 1 {
                         dispute_dissenters(ctx, &fact, quorum).await?;
                     }
+                    keep_outputs_of_a_leaving_runner(ctx, &fact, worker).await;
                     parts.client.announce_facts_held(&expr).await;
                     return Ok(Resolved {
                         fact,

@@ -270,7 +270,7 @@ impl Actor {
         let reason = refusal(
             &parts.cfg.serves,
             &parts.trust.now(),
-            (&parts.key.public(), &advert.requester),
+            (&parts.key.public(), &advert.requester, &advert.expr.id()),
             now_ms(),
             workflow_trust(&self.ctx, &advert),
         );

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use oda_protocol::messages::{DeclineReason, JobAdvert};
-use oda_protocol::{PublicKey, RunnerClass, Subject};
+use oda_protocol::{ExprId, PublicKey, RunnerClass, Subject};
 
 use super::Ctx;
 use crate::registry;
@@ -35,6 +35,8 @@ pub struct Serves {
     pub groups: BTreeSet<GroupRef>,
     /// `session`: the one requester served, and until when.
     pub session: Option<Session>,
+    /// `job`: the one expression run (`oda-node execute`), whoever asks.
+    pub job: Option<ExprId>,
 }
 
 impl Serves {
@@ -45,6 +47,16 @@ impl Serves {
             owners: HashSet::new(),
             groups: BTreeSet::new(),
             session: None,
+            job: None,
+        }
+    }
+
+    /// A `job` runner: it runs `expr` once, for whoever advertises it.
+    pub fn job(expr: ExprId) -> Self {
+        Self {
+            class: RunnerClass::Job,
+            job: Some(expr),
+            ..Self::public()
         }
     }
 }
@@ -59,26 +71,28 @@ pub struct Session {
     pub until_ms: u64,
 }
 
-/// Why the worker will not take a job from `requester` for a workflow in
+/// Why the worker will not take `expr` from `requester` for a workflow in
 /// state `workflow` at `now_ms`, if it will not. `own` is this node's key:
-/// a worker of any class serves its own node.
+/// a worker of any class serves its own node, except a `job` runner, which
+/// runs its one expression and nothing else.
 pub(super) fn refusal(
     serves: &Serves,
     trust: &TrustPolicy,
-    (own, requester): (&PublicKey, &PublicKey),
+    (own, requester, expr): (&PublicKey, &PublicKey, &ExprId),
     now_ms: u64,
     workflow: WorkflowTrust,
 ) -> Option<DeclineReason> {
-    let admitted = requester == own
-        || match serves.class {
-            RunnerClass::Public => true,
-            RunnerClass::User => serves.owners.contains(requester),
-            RunnerClass::Group => trust.in_groups(&serves.groups, requester),
-            RunnerClass::Session => serves
-                .session
-                .is_some_and(|s| s.requester == *requester && now_ms < s.until_ms),
-            RunnerClass::Job | RunnerClass::Anonymous => false,
-        };
+    let admitted = match serves.class {
+        RunnerClass::Job => serves.job.as_ref() == Some(expr),
+        _ if requester == own => true,
+        RunnerClass::Public => true,
+        RunnerClass::User => serves.owners.contains(requester),
+        RunnerClass::Group => trust.in_groups(&serves.groups, requester),
+        RunnerClass::Session => serves
+            .session
+            .is_some_and(|s| s.requester == *requester && now_ms < s.until_ms),
+        RunnerClass::Anonymous => false,
+    };
     if !admitted {
         return Some(DeclineReason::NotAllowed);
     }
@@ -116,30 +130,34 @@ mod tests {
         SecretKey::from_seed(rand::random()).public()
     }
 
+    const EXPR: ExprId = ExprId([7; 32]);
+
     fn policy(own: PublicKey) -> TrustPolicy {
         TrustPolicy::new(own, [], [])
     }
 
     #[test]
-    fn a_public_worker_serves_anyone_for_a_trusted_workflow_only() {
+    fn public_and_job_workers_serve_anyone_for_a_trusted_workflow_only() {
         let (own, stranger) = (key(), key());
-        let (serves, trust) = (Serves::public(), policy(own));
-        for workflow in [WorkflowTrust::Local, WorkflowTrust::Endorsed] {
+        let trust = policy(own);
+        for serves in [Serves::public(), Serves::job(EXPR)] {
+            for workflow in [WorkflowTrust::Local, WorkflowTrust::Endorsed] {
+                assert_eq!(
+                    refusal(&serves, &trust, (&own, &stranger, &EXPR), 0, workflow),
+                    None
+                );
+            }
             assert_eq!(
-                refusal(&serves, &trust, (&own, &stranger), 0, workflow),
-                None
+                refusal(
+                    &serves,
+                    &trust,
+                    (&own, &stranger, &EXPR),
+                    0,
+                    WorkflowTrust::Untrusted
+                ),
+                Some(DeclineReason::UntrustedWorkflow)
             );
         }
-        assert_eq!(
-            refusal(
-                &serves,
-                &trust,
-                (&own, &stranger),
-                0,
-                WorkflowTrust::Untrusted
-            ),
-            Some(DeclineReason::UntrustedWorkflow)
-        );
     }
 
     #[test]
@@ -152,10 +170,16 @@ mod tests {
         };
         let trust = policy(own);
         let local = WorkflowTrust::Local;
-        assert_eq!(refusal(&serves, &trust, (&own, &owner), 0, local), None);
-        assert_eq!(refusal(&serves, &trust, (&own, &own), 0, local), None);
         assert_eq!(
-            refusal(&serves, &trust, (&own, &stranger), 0, local),
+            refusal(&serves, &trust, (&own, &owner, &EXPR), 0, local),
+            None
+        );
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &own, &EXPR), 0, local),
+            None
+        );
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &stranger, &EXPR), 0, local),
             Some(DeclineReason::NotAllowed)
         );
     }
@@ -185,19 +209,22 @@ mod tests {
         let local = WorkflowTrust::Local;
         // No roster imported: nobody but the node itself.
         assert_eq!(
-            refusal(&serves, &trust, (&own, &member), 0, local),
+            refusal(&serves, &trust, (&own, &member, &EXPR), 0, local),
             Some(DeclineReason::NotAllowed)
         );
         trust.import(roster(1, vec![member, dropped])).unwrap();
         trust.import(roster(2, vec![member])).unwrap();
-        assert_eq!(refusal(&serves, &trust, (&own, &member), 0, local), None);
         assert_eq!(
-            refusal(&serves, &trust, (&own, &owner.public()), 0, local),
+            refusal(&serves, &trust, (&own, &member, &EXPR), 0, local),
+            None
+        );
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &owner.public(), &EXPR), 0, local),
             None
         );
         for outsider in [dropped, stranger] {
             assert_eq!(
-                refusal(&serves, &trust, (&own, &outsider), 0, local),
+                refusal(&serves, &trust, (&own, &outsider, &EXPR), 0, local),
                 Some(DeclineReason::NotAllowed)
             );
         }
@@ -217,16 +244,34 @@ mod tests {
         let trust = policy(own);
         let local = WorkflowTrust::Local;
         assert_eq!(
-            refusal(&serves, &trust, (&own, &requester), 999, local),
+            refusal(&serves, &trust, (&own, &requester, &EXPR), 999, local),
             None
         );
         assert_eq!(
-            refusal(&serves, &trust, (&own, &requester), 1_000, local),
+            refusal(&serves, &trust, (&own, &requester, &EXPR), 1_000, local),
             Some(DeclineReason::NotAllowed)
         );
         assert_eq!(
-            refusal(&serves, &trust, (&own, &stranger), 0, local),
+            refusal(&serves, &trust, (&own, &stranger, &EXPR), 0, local),
             Some(DeclineReason::NotAllowed)
         );
+    }
+
+    #[test]
+    fn a_job_runner_runs_its_one_expression_for_anyone_and_nothing_else() {
+        let (own, stranger) = (key(), key());
+        let (serves, trust) = (Serves::job(EXPR), policy(own));
+        let local = WorkflowTrust::Local;
+        assert_eq!(
+            refusal(&serves, &trust, (&own, &stranger, &EXPR), 0, local),
+            None
+        );
+        let other = ExprId([8; 32]);
+        for requester in [&stranger, &own] {
+            assert_eq!(
+                refusal(&serves, &trust, (&own, requester, &other), 0, local),
+                Some(DeclineReason::NotAllowed)
+            );
+        }
     }
 }

@@ -37,8 +37,8 @@ use std::sync::Arc;
 
 use oda_protocol::messages::{Cancel, JobAdvert};
 use oda_protocol::names::Topic;
-use oda_protocol::{ExprId, WorkflowId};
-use tokio::sync::mpsc;
+use oda_protocol::{ExprId, SignedFact, WorkflowId};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +89,18 @@ struct Ctx {
     parts: Parts,
     journal: Journal,
     stats: Stats,
+    /// The last run that ended (its `Done` delivered, its fact published).
+    ended: watch::Sender<Option<RunEnd>>,
+}
+
+/// How a run of this worker ended, once its requesters have heard and its
+/// fact was published.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    /// The expression run.
+    pub expr: ExprId,
+    /// The fact signed, or why the run failed without one.
+    pub result: Result<SignedFact, String>,
 }
 
 /// Counters for `/metrics` and tests. `free` and `backlog` are written by
@@ -140,6 +152,7 @@ impl Worker {
             parts,
             journal,
             stats,
+            ended: watch::Sender::new(None),
         });
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let mut actor = actor::Actor::new(ctx.clone(), commands.clone(), inbox, shutdown);
@@ -147,6 +160,11 @@ impl Worker {
             actor.redeliver(redelivery);
         }
         Ok((Self { commands, ctx }, tokio::spawn(actor.run())))
+    }
+
+    /// The last run that ended, watched: `oda-node execute` waits on it.
+    pub fn ended(&self) -> watch::Receiver<Option<RunEnd>> {
+        self.ctx.ended.subscribe()
     }
 
     /// Executions started since this process began.

@@ -190,6 +190,10 @@ pub(super) async fn offer_and_run(
             .map(|(peer, lease)| deliver(&ctx.parts.client, peer, done(lease))),
     );
     futures::join!(to_primary, to_joined);
+    ctx.ended.send_replace(Some(super::RunEnd {
+        expr,
+        result: result.map_err(|f| f.message),
+    }));
 }
 
 /// Note in the journal that the `Done` of `lease` reached its requester.
