@@ -7,7 +7,8 @@
 # - python3's venv: the Python package (python/) is tested with pytest in a
 #   virtual environment under target/, with its dependencies from PyPI;
 # - iproute2 (ip, tc), as root only: the partition and slow-link scenarios;
-# - bubblewrap (bwrap), as root only: the job sandbox's tests.
+# - bubblewrap (bwrap), as root only: the job sandbox's tests;
+# - cwltool, as root only: the cwl executor's tests.
 #
 # As root, missing Debian packages are installed with apt-get (rdflib with pip
 # when python3 is not the system's); otherwise the script says what to install.
@@ -20,6 +21,7 @@ packages=()
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 if $root && ! command -v ip >/dev/null 2>&1; then packages+=(iproute2); fi
 if $root && ! command -v bwrap >/dev/null 2>&1; then packages+=(bubblewrap); fi
+if $root && ! command -v cwltool >/dev/null 2>&1; then packages+=(cwltool); fi
 
 has_rdflib() { command -v python3 >/dev/null 2>&1 && python3 -c 'import rdflib' 2>/dev/null; }
 system_python() {

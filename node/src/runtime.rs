@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{files, Validated};
-use crate::executor::SandboxPolicy;
+use crate::executor::{Executors, SandboxPolicy};
 use crate::identity::NodeKey;
 use crate::network::{self, Client, Inbox, NetworkConfig, NetworkEvent};
 use crate::scheduler::controller::{self, Controller};
@@ -106,17 +106,19 @@ impl Node {
     pub async fn start(data_dir: &Path, key: NodeKey, cfg: &Validated) -> Result<Self, StartError> {
         // Before anything starts: a worker that was asked to sandbox jobs
         // and cannot must not run them unsandboxed.
-        let sandbox = match &cfg.worker {
+        let (sandbox, executors) = match &cfg.worker {
             Some(w) => {
                 let (mode, extra) = (w.sandbox, w.sandbox_paths.clone());
                 tokio::task::spawn_blocking(move || {
-                    SandboxPolicy::start(mode, extra, std::env::var_os("PATH").as_deref())
+                    let path = std::env::var_os("PATH");
+                    let sandbox = SandboxPolicy::start(mode, extra, path.as_deref())?;
+                    Ok::<_, String>((sandbox, Executors::probe(path.as_deref())))
                 })
                 .await
                 .map_err(|e| StartError::Sandbox(e.to_string()))?
                 .map_err(StartError::Sandbox)?
             }
-            None => SandboxPolicy::default(),
+            None => (SandboxPolicy::default(), Executors::default()),
         };
         let (store, report) = Store::open(StoreConfig {
             cache_bytes: cfg.store_cache_bytes,
@@ -179,6 +181,7 @@ impl Node {
                         extra_workflows: w.workflows.clone(),
                         jobs_dir,
                         sandbox: sandbox.clone(),
+                        executors,
                     },
                 };
                 let (worker, task) = Worker::start(parts, stop_scheduler.clone()).await?;

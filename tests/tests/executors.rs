@@ -15,8 +15,11 @@
 //! requester asks for and exits 0, or 1 when it failed, or 2 on bad
 //! arguments; the requester keeps the outputs after the runner has left.
 //!
-//! (The executors of issue 13 — SLURM, containers, CWL — are to be tested
-//! here too; they are not built yet.)
+//! The `cwl` executor: a worker runs the `byte_count` example (a CWL tool,
+//! through the real cwltool) on the output of an `events` job.
+//!
+//! (The executors of issue 13 — SLURM, containers — are to be tested here
+//! too; they are not built yet.)
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -429,4 +432,49 @@ fn a_job_runner_exits_1_when_its_job_fails_and_2_on_bad_arguments() {
         let out = execute(&m, bad);
         assert_eq!(out.code, 2, "{bad:?}: {out:?}");
     }
+}
+
+#[test]
+fn a_cwl_workflow_runs_through_cwltool_on_an_upstream_output() {
+    let cwltool = std::process::Command::new("cwltool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !cwltool {
+        assert!(
+            !is_root(),
+            "cwltool for the cwl executor (apt install cwltool)"
+        );
+        eprintln!("skipped: needs root (to install cwltool)");
+        return;
+    }
+    let m = mesh("executor-cwl", |_, _, _| {});
+    let byte_count = examples().join("byte_count");
+    for node in [&m.admitted, &m.worker] {
+        node.oda(&["workflow", "add", byte_count.to_str().expect("utf-8 path")])
+            .expect_code(0);
+    }
+    let events = submit(&m.admitted, 3, true);
+    assert_eq!(events["state"], "done", "{events}");
+    let size = events["result"]["outputs"]["events"]["size"]
+        .as_u64()
+        .expect("size");
+    let data = format!("data={}/events", events["expr"].as_str().expect("expr"));
+    let job = m
+        .admitted
+        .oda(&["--json", "submit", "byte_count", "-a", &data, "--wait"])
+        .expect_code(0)
+        .json();
+    assert_eq!(job["state"], "done", "{job}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    m.admitted
+        .oda(&[
+            "get",
+            job["expr"].as_str().expect("expr"),
+            "-o",
+            dir.path().to_str().expect("utf-8 path"),
+        ])
+        .expect_code(0);
+    let count = std::fs::read_to_string(dir.path().join("count")).expect("the output");
+    assert_eq!(count.trim(), size.to_string());
 }

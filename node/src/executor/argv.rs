@@ -88,22 +88,30 @@ fn render(what: &str, value: &Value, ctx: &Context<'_>) -> Result<OsString, Stri
         Value::Int(i) => i.to_string().into(),
         Value::Float(x) => format!("{x}").into(),
         Value::Str(s) => s.into(),
-        Value::Blob(id) => blob_path(what, id, ctx)?,
-        Value::Output { expr, name } => {
-            let id = ctx
-                .outputs_of
-                .get(&(*expr, name.clone()))
-                .ok_or_else(|| {
-                    format!("input `{what}`: output `{name}` of expression {expr:#} was not resolved to a blob")
-                })?;
-            blob_path(what, id, ctx)?
-        }
+        Value::Blob(_) | Value::Output { .. } => file_of(what, value, ctx)?.unwrap_or_default(),
         Value::List(_) => {
             return Err(format!(
                 "input `{what}`: lists inside lists cannot be passed on a command line"
             ))
         }
     })
+}
+
+/// The path of the file holding a blob or output argument's bytes (`None`
+/// for other values); an error names the input.
+pub(super) fn file_of(
+    what: &str,
+    value: &Value,
+    ctx: &Context<'_>,
+) -> Result<Option<OsString>, String> {
+    let id = match value {
+        Value::Blob(id) => id,
+        Value::Output { expr, name } => ctx.outputs_of.get(&(*expr, name.clone())).ok_or_else(|| {
+            format!("input `{what}`: output `{name}` of expression {expr:#} was not resolved to a blob")
+        })?,
+        _ => return Ok(None),
+    };
+    blob_path(what, id, ctx).map(Some)
 }
 
 fn blob_path(what: &str, id: &BlobId, ctx: &Context<'_>) -> Result<OsString, String> {

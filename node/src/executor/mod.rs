@@ -35,6 +35,7 @@
 
 mod argv;
 mod collect;
+mod cwl;
 mod environment;
 mod logs;
 mod process;
@@ -43,6 +44,7 @@ mod sandbox;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -142,18 +144,40 @@ pub struct RunReport {
     pub finished_at: u64,
 }
 
-/// Whether this worker can run workflows with this executor; the error says why
-/// not, for a user.
-pub fn supported(executor: &Executor) -> Result<(), String> {
-    match executor {
-        Executor::Command { .. } => Ok(()),
-        other => Err(not_implemented(other)),
+/// The executors this worker can run, found when it starts: `command`
+/// always, `cwl` when `cwltool` is on the node's `PATH`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Executors {
+    /// `cwltool` was found.
+    pub cwl: bool,
+}
+
+impl Executors {
+    /// Look for the tools on `path` (a `PATH` value; file checks only).
+    pub fn probe(path: Option<&std::ffi::OsStr>) -> Self {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        Self {
+            cwl: environment::resolve_program(cwl::CWLTOOL.as_ref(), path, &cwd).is_ok(),
+        }
+    }
+
+    /// Whether a workflow with this executor runs here; the error says why
+    /// not, for a user.
+    pub fn check(&self, executor: &Executor) -> Result<(), String> {
+        match executor {
+            Executor::Command { .. } => Ok(()),
+            Executor::Cwl { .. } if self.cwl => Ok(()),
+            Executor::Cwl { .. } => Err(
+                "the cwl executor needs cwltool, which is not on this worker's PATH".to_string(),
+            ),
+            other => Err(not_implemented(other)),
+        }
     }
 }
 
 fn not_implemented(executor: &Executor) -> String {
     format!(
-        "the {} executor is not implemented on this worker (only `command` is)",
+        "the {} executor is not implemented on this worker (only `command` and `cwl` are)",
         executor.kind()
     )
 }
@@ -209,6 +233,38 @@ enum End {
     OverMemory(u64),
 }
 
+/// The job's argv (its program first, as a name or path) and environment,
+/// by executor: the `command` template filled in, or cwltool with the CWL
+/// job file (written here) for `cwl`.
+async fn prepare(
+    manifest: &Manifest,
+    ctx: &argv::Context<'_>,
+) -> Result<(Vec<OsString>, Vec<(OsString, OsString)>), String> {
+    match &manifest.executor {
+        Executor::Command {
+            argv: template,
+            env,
+        } => Ok((
+            argv::fill(template, ctx)?,
+            environment::job_env(env, ctx.workdir, ctx.bundle),
+        )),
+        Executor::Cwl { document } => {
+            let oda = ctx.workdir.join(ODA_DIR);
+            let job = cwl::job_object(ctx)?;
+            tokio::fs::write(oda.join(cwl::JOB_FILE), job.to_string())
+                .await
+                .map_err(|e| format!("cannot write the CWL job file in {}: {e}", oda.display()))?;
+            let mut argv = vec![OsString::from(cwl::CWLTOOL)];
+            argv.extend(cwl::args(&ctx.bundle.join(document), &oda));
+            Ok((
+                argv,
+                environment::job_env(&BTreeMap::new(), ctx.workdir, ctx.bundle),
+            ))
+        }
+        other => Err(not_implemented(other)),
+    }
+}
+
 async fn run_job(
     req: &RunRequest<'_>,
     cancel: &CancellationToken,
@@ -217,13 +273,6 @@ async fn run_job(
     stdout_path: &Path,
     stderr_path: &Path,
 ) -> RunOutcome {
-    let Executor::Command {
-        argv: template,
-        env,
-    } = &req.manifest.executor
-    else {
-        return failed(not_implemented(&req.manifest.executor));
-    };
     let (workdir, bundle) = match (
         std::path::absolute(req.work_dir),
         std::path::absolute(req.bundle_dir),
@@ -258,11 +307,10 @@ async fn run_job(
         bundle: &bundle,
         workdir: &workdir,
     };
-    let argv = match argv::fill(template, &ctx) {
-        Ok(a) => a,
+    let (argv, env) = match prepare(req.manifest, &ctx).await {
+        Ok(prepared) => prepared,
         Err(e) => return failed(e),
     };
-    let env = environment::job_env(env, &workdir, &bundle);
     let Some(program) = argv.first() else {
         return failed("the argv template is empty");
     };
@@ -403,10 +451,23 @@ async fn run_job(
         peak_rss_kib: exit.max_rss_kib.unwrap_or(sampled_rss),
     };
     match exit.status {
-        process::Status::Code(0) => match collect::outputs(req.manifest, &workdir) {
-            Ok(outputs) => RunOutcome::Success { outputs, usage },
-            Err(e) => failed(e),
-        },
+        process::Status::Code(0) => {
+            if let Executor::Cwl { .. } = &req.manifest.executor {
+                let placed = std::fs::read_to_string(stdout_path)
+                    .map_err(|e| format!("cannot read cwltool's output object: {e}"))
+                    .and_then(|object| {
+                        let oda = workdir.join(ODA_DIR);
+                        cwl::place_outputs(req.manifest, &object, &oda.join(cwl::OUT_DIR), &workdir)
+                    });
+                if let Err(e) = placed {
+                    return failed(e);
+                }
+            }
+            match collect::outputs(req.manifest, &workdir) {
+                Ok(outputs) => RunOutcome::Success { outputs, usage },
+                Err(e) => failed(e),
+            }
+        }
         process::Status::Code(code) => match collect::exception(&workdir) {
             Ok(Some((kind, message))) => RunOutcome::AnalysisError {
                 kind,

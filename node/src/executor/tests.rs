@@ -596,17 +596,25 @@ async fn command_leftover_processes_are_killed_when_the_job_ends() {
 }
 
 #[test]
-fn only_the_command_executor_is_supported() {
+fn command_always_runs_cwl_needs_cwltool_and_slurm_is_not_built() {
     let m = manifest("", &[("o", "o")], &["true"], "");
-    assert_eq!(supported(&m.executor), Ok(()));
+    let (with_cwl, without) = (Executors { cwl: true }, Executors { cwl: false });
+    assert_eq!(without.check(&m.executor), Ok(()));
+    let cwl = Manifest::from_toml(
+        "name = \"c\"\nversion = \"1\"\nfiles = [\"c.cwl\"]\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"cwl\"\ndocument = \"c.cwl\"\n",
+    )
+    .unwrap();
+    assert_eq!(with_cwl.check(&cwl.executor), Ok(()));
+    let e = without.check(&cwl.executor).unwrap_err();
+    assert!(e.contains("needs cwltool"), "{e}");
     let slurm = Manifest::from_toml(
         "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"slurm\"\nargv = [\"x\"]\n",
     )
     .unwrap();
-    let e = supported(&slurm.executor).unwrap_err();
+    let e = with_cwl.check(&slurm.executor).unwrap_err();
     assert_eq!(
         e,
-        "the slurm executor is not implemented on this worker (only `command` is)"
+        "the slurm executor is not implemented on this worker (only `command` and `cwl` are)"
     );
 }
 
@@ -815,4 +823,58 @@ async fn a_job_over_its_memory_is_stopped_as_an_analysis_error() {
         "{:?}",
         r.outcome
     );
+}
+
+/// Whether `cwltool` is on `PATH`; when it is not, panics as root (CI
+/// installs it) and prints that the test is skipped otherwise.
+fn cwltool_or_skip() -> bool {
+    let path = std::env::var_os("PATH");
+    if Executors::probe(path.as_deref()).cwl {
+        return true;
+    }
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    assert!(
+        !root,
+        "cwltool for the cwl executor tests (apt install cwltool)"
+    );
+    eprintln!("skipped: needs root (to install cwltool)");
+    false
+}
+
+#[tokio::test]
+async fn a_cwl_tool_runs_with_a_blob_input_and_its_output_is_collected() {
+    if !cwltool_or_skip() {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflows/byte_count");
+    let m =
+        Manifest::from_toml(&std::fs::read_to_string(example.join("oda-workflow.toml")).unwrap())
+            .unwrap();
+    let cwl = std::fs::read_to_string(example.join("byte_count.cwl")).unwrap();
+    let d = dirs(&[("byte_count.cwl", &cwl)]);
+    let mut inputs = Inputs::none();
+    let data = b"hello world\n";
+    let blob = BlobId::of(data);
+    let stored = d._root.path().join("blob");
+    std::fs::write(&stored, data).unwrap();
+    inputs.args.insert("data".into(), Value::Blob(blob));
+    inputs.blob_paths.insert(blob, stored);
+    let r = with_deadline(run(inputs.request(&m, &d), CancellationToken::new(), None)).await;
+    let RunOutcome::Success { outputs, .. } = &r.outcome else {
+        panic!("{:?}\n{}", r.outcome, r.log_tail);
+    };
+    assert_eq!(
+        std::fs::read_to_string(&outputs["count"]).unwrap().trim(),
+        "12"
+    );
+    assert!(outputs["count"].starts_with(std::fs::canonicalize(&d.work).unwrap()));
+    // cwltool's own log is the job's.
+    assert!(r.log_tail.contains("completed success"), "{}", r.log_tail);
+
+    // A document cwltool refuses: the run fails with its words.
+    let d = dirs(&[("byte_count.cwl", "cwlVersion: v1.2\nclass: Nonsense\n")]);
+    let r = with_deadline(run(inputs.request(&m, &d), CancellationToken::new(), None)).await;
+    let why = reason(&r);
+    assert!(why.contains("exited with status"), "{why}");
+    assert!(r.log_tail.contains("Nonsense"), "{}", r.log_tail);
 }

@@ -49,6 +49,9 @@ pub(super) fn unfit(ctx: &Ctx, advert: &JobAdvert) -> Option<String> {
         if let Err(e) = advert.expr.check(&workflow.manifest) {
             return Some(format!("the expression does not fit the workflow: {e}"));
         }
+        if let Err(e) = ctx.parts.cfg.executors.check(&workflow.manifest.executor) {
+            return Some(e);
+        }
     }
     shape_error(&advert.expr, &advert.inputs)
 }

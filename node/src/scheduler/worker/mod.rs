@@ -67,6 +67,9 @@ pub struct WorkerConfig {
     pub jobs_dir: PathBuf,
     /// Whose jobs run in the sandbox (bubblewrap found at start).
     pub sandbox: crate::executor::SandboxPolicy,
+    /// The executors it can run (tools found at start); it offers only for
+    /// workflows it can run.
+    pub executors: crate::executor::Executors,
 }
 
 /// What the worker is built from.

@@ -318,7 +318,11 @@ async fn execute(
     }
     let parts = &ctx.parts;
     let workflow = ensure_workflow(ctx, advert).await.map_err(failure)?;
-    executor::supported(&workflow.manifest.executor).map_err(failure)?;
+    parts
+        .cfg
+        .executors
+        .check(&workflow.manifest.executor)
+        .map_err(failure)?;
     inputs::verify(ctx, advert, &workflow.manifest)
         .await
         .map_err(failure)?;
