@@ -8,7 +8,9 @@
 #   virtual environment under target/, with its dependencies from PyPI;
 # - iproute2 (ip, tc), as root only: the partition and slow-link scenarios;
 # - bubblewrap (bwrap), as root only: the job sandbox's tests;
-# - cwltool, as root only: the cwl executor's tests.
+# - cwltool, as root only: the cwl executor's tests;
+# - slurm-wlm and munge, as root only: the slurm executor's test starts a
+#   single-node cluster (slurmctld, slurmd, munged).
 #
 # As root, missing Debian packages are installed with apt-get (rdflib with pip
 # when python3 is not the system's); otherwise the script says what to install.
@@ -22,6 +24,7 @@ command -v python3 >/dev/null 2>&1 || packages+=(python3)
 if $root && ! command -v ip >/dev/null 2>&1; then packages+=(iproute2); fi
 if $root && ! command -v bwrap >/dev/null 2>&1; then packages+=(bubblewrap); fi
 if $root && ! command -v cwltool >/dev/null 2>&1; then packages+=(cwltool); fi
+if $root && ! command -v slurmctld >/dev/null 2>&1; then packages+=(slurm-wlm munge); fi
 
 has_rdflib() { command -v python3 >/dev/null 2>&1 && python3 -c 'import rdflib' 2>/dev/null; }
 system_python() {

@@ -28,6 +28,7 @@
 //! [`oda`] runs the command line with a timeout.
 
 pub mod control;
+pub mod slurm;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -262,6 +263,12 @@ impl NodeProc {
     /// Start `oda-node run` and wait (polling, with a deadline) until it has
     /// written its listen addresses and API address.
     pub fn start(&mut self) -> &RuntimeInfo {
+        self.start_with_env(&[])
+    }
+
+    /// [`NodeProc::start`] with extra environment variables (e.g. the
+    /// `SLURM_CONF` of a test cluster).
+    pub fn start_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) -> &RuntimeInfo {
         let log = std::fs::File::create(self.log_path()).expect("log file");
         // A relative --data-dir (from the parent directory), as people type
         // it: paths the node hands to job processes must still resolve.
@@ -276,6 +283,7 @@ impl NodeProc {
                 "ODA_LOG",
                 "info,oda_node=debug,libp2p=warn,libp2p_gossipsub=error",
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)

@@ -18,8 +18,11 @@
 //! The `cwl` executor: a worker runs the `byte_count` example (a CWL tool,
 //! through the real cwltool) on the output of an `events` job.
 //!
-//! (The executors of issue 13 — SLURM, containers — are to be tested here
-//! too; they are not built yet.)
+//! The `slurm` executor: a worker submits a job to a real single-node SLURM
+//! cluster (slurmctld, slurmd, munged; started by the test as root).
+//!
+//! (The container executor of issue 13 is to be tested here too; it is not
+//! built yet.)
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -176,10 +179,9 @@ fn a_session_runner_serves_one_key_until_the_session_ends_then_stops() {
 /// A workflow that copies the file named by its `path` argument into its
 /// output `read` (empty when it cannot read it).
 fn peek_workflow(dir: &std::path::Path) -> std::path::PathBuf {
-    let wf = dir.join("peek");
-    std::fs::create_dir(&wf).expect("workflow dir");
-    std::fs::write(
-        wf.join("oda-workflow.toml"),
+    workflow_dir(
+        dir,
+        "peek",
         r#"name = "peek"
 version = "1"
 description = "Copy a file of the worker's, if the job may read it."
@@ -196,7 +198,13 @@ kind = "command"
 argv = ["sh", "-c", "cat \"$1\" > read.txt 2>/dev/null; true", "peek", "{path}"]
 "#,
     )
-    .expect("manifest");
+}
+
+/// A workflow folder `name` in `parent` holding just `manifest`.
+fn workflow_dir(parent: &std::path::Path, name: &str, manifest: &str) -> std::path::PathBuf {
+    let wf = parent.join(name);
+    std::fs::create_dir(&wf).expect("workflow dir");
+    std::fs::write(wf.join("oda-workflow.toml"), manifest).expect("manifest");
     wf
 }
 
@@ -208,11 +216,15 @@ fn peek(node: &NodeProc, path: &str) -> String {
         .expect_code(0)
         .json();
     assert_eq!(job["state"], "done", "{job}");
-    let out = tempfile::tempdir().expect("temp dir");
-    let expr = job["expr"].as_str().expect("expr");
-    node.oda(&["get", expr, "-o", out.path().to_str().expect("utf-8 path")])
+    output_of(node, job["expr"].as_str().expect("expr"), "read")
+}
+
+/// The output `name` of `expr`, downloaded with `oda get` from `node`.
+fn output_of(node: &NodeProc, expr: &str, name: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    node.oda(&["get", expr, "-o", dir.path().to_str().expect("utf-8 path")])
         .expect_code(0);
-    std::fs::read_to_string(out.path().join("read")).expect("the output")
+    std::fs::read_to_string(dir.path().join(name)).expect("the output")
 }
 
 /// `log` without its ANSI colour sequences (`ESC [ … m`).
@@ -316,10 +328,9 @@ fn job_mesh(test: &str) -> JobMesh {
     let mut runner = NodeProc::init("runner", &net, |c| c.peers = peers);
     runner.start();
     let workflows = tempfile::tempdir().expect("temp dir");
-    let fails = workflows.path().join("fails");
-    std::fs::create_dir(&fails).expect("workflow dir");
-    std::fs::write(
-        fails.join("oda-workflow.toml"),
+    let fails = workflow_dir(
+        workflows.path(),
+        "fails",
         r#"name = "fails"
 version = "1"
 [inputs.n]
@@ -330,8 +341,7 @@ path = "out"
 kind = "command"
 argv = ["sh", "-c", "echo failing on purpose >&2; exit 3"]
 "#,
-    )
-    .expect("manifest");
+    );
     let events = examples().join("events");
     for node in [&requester, &runner] {
         for wf in [&events, &fails] {
@@ -389,13 +399,8 @@ fn a_job_runner_runs_one_job_and_the_requester_keeps_its_outputs() {
     assert_eq!(done["result"]["runner_class"], "job", "{done}");
     assert_eq!(done["result"]["worker_key"], m.runner.public_key().as_str());
     // The runner is gone; its outputs are on the requester.
-    let dir = tempfile::tempdir().expect("temp dir");
-    m.requester
-        .oda(&["get", &expr, "-o", dir.path().to_str().expect("utf-8 path")])
-        .expect_code(0);
     let events: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("events")).expect("the output"))
-            .expect("JSON");
+        serde_json::from_str(&output_of(&m.requester, &expr, "events")).expect("JSON");
     assert_eq!(events["obs_id"], 5);
 }
 
@@ -466,15 +471,70 @@ fn a_cwl_workflow_runs_through_cwltool_on_an_upstream_output() {
         .expect_code(0)
         .json();
     assert_eq!(job["state"], "done", "{job}");
-    let dir = tempfile::tempdir().expect("temp dir");
-    m.admitted
-        .oda(&[
-            "get",
-            job["expr"].as_str().expect("expr"),
-            "-o",
-            dir.path().to_str().expect("utf-8 path"),
-        ])
-        .expect_code(0);
-    let count = std::fs::read_to_string(dir.path().join("count")).expect("the output");
+    let count = output_of(&m.admitted, job["expr"].as_str().expect("expr"), "count");
     assert_eq!(count.trim(), size.to_string());
+}
+
+#[test]
+fn a_slurm_workflow_runs_as_a_batch_job_of_a_real_cluster() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let cluster = oda_tests::slurm::Cluster::start();
+    let net = network_id("executor-slurm");
+    let mut requester = NodeProc::init("requester", &net, |_| {});
+    requester.start();
+    let peers = vec![requester.addr()];
+    let mut worker = NodeProc::init("worker", &net, |c| {
+        c.worker.enabled = true;
+        c.peers = peers;
+    });
+    let conf = cluster.conf();
+    worker.start_with_env(&[("SLURM_CONF", conf.as_os_str())]);
+    requester
+        .oda(&["trust", "add", &worker.public_key()])
+        .expect_code(0);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let wf = workflow_dir(
+        tmp.path(),
+        "slurm_hello",
+        r#"name = "slurm_hello"
+version = "1"
+timeout_secs = 120
+[inputs.n]
+type = "int"
+[outputs.out]
+path = "out.txt"
+[executor]
+kind = "slurm"
+argv = ["sh", "-c", "echo \"n=$1 job=$SLURM_JOB_ID\" > out.txt", "job", "{n}"]
+[resources]
+memory_mb = 100
+"#,
+    );
+    for node in [&requester, &worker] {
+        node.oda(&["workflow", "add", wf.to_str().expect("utf-8 path")])
+            .expect_code(0);
+    }
+    let job = requester
+        .oda(&["--json", "submit", "slurm_hello", "-a", "n=4", "--wait"])
+        .expect_code(0)
+        .json();
+    assert_eq!(job["state"], "done", "{job}\n{}", worker.log());
+    let text = output_of(&requester, job["expr"].as_str().expect("expr"), "out");
+    let job_id = text
+        .trim()
+        .strip_prefix("n=4 job=")
+        .unwrap_or_else(|| panic!("not run by SLURM: {text:?}"));
+    assert!(
+        !job_id.is_empty() && job_id.chars().all(|c| c.is_ascii_digit()),
+        "{text:?}"
+    );
+    assert!(
+        without_colours(&worker.log()).contains("job submitted to SLURM slurm_job="),
+        "{}",
+        worker.log()
+    );
+    drop(cluster);
 }

@@ -54,6 +54,31 @@ impl Tail {
     }
 }
 
+/// Put the last lines of `files` (written by someone else, e.g. SLURM)
+/// into `tail`, file after file; a file that cannot be read adds nothing.
+pub(super) fn tail_files(tail: &SharedTail, files: &[&std::path::Path]) {
+    let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for file in files {
+        let Ok(bytes) = last_bytes(file, TAIL_BYTES as u64) else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            tail.push(line.chars().take(MAX_LINE_BYTES).collect());
+        }
+    }
+}
+
+/// The last `n` bytes of `file`.
+fn last_bytes(file: &std::path::Path, n: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(file)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(n)))?;
+    let mut out = Vec::new();
+    f.take(n).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// A [`Tail`] shared by the two stream readers.
 pub(super) type SharedTail = Arc<Mutex<Tail>>;
 

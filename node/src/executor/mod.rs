@@ -40,6 +40,7 @@ mod environment;
 mod logs;
 mod process;
 mod sandbox;
+mod slurm;
 #[cfg(test)]
 mod tests;
 
@@ -145,19 +146,24 @@ pub struct RunReport {
 }
 
 /// The executors this worker can run, found when it starts: `command`
-/// always, `cwl` when `cwltool` is on the node's `PATH`.
+/// always, `cwl` when `cwltool` is on the node's `PATH`, `slurm` when
+/// `sbatch`, `scontrol` and `scancel` are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Executors {
     /// `cwltool` was found.
     pub cwl: bool,
+    /// SLURM's client tools were found.
+    pub slurm: bool,
 }
 
 impl Executors {
     /// Look for the tools on `path` (a `PATH` value; file checks only).
     pub fn probe(path: Option<&std::ffi::OsStr>) -> Self {
         let cwd = std::env::current_dir().unwrap_or_default();
+        let found = |tool: &str| environment::resolve_program(tool.as_ref(), path, &cwd).is_ok();
         Self {
-            cwl: environment::resolve_program(cwl::CWLTOOL.as_ref(), path, &cwd).is_ok(),
+            cwl: found(cwl::CWLTOOL),
+            slurm: slurm::TOOLS.iter().all(|t| found(t)),
         }
     }
 
@@ -170,6 +176,11 @@ impl Executors {
             Executor::Cwl { .. } => Err(
                 "the cwl executor needs cwltool, which is not on this worker's PATH".to_string(),
             ),
+            Executor::Slurm { .. } if self.slurm => Ok(()),
+            Executor::Slurm { .. } => Err(format!(
+                "the slurm executor needs {}, which are not all on this worker's PATH",
+                slurm::TOOLS.join(", ")
+            )),
             other => Err(not_implemented(other)),
         }
     }
@@ -177,7 +188,7 @@ impl Executors {
 
 fn not_implemented(executor: &Executor) -> String {
     format!(
-        "the {} executor is not implemented on this worker (only `command` and `cwl` are)",
+        "the {} executor is not implemented on this worker (only `command`, `cwl` and `slurm` are)",
         executor.kind()
     )
 }
@@ -248,6 +259,10 @@ async fn prepare(
             argv::fill(template, ctx)?,
             environment::job_env(env, ctx.workdir, ctx.bundle),
         )),
+        Executor::Slurm { argv: template, .. } => Ok((
+            argv::fill(template, ctx)?,
+            environment::job_env(&BTreeMap::new(), ctx.workdir, ctx.bundle),
+        )),
         Executor::Cwl { document } => {
             let oda = ctx.workdir.join(ODA_DIR);
             let job = cwl::job_object(ctx)?;
@@ -262,6 +277,92 @@ async fn prepare(
             ))
         }
         other => Err(not_implemented(other)),
+    }
+}
+
+/// Run the job as a SLURM batch job (`slurm`) and judge it like a local
+/// process once SLURM says it is over; its log files are written by SLURM
+/// and their last lines become the log tail.
+async fn run_slurm(
+    req: &RunRequest<'_>,
+    (argv, env): (&[OsString], &[(OsString, OsString)]),
+    workdir: &Path,
+    cancel: &CancellationToken,
+    tail: &logs::SharedTail,
+) -> RunOutcome {
+    let oda = workdir.join(ODA_DIR);
+    let script = match slurm::script(argv, env) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    if let Err(e) = tokio::fs::write(oda.join(slurm::SCRIPT), script).await {
+        return failed(format!(
+            "cannot write the batch script in {}: {e}",
+            oda.display()
+        ));
+    }
+    let submitted = tokio::process::Command::new("sbatch")
+        .args(slurm::sbatch_args(req.manifest, workdir, &oda))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    let id = match submitted {
+        Ok(o) if o.status.success() => slurm::job_id(&String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => Err(format!(
+            "sbatch refused the job: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run sbatch: {e}")),
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => return failed(e),
+    };
+    tracing::debug!(slurm_job = id, "job submitted to SLURM");
+    let mut job = slurm::Scancel { id, armed: true };
+    let end = loop {
+        tokio::select! {
+            () = cancel.cancelled() => return failed("cancelled"),
+            () = tokio::time::sleep(slurm::POLL) => {}
+        }
+        let shown = tokio::process::Command::new("scontrol")
+            .args(["show", "job", &id.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        match shown {
+            Ok(o) if o.status.success() => {
+                if let Some(end) = slurm::ended(&String::from_utf8_lossy(&o.stdout)) {
+                    break end;
+                }
+            }
+            Ok(o) => {
+                return failed(format!(
+                    "scontrol cannot show SLURM job {id}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => return failed(format!("cannot run scontrol: {e}")),
+        }
+    };
+    job.armed = false;
+    let (stdout, stderr) = (oda.join("stdout"), oda.join("stderr"));
+    logs::tail_files(tail, &[&stdout, &stderr]);
+    let usage = Usage::default();
+    match end {
+        slurm::Ended::Exited(code) => judge(
+            req.manifest,
+            workdir,
+            &stdout,
+            process::Status::Code(code),
+            usage,
+        ),
+        slurm::Ended::TimedOut => failed(format!(
+            "timed out after {} s (SLURM's TIMEOUT)",
+            req.manifest.timeout_secs
+        )),
+        slurm::Ended::OutOfMemory => memory_exceeded(req.manifest.resources.memory_mb, 0, usage),
+        slurm::Ended::Other(state) => failed(format!("the SLURM job ended {state}")),
     }
 }
 
@@ -311,6 +412,9 @@ async fn run_job(
         Ok(prepared) => prepared,
         Err(e) => return failed(e),
     };
+    if let Executor::Slurm { .. } = &req.manifest.executor {
+        return run_slurm(req, (&argv, &env), &workdir, cancel, tail).await;
+    }
     let Some(program) = argv.first() else {
         return failed("the argv template is empty");
     };
@@ -422,18 +526,11 @@ async fn run_job(
     drain(pumps).await;
     match stopped {
         Some(End::OverMemory(kib)) => {
-            return RunOutcome::AnalysisError {
-                kind: MEMORY_EXCEEDED_KIND.into(),
-                message: format!(
-                    "stopped: its processes held {} MiB, over the workflow's \
-                     resources.memory_mb = {memory_mb}; raise memory_mb in its manifest",
-                    kib / 1024
-                ),
-                usage: Usage {
-                    cpu_ms: exit.and_then(|e| e.ok()).map_or(0, |e| e.cpu_ms),
-                    peak_rss_kib: kib,
-                },
-            }
+            let usage = Usage {
+                cpu_ms: exit.and_then(|e| e.ok()).map_or(0, |e| e.cpu_ms),
+                peak_rss_kib: kib,
+            };
+            return memory_exceeded(memory_mb, kib, usage);
         }
         Some(End::TimedOut) => {
             return failed(format!("timed out after {} s", req.manifest.timeout_secs))
@@ -450,25 +547,39 @@ async fn run_job(
         cpu_ms: exit.cpu_ms,
         peak_rss_kib: exit.max_rss_kib.unwrap_or(sampled_rss),
     };
-    match exit.status {
+    judge(req.manifest, &workdir, stdout_path, exit.status, usage)
+}
+
+/// The outcome of a job whose main process ended with `status`: exit 0 →
+/// its outputs (for `cwl`, first moved into place from cwltool's output
+/// object in `stdout_path`); another code → its analysis exception if it
+/// wrote one, else a failure.
+fn judge(
+    manifest: &Manifest,
+    workdir: &Path,
+    stdout_path: &Path,
+    status: process::Status,
+    usage: Usage,
+) -> RunOutcome {
+    match status {
         process::Status::Code(0) => {
-            if let Executor::Cwl { .. } = &req.manifest.executor {
+            if let Executor::Cwl { .. } = &manifest.executor {
                 let placed = std::fs::read_to_string(stdout_path)
                     .map_err(|e| format!("cannot read cwltool's output object: {e}"))
                     .and_then(|object| {
                         let oda = workdir.join(ODA_DIR);
-                        cwl::place_outputs(req.manifest, &object, &oda.join(cwl::OUT_DIR), &workdir)
+                        cwl::place_outputs(manifest, &object, &oda.join(cwl::OUT_DIR), workdir)
                     });
                 if let Err(e) = placed {
                     return failed(e);
                 }
             }
-            match collect::outputs(req.manifest, &workdir) {
+            match collect::outputs(manifest, workdir) {
                 Ok(outputs) => RunOutcome::Success { outputs, usage },
                 Err(e) => failed(e),
             }
         }
-        process::Status::Code(code) => match collect::exception(&workdir) {
+        process::Status::Code(code) => match collect::exception(workdir) {
             Ok(Some((kind, message))) => RunOutcome::AnalysisError {
                 kind,
                 message,
@@ -484,6 +595,24 @@ async fn run_job(
             sig as i32,
             sig.as_str()
         )),
+    }
+}
+
+/// The analysis error of a job over its `memory_mb` (`held_kib`: what it
+/// held when stopped, 0 if unknown).
+fn memory_exceeded(memory_mb: u64, held_kib: u64, usage: Usage) -> RunOutcome {
+    let held = if held_kib > 0 {
+        format!("its processes held {} MiB", held_kib / 1024)
+    } else {
+        "it used more memory".to_string()
+    };
+    RunOutcome::AnalysisError {
+        kind: MEMORY_EXCEEDED_KIND.into(),
+        message: format!(
+            "stopped: {held}, over the workflow's resources.memory_mb = {memory_mb}; raise \
+             memory_mb in its manifest"
+        ),
+        usage,
     }
 }
 

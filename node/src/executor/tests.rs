@@ -596,37 +596,46 @@ async fn command_leftover_processes_are_killed_when_the_job_ends() {
 }
 
 #[test]
-fn command_always_runs_cwl_needs_cwltool_and_slurm_is_not_built() {
+fn command_always_runs_cwl_and_slurm_need_their_tools_and_container_is_not_built() {
     let m = manifest("", &[("o", "o")], &["true"], "");
-    let (with_cwl, without) = (Executors { cwl: true }, Executors { cwl: false });
-    assert_eq!(without.check(&m.executor), Ok(()));
-    let cwl = Manifest::from_toml(
-        "name = \"c\"\nversion = \"1\"\nfiles = [\"c.cwl\"]\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"cwl\"\ndocument = \"c.cwl\"\n",
-    )
-    .unwrap();
-    assert_eq!(with_cwl.check(&cwl.executor), Ok(()));
-    let e = without.check(&cwl.executor).unwrap_err();
-    assert!(e.contains("needs cwltool"), "{e}");
-    let slurm = Manifest::from_toml(
-        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"slurm\"\nargv = [\"x\"]\n",
-    )
-    .unwrap();
-    let e = with_cwl.check(&slurm.executor).unwrap_err();
+    let all = Executors {
+        cwl: true,
+        slurm: true,
+    };
+    let none = Executors::default();
+    assert_eq!(none.check(&m.executor), Ok(()));
+    let parse = |executor: &str| {
+        Manifest::from_toml(&format!(
+            "name = \"c\"\nversion = \"1\"\nfiles = [\"c.cwl\"]\n[outputs.o]\npath = \"o\"\n[executor]\n{executor}\n"
+        ))
+        .unwrap()
+    };
+    let cwl = parse("kind = \"cwl\"\ndocument = \"c.cwl\"");
+    let slurm = parse("kind = \"slurm\"\nargv = [\"x\"]");
+    for m in [&cwl, &slurm] {
+        assert_eq!(all.check(&m.executor), Ok(()));
+    }
+    assert!(none
+        .check(&cwl.executor)
+        .unwrap_err()
+        .contains("needs cwltool"));
+    assert!(none.check(&slurm.executor).unwrap_err().contains("sbatch"));
+    let container = parse("kind = \"container\"\nimage = \"x\"\nargv = [\"x\"]");
     assert_eq!(
-        e,
-        "the slurm executor is not implemented on this worker (only `command` and `cwl` are)"
+        all.check(&container.executor).unwrap_err(),
+        "the container executor is not implemented on this worker (only `command`, `cwl` and `slurm` are)"
     );
 }
 
 #[tokio::test]
 async fn unsupported_executor_run_fails_with_the_reason() {
-    let slurm = Manifest::from_toml(
-        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"slurm\"\nargv = [\"x\"]\n",
+    let container = Manifest::from_toml(
+        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"container\"\nimage = \"x\"\nargv = [\"x\"]\n",
     )
     .unwrap();
     let d = dirs(&[]);
-    let r = run_simple(&slurm, &d).await;
-    assert!(reason(&r).contains("slurm executor is not implemented"));
+    let r = run_simple(&container, &d).await;
+    assert!(reason(&r).contains("container executor is not implemented"));
 }
 
 /// The sandbox with the `bwrap` found on `PATH`; `None` when not root (the
