@@ -10,7 +10,9 @@
 # - bubblewrap (bwrap), as root only: the job sandbox's tests;
 # - cwltool, as root only: the cwl executor's tests;
 # - slurm-wlm and munge, as root only: the slurm executor's test starts a
-#   single-node cluster (slurmctld, slurmd, munged).
+#   single-node cluster (slurmctld, slurmd, munged);
+# - podman, runc and busybox-static, as root only: the container executor's
+#   tests import a busybox image from files (no registry is reachable).
 #
 # As root, missing Debian packages are installed with apt-get (rdflib with pip
 # when python3 is not the system's); otherwise the script says what to install.
@@ -25,6 +27,8 @@ if $root && ! command -v ip >/dev/null 2>&1; then packages+=(iproute2); fi
 if $root && ! command -v bwrap >/dev/null 2>&1; then packages+=(bubblewrap); fi
 if $root && ! command -v cwltool >/dev/null 2>&1; then packages+=(cwltool); fi
 if $root && ! command -v slurmctld >/dev/null 2>&1; then packages+=(slurm-wlm munge); fi
+if $root && ! command -v podman >/dev/null 2>&1; then packages+=(podman runc); fi
+if $root && ! dpkg -s busybox-static >/dev/null 2>&1; then packages+=(busybox-static); fi
 
 has_rdflib() { command -v python3 >/dev/null 2>&1 && python3 -c 'import rdflib' 2>/dev/null; }
 system_python() {

@@ -1,7 +1,11 @@
 //! Executors: running one job of a workflow on this worker.
 //!
-//! Only the `command` executor is implemented: a local process started from the
-//! manifest's argv template, **never through a shell**. [`run`] does, in order:
+//! Every executor runs as a local process, **never through a shell**: the
+//! `command` executor's filled argv template; for `cwl`, cwltool with a job
+//! file (`cwl`); for `container`, the engine's `run` (`container`); for
+//! `slurm`, the job is submitted with `sbatch` and followed instead
+//! (`slurm`, [`run_slurm`]). Which tools this worker has is [`Executors`].
+//! [`run`] does, in order:
 //!
 //! 1. create the job directory (`work_dir`) and `.oda/` in it, with the files
 //!    `.oda/stdout` and `.oda/stderr`;
@@ -31,10 +35,13 @@
 //!
 //! Submodules: `argv` (template filling), `environment` (variables, program
 //! lookup, [`environment_digest`]), `process` (process group, waiting, usage),
-//! `logs` (capture), `collect` (outputs and exception file).
+//! `logs` (capture), `collect` (outputs and exception file), `sandbox`
+//! (bubblewrap), `cwl`, `container` and `slurm` (each executor's arguments
+//! and results, pure).
 
 mod argv;
 mod collect;
+mod container;
 mod cwl;
 mod environment;
 mod logs;
@@ -154,6 +161,8 @@ pub struct Executors {
     pub cwl: bool,
     /// SLURM's client tools were found.
     pub slurm: bool,
+    /// A container engine (podman or docker) was found.
+    pub container: bool,
 }
 
 impl Executors {
@@ -164,6 +173,7 @@ impl Executors {
         Self {
             cwl: found(cwl::CWLTOOL),
             slurm: slurm::TOOLS.iter().all(|t| found(t)),
+            container: container::ENGINES.iter().any(|e| found(e)),
         }
     }
 
@@ -181,16 +191,14 @@ impl Executors {
                 "the slurm executor needs {}, which are not all on this worker's PATH",
                 slurm::TOOLS.join(", ")
             )),
-            other => Err(not_implemented(other)),
+            Executor::Container { .. } if self.container => Ok(()),
+            Executor::Container { .. } => Err(
+                "the container executor needs podman or docker, neither of which is on this \
+                 worker's PATH"
+                    .to_string(),
+            ),
         }
     }
-}
-
-fn not_implemented(executor: &Executor) -> String {
-    format!(
-        "the {} executor is not implemented on this worker (only `command`, `cwl` and `slurm` are)",
-        executor.kind()
-    )
 }
 
 /// Run one job to the end and report. Never panics and never returns early:
@@ -244,25 +252,39 @@ enum End {
     OverMemory(u64),
 }
 
-/// The job's argv (its program first, as a name or path) and environment,
-/// by executor: the `command` template filled in, or cwltool with the CWL
-/// job file (written here) for `cwl`.
+/// What a job is started from.
+struct Prepared {
+    /// Its program first, as a name or path.
+    argv: Vec<OsString>,
+    /// Exactly its environment.
+    env: Vec<(OsString, OsString)>,
+    /// For `container`: removes the container when the run is over.
+    container: Option<container::Remove>,
+}
+
+/// The job's argv and environment by executor: the `command` template
+/// filled in; cwltool with the CWL job file (written here) for `cwl`; the
+/// engine's `run` for `container`, with `inputs` (absolute) bound in.
 async fn prepare(
     manifest: &Manifest,
     ctx: &argv::Context<'_>,
-) -> Result<(Vec<OsString>, Vec<(OsString, OsString)>), String> {
+    inputs: &[&Path],
+) -> Result<Prepared, String> {
+    let plain = |argv| Prepared {
+        argv,
+        env: environment::job_env(&BTreeMap::new(), ctx.workdir, ctx.bundle),
+        container: None,
+    };
     match &manifest.executor {
         Executor::Command {
             argv: template,
             env,
-        } => Ok((
-            argv::fill(template, ctx)?,
-            environment::job_env(env, ctx.workdir, ctx.bundle),
-        )),
-        Executor::Slurm { argv: template, .. } => Ok((
-            argv::fill(template, ctx)?,
-            environment::job_env(&BTreeMap::new(), ctx.workdir, ctx.bundle),
-        )),
+        } => Ok(Prepared {
+            argv: argv::fill(template, ctx)?,
+            env: environment::job_env(env, ctx.workdir, ctx.bundle),
+            container: None,
+        }),
+        Executor::Slurm { argv: template, .. } => Ok(plain(argv::fill(template, ctx)?)),
         Executor::Cwl { document } => {
             let oda = ctx.workdir.join(ODA_DIR);
             let job = cwl::job_object(ctx)?;
@@ -271,12 +293,43 @@ async fn prepare(
                 .map_err(|e| format!("cannot write the CWL job file in {}: {e}", oda.display()))?;
             let mut argv = vec![OsString::from(cwl::CWLTOOL)];
             argv.extend(cwl::args(&ctx.bundle.join(document), &oda));
-            Ok((
-                argv,
-                environment::job_env(&BTreeMap::new(), ctx.workdir, ctx.bundle),
-            ))
+            Ok(plain(argv))
         }
-        other => Err(not_implemented(other)),
+        Executor::Container {
+            image,
+            argv: template,
+            engine,
+        } => {
+            let mut prepared = plain(Vec::new());
+            let path = environment::path_of(&prepared.env);
+            let engine = match engine {
+                Some(e) => environment::resolve_program(e.as_ref(), path, ctx.workdir)
+                    .map_err(|why| format!("the manifest's engine: {why}"))?,
+                None => container::ENGINES
+                    .iter()
+                    .find_map(|e| environment::resolve_program(e.as_ref(), path, ctx.workdir).ok())
+                    .ok_or("no container engine (podman or docker) on this worker's PATH")?,
+            };
+            let name = container::name();
+            let filled = argv::fill(template, ctx)?;
+            let spec = container::Spec {
+                name: &name,
+                image,
+                argv: &filled,
+                resources: &manifest.resources,
+                bundle: ctx.bundle,
+                workdir: ctx.workdir,
+                inputs,
+                limits: container::host_limits(),
+            };
+            prepared.argv = vec![engine.clone().into_os_string()];
+            prepared.argv.extend(container::run_args(&spec));
+            prepared.container = Some(container::Remove {
+                engine: engine.into_os_string(),
+                name,
+            });
+            Ok(prepared)
+        }
     }
 }
 
@@ -408,7 +461,23 @@ async fn run_job(
         bundle: &bundle,
         workdir: &workdir,
     };
-    let (argv, env) = match prepare(req.manifest, &ctx).await {
+    // Input files at absolute paths (a store under a relative data dir gives
+    // relative ones): the sandbox and containers bind them there.
+    let inputs = match req
+        .blob_paths
+        .values()
+        .map(std::path::absolute)
+        .collect::<Result<Vec<PathBuf>, _>>()
+    {
+        Ok(i) => i,
+        Err(e) => return failed(format!("cannot make the input paths absolute: {e}")),
+    };
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let Prepared {
+        argv,
+        env,
+        container,
+    } = match prepare(req.manifest, &ctx, &inputs).await {
         Ok(prepared) => prepared,
         Err(e) => return failed(e),
     };
@@ -423,21 +492,12 @@ async fn run_job(
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let spawned = match req.sandbox {
+    // A container is isolated by its engine (no network, only the job's
+    // paths bound), not by bubblewrap.
+    let sandbox = req.sandbox.filter(|_| container.is_none());
+    let spawned = match sandbox {
         None => process::spawn(&program, &argv, &env, &workdir),
         Some(sandbox) => {
-            // Bound at the absolute paths the argv names (a store under a
-            // relative data dir gives relative ones).
-            let inputs = match req
-                .blob_paths
-                .values()
-                .map(std::path::absolute)
-                .collect::<Result<Vec<PathBuf>, _>>()
-            {
-                Ok(i) => i,
-                Err(e) => return failed(format!("cannot make the input paths absolute: {e}")),
-            };
-            let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
             let paths = sandbox::JobPaths {
                 bundle: &bundle,
                 workdir: &workdir,
@@ -467,7 +527,7 @@ async fn run_job(
         exit: mut exit_rx,
         mut group,
     } = job;
-    tracing::debug!(%pid, program = %program.display(), sandboxed = req.sandbox.is_some(), "job started");
+    tracing::debug!(%pid, program = %program.display(), sandboxed = sandbox.is_some(), "job started");
 
     let pumps = match (
         tokio::process::ChildStdout::from_std(stdout),
@@ -547,6 +607,11 @@ async fn run_job(
         cpu_ms: exit.cpu_ms,
         peak_rss_kib: exit.max_rss_kib.unwrap_or(sampled_rss),
     };
+    if let Some(c) = &container {
+        if container::oom_killed(c).await {
+            return memory_exceeded(req.manifest.resources.memory_mb, 0, usage);
+        }
+    }
     judge(req.manifest, &workdir, stdout_path, exit.status, usage)
 }
 

@@ -267,3 +267,15 @@ pub(super) fn tree_rss_kib(pid: Pid) -> u64 {
     }
     total
 }
+
+/// Run `program` with `args` to its end, ignoring its output and outcome:
+/// the clean-up of drop guards (`scancel`, removing a container), which
+/// cannot report anything.
+pub(super) fn run_quietly(program: &std::ffi::OsStr, args: &[&str]) {
+    let _ = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}

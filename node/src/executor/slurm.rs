@@ -159,12 +159,7 @@ pub(super) struct Scancel {
 impl Drop for Scancel {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::process::Command::new("scancel")
-                .arg(self.id.to_string())
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            super::process::run_quietly("scancel".as_ref(), &[&self.id.to_string()]);
         }
     }
 }

@@ -596,11 +596,12 @@ async fn command_leftover_processes_are_killed_when_the_job_ends() {
 }
 
 #[test]
-fn command_always_runs_cwl_and_slurm_need_their_tools_and_container_is_not_built() {
+fn command_always_runs_and_the_other_executors_need_their_tools() {
     let m = manifest("", &[("o", "o")], &["true"], "");
     let all = Executors {
         cwl: true,
         slurm: true,
+        container: true,
     };
     let none = Executors::default();
     assert_eq!(none.check(&m.executor), Ok(()));
@@ -610,32 +611,35 @@ fn command_always_runs_cwl_and_slurm_need_their_tools_and_container_is_not_built
         ))
         .unwrap()
     };
-    let cwl = parse("kind = \"cwl\"\ndocument = \"c.cwl\"");
-    let slurm = parse("kind = \"slurm\"\nargv = [\"x\"]");
-    for m in [&cwl, &slurm] {
+    let cases = [
+        ("kind = \"cwl\"\ndocument = \"c.cwl\"", "needs cwltool"),
+        ("kind = \"slurm\"\nargv = [\"x\"]", "sbatch"),
+        (
+            "kind = \"container\"\nimage = \"x\"\nargv = [\"x\"]",
+            "podman or docker",
+        ),
+    ];
+    for (executor, missing) in cases {
+        let m = parse(executor);
         assert_eq!(all.check(&m.executor), Ok(()));
+        let e = none.check(&m.executor).unwrap_err();
+        assert!(e.contains(missing), "{e}");
     }
-    assert!(none
-        .check(&cwl.executor)
-        .unwrap_err()
-        .contains("needs cwltool"));
-    assert!(none.check(&slurm.executor).unwrap_err().contains("sbatch"));
-    let container = parse("kind = \"container\"\nimage = \"x\"\nargv = [\"x\"]");
-    assert_eq!(
-        all.check(&container.executor).unwrap_err(),
-        "the container executor is not implemented on this worker (only `command`, `cwl` and `slurm` are)"
-    );
 }
 
 #[tokio::test]
-async fn unsupported_executor_run_fails_with_the_reason() {
-    let container = Manifest::from_toml(
-        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"container\"\nimage = \"x\"\nargv = [\"x\"]\n",
+async fn a_container_engine_the_worker_lacks_fails_the_run_clearly() {
+    let m = Manifest::from_toml(
+        "name = \"s\"\nversion = \"1\"\n[outputs.o]\npath = \"o\"\n[executor]\nkind = \"container\"\nimage = \"x\"\nargv = [\"x\"]\nengine = \"no-such-engine\"\n",
     )
     .unwrap();
     let d = dirs(&[]);
-    let r = run_simple(&container, &d).await;
-    assert!(reason(&r).contains("container executor is not implemented"));
+    let r = run_simple(&m, &d).await;
+    let why = reason(&r);
+    assert!(
+        why.contains("the manifest's engine") && why.contains("no-such-engine"),
+        "{why}"
+    );
 }
 
 /// The sandbox with the `bwrap` found on `PATH`; `None` when not root (the
@@ -651,6 +655,11 @@ fn sandbox_or_skip() -> Option<Sandbox> {
         Sandbox::find(std::env::var_os("PATH").as_deref(), Vec::new())
             .expect("bubblewrap for the sandbox tests (apt install bubblewrap)"),
     )
+}
+
+/// Whether nobody has connected to `listener` (non-blocking).
+fn untouched(listener: &std::net::TcpListener) -> bool {
+    matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 async fn run_in(m: &Manifest, d: &Dirs, sandbox: Option<&Sandbox>) -> RunReport {
@@ -757,7 +766,7 @@ async fn a_sandboxed_job_cannot_open_a_socket() {
     let boxed = run_in(&m, &d, Some(&sandbox)).await;
     assert_eq!(output_text(&boxed, "out"), "refused\n");
     assert!(
-        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        untouched(&listener),
         "the sandboxed job reached the listener"
     );
 }
@@ -834,6 +843,18 @@ async fn a_job_over_its_memory_is_stopped_as_an_analysis_error() {
     );
 }
 
+/// Inputs with the argument `data` = a blob of `bytes`, stored in a file
+/// of `d`'s temp dir (returned).
+fn blob_input(d: &Dirs, bytes: &[u8]) -> (Inputs, PathBuf) {
+    let mut inputs = Inputs::none();
+    let blob = BlobId::of(bytes);
+    let stored = d._root.path().join("blob");
+    std::fs::write(&stored, bytes).unwrap();
+    inputs.args.insert("data".into(), Value::Blob(blob));
+    inputs.blob_paths.insert(blob, stored.clone());
+    (inputs, stored)
+}
+
 /// Whether `cwltool` is on `PATH`; when it is not, panics as root (CI
 /// installs it) and prints that the test is skipped otherwise.
 fn cwltool_or_skip() -> bool {
@@ -861,13 +882,7 @@ async fn a_cwl_tool_runs_with_a_blob_input_and_its_output_is_collected() {
             .unwrap();
     let cwl = std::fs::read_to_string(example.join("byte_count.cwl")).unwrap();
     let d = dirs(&[("byte_count.cwl", &cwl)]);
-    let mut inputs = Inputs::none();
-    let data = b"hello world\n";
-    let blob = BlobId::of(data);
-    let stored = d._root.path().join("blob");
-    std::fs::write(&stored, data).unwrap();
-    inputs.args.insert("data".into(), Value::Blob(blob));
-    inputs.blob_paths.insert(blob, stored);
+    let (inputs, _) = blob_input(&d, b"hello world\n");
     let r = with_deadline(run(inputs.request(&m, &d), CancellationToken::new(), None)).await;
     let RunOutcome::Success { outputs, .. } = &r.outcome else {
         panic!("{:?}\n{}", r.outcome, r.log_tail);
@@ -886,4 +901,113 @@ async fn a_cwl_tool_runs_with_a_blob_input_and_its_output_is_collected() {
     let why = reason(&r);
     assert!(why.contains("exited with status"), "{why}");
     assert!(r.log_tail.contains("Nonsense"), "{}", r.log_tail);
+}
+
+/// A local image holding only a static busybox (`podman import` of a tar of
+/// that root file system; no registry is reachable), built once per test
+/// process. `None` when not root (the caller prints that it is skipped).
+fn busybox_image() -> Option<&'static str> {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if !root {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    Some(IMAGE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("rootfs");
+        std::fs::create_dir_all(fs.join("bin")).unwrap();
+        std::fs::create_dir_all(fs.join("tmp")).unwrap();
+        std::fs::copy("/bin/busybox", fs.join("bin/busybox"))
+            .expect("a static busybox (apt install busybox-static)");
+        for tool in ["sh", "cat", "echo", "wc", "head", "tr", "nc", "touch"] {
+            std::os::unix::fs::symlink("busybox", fs.join("bin").join(tool)).unwrap();
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&fs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let image = "localhost/oda-test-busybox:1".to_string();
+        let out = std::process::Command::new("podman")
+            .arg("import")
+            .arg(&tar)
+            .arg(&image)
+            .output()
+            .expect("podman for the container tests (apt install podman)");
+        assert!(out.status.success(), "podman import: {out:?}");
+        image
+    }))
+}
+
+fn container_manifest(image: &str, argv: &str, extra: &str) -> Manifest {
+    Manifest::from_toml(&format!(
+        "name = \"c\"\nversion = \"1\"\n{extra}\n[inputs.data]\ntype = \"blob\"\n[outputs.out]\npath = \"out\"\n[executor]\nkind = \"container\"\nimage = \"{image}\"\nargv = {argv}\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_container_job_reads_its_input_writes_only_its_directory_and_has_no_network() {
+    let Some(image) = busybox_image() else {
+        return;
+    };
+    // The host's own address (not loopback): a container on the engine's
+    // default network reaches it; with no network it must not.
+    let hostname = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .unwrap();
+    let host = String::from_utf8_lossy(&hostname.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .expect("a non-loopback IPv4 address of this host")
+        .to_string();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "wc -c < \"$1\" > out; echo x > \"$1\" 2>/dev/null && echo wrote-input >> out; \
+         echo hi | nc -w 2 {host} {port} 2>/dev/null && echo reached-network >> out; true"
+    );
+    let argv = format!("[\"sh\", \"-c\", {script:?}, \"job\", \"{{data}}\"]");
+    let m = container_manifest(image, &argv, "");
+    let d = dirs(&[]);
+    let data = b"twelve bytes";
+    let (inputs, stored) = blob_input(&d, data);
+    let r = with_deadline(run(inputs.request(&m, &d), CancellationToken::new(), None)).await;
+    assert_eq!(output_text(&r, "out").trim(), "12");
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        data,
+        "the input was changed"
+    );
+    assert!(untouched(&listener), "the container reached the host");
+}
+
+#[tokio::test]
+async fn a_container_over_its_memory_is_stopped_as_an_analysis_error() {
+    let Some(image) = busybox_image() else {
+        return;
+    };
+    let argv = "[\"sh\", \"-c\", \"x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo survived > out\"]";
+    let m = container_manifest(image, argv, "[resources]\nmemory_mb = 32");
+    let d = dirs(&[]);
+    let (inputs, _) = blob_input(&d, b"");
+    let r = with_deadline(run(inputs.request(&m, &d), CancellationToken::new(), None)).await;
+    match &r.outcome {
+        RunOutcome::AnalysisError { kind, .. } => assert_eq!(kind, MEMORY_EXCEEDED_KIND),
+        other => panic!(
+            "expected the memory analysis error, got {other:?}\n{}",
+            r.log_tail
+        ),
+    }
 }
