@@ -4,7 +4,7 @@
 //! `command` executor's filled argv template; for `cwl`, cwltool with a job
 //! file (`cwl`); for `container`, the engine's `run` (`container`); for
 //! `slurm`, the job is submitted with `sbatch` and followed instead
-//! (`slurm`, [`run_slurm`]). Which tools this worker has is [`Executors`].
+//! (`slurm`, `run_slurm`). Which tools this worker has is [`Executors`].
 //! [`run`] does, in order:
 //!
 //! 1. create the job directory (`work_dir`) and `.oda/` in it, with the files
