@@ -50,9 +50,14 @@ fn example_manifests_parse_and_bundle_their_files() {
             "{}: not deterministic",
             path.display()
         );
+        // Runnable on a worker with python3 (the pipeline) or cwltool
+        // (`byte_count`, the `cwl` executor's example).
         assert!(
-            matches!(manifest.executor, Executor::Command { .. }),
-            "{}: not a command executor",
+            matches!(
+                manifest.executor,
+                Executor::Command { .. } | Executor::Cwl { .. }
+            ),
+            "{}: neither a command nor a cwl executor",
             path.display()
         );
         for (name, spec) in &manifest.inputs {

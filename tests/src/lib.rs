@@ -28,6 +28,7 @@
 //! [`oda`] runs the command line with a timeout.
 
 pub mod control;
+pub mod images;
 pub mod slurm;
 use std::io::Read;
 use std::path::{Path, PathBuf};
