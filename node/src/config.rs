@@ -810,6 +810,14 @@ session_until = ""
 # Workflow ids to listen for besides those added here with `oda workflow add`;
 # they run only when endorsed by a key in [trust] experts.
 workflows = []
+# Run jobs in the bubblewrap sandbox (no network, read-only system, only the
+# job directory writable): "off", "others" (jobs of requesters other than this
+# node and its owners; recommended for a worker serving others) or "all". The
+# node does not start when `bwrap` is missing (Debian: apt install bubblewrap).
+sandbox = "off"
+# Extra directories a sandboxed job may read, e.g. a Conda or pyenv
+# installation its interpreter lives in.
+sandbox_paths = []
 
 [trust]
 # Public keys (hex) whose facts this node accepts as results, besides its own.
