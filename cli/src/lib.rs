@@ -13,4 +13,5 @@ pub mod commands;
 pub mod demo;
 pub mod prov;
 pub mod render;
+pub mod sweep;
 pub mod why;

@@ -74,6 +74,11 @@ enum Command {
         /// (default: the node's [trust] quorum).
         #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=16))]
         quorum: Option<u32>,
+        /// Sweep an argument (repeatable): NAME=A..B (integers, both ends
+        /// included) or NAME=X,Y,Z; one job per combination of the sweeps
+        /// (at most 10,000), followed with one progress line with --wait.
+        #[arg(long, value_name = "NAME=SPEC", value_parser = oda_cli::sweep::parse, conflicts_with_all = ["fetch", "out"])]
+        sweep: Vec<(String, Vec<String>)>,
     },
     /// Show a job: state, result, who computed it, outputs.
     #[command(after_help = "Example: oda status 3f1c9a0e5b7d4c2a8e6f1b3d5c7a9e0f")]
@@ -380,10 +385,23 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             workflow,
             args,
             wait,
+            no_cache,
+            quorum,
+            sweep,
+            ..
+        } if !sweep.is_empty() => {
+            let jobs = oda_cli::sweep::combinations(&args, &sweep).map_err(CliError::usage)?;
+            oda_cli::sweep::run(&api, &workflow, &jobs, (wait, no_cache, quorum), j)
+        }
+        Command::Submit {
+            workflow,
+            args,
+            wait,
             fetch,
             out,
             no_cache,
             quorum,
+            ..
         } => commands::submit(
             &api,
             &workflow,

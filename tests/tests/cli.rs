@@ -480,6 +480,58 @@ fn submit_wait_get_and_the_json_shapes() {
 }
 
 #[test]
+fn a_sweep_submits_every_combination_and_follows_them_to_their_end() {
+    let m = mesh("sweep");
+    let out = m
+        .requester
+        .oda(&[
+            "--json",
+            "submit",
+            "events",
+            "-a",
+            "duration=100",
+            "--sweep",
+            "obs_id=0..2",
+            "--sweep",
+            "seed=1,2",
+            "--wait",
+        ])
+        .expect_code(0);
+    let jobs = out.json();
+    let jobs = jobs.as_array().expect("an array of jobs");
+    assert_eq!(jobs.len(), 6, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:?}");
+    let exprs: std::collections::BTreeSet<&str> = jobs.iter().map(|j| str_of(j, "/expr")).collect();
+    assert_eq!(exprs.len(), 6, "each combination is its own expression");
+    assert!(out.stderr.contains("6 done, 0 failed"), "{}", out.stderr);
+
+    // Without --wait: submitted and listed with their swept values.
+    let out = m
+        .requester
+        .oda(&[
+            "submit",
+            "events",
+            "--sweep",
+            "obs_id=3,4",
+            "-a",
+            "duration=100",
+        ])
+        .expect_code(0);
+    assert!(out.stdout.contains("submitted 2 jobs"), "{}", out.stdout);
+    assert!(out.stdout.contains("obs_id=4"), "{}", out.stdout);
+
+    for bad in [
+        vec!["--sweep", "obs_id=2..1"],
+        vec!["--sweep", "obs_id=0..1", "-a", "obs_id=3"],
+        vec!["--sweep", "obs_id=0..1", "--fetch"],
+    ] {
+        let mut args = vec!["submit", "events"];
+        args.extend(bad.iter().copied());
+        m.requester.oda(&args).expect_code(2);
+    }
+}
+
+#[test]
 fn bad_arguments_exit_2_naming_the_argument() {
     let mut node = NodeProc::init("alone", &network_id("badargs"), |_| {});
     node.start();
