@@ -223,6 +223,12 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write man pages (oda.1 and one per command, oda-submit.1, …) into DIR.
+    #[command(after_help = "Example: oda man ~/.local/share/man/man1 && man oda-submit")]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
     /// Run a self-contained demo mesh on this machine (needs python3).
     #[command(after_help = "Example: oda demo --keep")]
     Demo {
@@ -356,6 +362,21 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command, "oda", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
+        Command::Man { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            return match std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(command, &dir))
+            {
+                Ok(()) => {
+                    println!("man pages written to {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write man pages into {}: {e}", dir.display());
+                    ExitCode::from(1)
+                }
+            };
+        }
         _ => {}
     }
     let as_json = cli.json;
@@ -469,6 +490,6 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Why { target, args } => why::why(&api, &target, &args, j),
         Command::Credits { ack } => prov::ack(&api, &ack, j),
         // Handled in `main` before the node is looked for.
-        Command::Demo { .. } | Command::Completions { .. } => Ok(0),
+        Command::Demo { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(0),
     }
 }

@@ -35,6 +35,7 @@ fn every_command_has_help_with_an_example() {
         &["prov"],
         &["why"],
         &["completions"],
+        &["man"],
         &["node"],
         &["credits"],
         &["get"],
@@ -115,4 +116,27 @@ fn completion_scripts_are_generated_for_each_shell() {
     }
     let (code, _, err) = oda(&["completions", "tcsh"], dir.path());
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn man_pages_are_written_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let (code, out, err) = oda(&["man", pages.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("man pages written"), "{out}");
+    let top = std::fs::read_to_string(pages.join("oda.1")).unwrap();
+    assert!(top.contains(".TH oda"), "not a man page: {top}");
+    let submit = std::fs::read_to_string(pages.join("oda-submit.1")).unwrap();
+    assert!(
+        submit.contains("sweep") && submit.contains("quorum"),
+        "{submit}"
+    );
+    assert!(pages.join("oda-workflow-add.1").exists());
+    // A path that cannot be a directory: an error, exit 1.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _, err) = oda(&["man", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot write man pages"), "{err}");
 }
