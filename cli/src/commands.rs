@@ -745,6 +745,8 @@ pub struct JobFilter {
     pub workflow: Option<String>,
     /// Only the most recent N.
     pub limit: Option<usize>,
+    /// Only jobs created at or after this Unix millisecond.
+    pub since_ms: Option<u64>,
 }
 
 impl JobFilter {
@@ -757,6 +759,11 @@ impl JobFilter {
                 self.workflow
                     .as_ref()
                     .is_none_or(|w| text(j, "workflow_name") == *w)
+            })
+            .filter(|j| {
+                self.since_ms.is_none_or(|since| {
+                    j.get("created_at").and_then(Json::as_u64).unwrap_or(0) >= since
+                })
             })
             .collect();
         let skip = self.limit.map_or(0, |n| kept.len().saturating_sub(n));
@@ -1437,13 +1444,15 @@ mod tests {
     #[test]
     fn the_job_filter_keeps_state_workflow_and_the_most_recent() {
         let jobs: Vec<Json> = [
-            ("a", "done", "events"),
-            ("b", "failed", "events"),
-            ("c", "done", "lightcurve"),
-            ("d", "done", "events"),
+            ("a", "done", "events", 1_000),
+            ("b", "failed", "events", 2_000),
+            ("c", "done", "lightcurve", 3_000),
+            ("d", "done", "events", 4_000),
         ]
         .iter()
-        .map(|(id, state, wf)| json!({"id": id, "state": state, "workflow_name": wf}))
+        .map(|(id, state, wf, at)| {
+            json!({"id": id, "state": state, "workflow_name": wf, "created_at": at})
+        })
         .collect();
         let ids = |f: &JobFilter| -> Vec<String> {
             f.apply(&jobs).iter().map(|j| text(j, "id")).collect()
@@ -1460,6 +1469,12 @@ mod tests {
             ..JobFilter::default()
         };
         assert_eq!(ids(&recent_events), ["b", "d"]);
+        let since = JobFilter {
+            since_ms: Some(2_000),
+            state: Some("done".into()),
+            ..JobFilter::default()
+        };
+        assert_eq!(ids(&since), ["c", "d"]);
     }
 
     use super::*;

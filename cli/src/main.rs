@@ -124,6 +124,9 @@ enum Command {
         /// Only the most recent N.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Only jobs submitted within this long (e.g. 30m, 2h, 1day).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
         /// Print only the job ids, one per line.
         #[arg(short, long)]
         quiet: bool,
@@ -439,6 +442,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             state,
             workflow,
             limit,
+            since,
             quiet,
         } => commands::jobs(
             &api,
@@ -446,6 +450,12 @@ fn run(cli: Cli) -> Result<u8, CliError> {
                 state,
                 workflow,
                 limit,
+                since_ms: since.map(|d| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    u64::try_from(now.saturating_sub(d).as_millis()).unwrap_or(u64::MAX)
+                }),
             },
             quiet,
             j,

@@ -380,6 +380,18 @@ fn submit_wait_get_and_the_json_shapes() {
         .expect_code(0)
         .json();
     assert_eq!(last.as_array().map(Vec::len), Some(1), "{last}");
+    // Submitted within the last hour: all of them; a bad duration: usage.
+    let recent = r
+        .oda(&["jobs", "--since", "1h", "-q"])
+        .expect_code(0)
+        .stdout;
+    let all_ids: Vec<&str> = jobs.iter().map(|j| str_of(j, "/id")).collect();
+    assert_eq!(
+        recent.lines().collect::<Vec<_>>(),
+        all_ids,
+        "every job is from the last hour"
+    );
+    r.oda(&["jobs", "--since", "soon"]).expect_code(2);
     r.oda(&["wait", &job_id, "--timeout", "5"]).expect_code(0);
     let node = r.oda(&["--json", "node"]).expect_code(0).json();
     assert_eq!(
