@@ -39,7 +39,10 @@ pub async fn one_job(
     );
     let result = tokio::select! {
         r = run_and_linger(&node, expr, timeout, linger) => r,
-        r = stop_signal() => r.and_then(|()| Err(anyhow::anyhow!("stopped by a signal before the job ended"))),
+        r = crate::runtime::stop_signal() => Err(r.map_or_else(
+            |e| anyhow::anyhow!("cannot listen for stop signals: {e}"),
+            |()| anyhow::anyhow!("stopped by a signal before the job ended"),
+        )),
     };
     node.shutdown().await.context("flushing the store")?;
     result
@@ -113,14 +116,4 @@ async fn fetched(node: &Node, ranges: u64, linger: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// SIGINT or SIGTERM.
-async fn stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

@@ -291,7 +291,7 @@ async fn serve(
         data_dir.join(files::API_TOKEN).display()
     );
     let result = tokio::select! {
-        r = wait_for_signal() => r,
+        r = oda_node::runtime::stop_signal() => r.context("cannot listen for stop signals"),
         () = session_ended(session_end) => Ok(()),
         r = &mut api => match r {
             Ok(Ok(())) => Err(anyhow::anyhow!("the local API stopped")),
@@ -344,20 +344,6 @@ fn rfc3339(unix_ms: u64) -> String {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
     )
     .to_string()
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
 }
 
 #[cfg(test)]

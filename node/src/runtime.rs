@@ -513,3 +513,14 @@ fn write_runtime_info(data_dir: &Path, key: &NodeKey, addrs: &[Multiaddr]) -> st
     std::fs::write(&tmp, json)?;
     std::fs::rename(tmp, path)
 }
+
+/// Returns at SIGINT or SIGTERM: how `oda-node run` and `oda-node execute`
+/// are told to stop.
+pub async fn stop_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -673,13 +673,7 @@ pub fn kill_pid(pid: i32) {
 
 /// Why network-namespace scenarios cannot run here, if they cannot.
 pub fn netns_unavailable() -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the process's effective user.
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
+    if !crate::is_root() {
         return Some("not root".into());
     }
     match Command::new("ip").arg("-V").output() {

@@ -89,6 +89,13 @@ pub fn network_id(test: &str) -> String {
     format!("t-{short}-{}", std::process::id())
 }
 
+/// Whether this process runs as root (`/proc/self` belongs to its
+/// effective user).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// What an `oda` command did.
 #[derive(Debug)]
 pub struct Output {

@@ -29,7 +29,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use oda_node::config::Config;
-use oda_tests::{examples, network_id, NodeProc};
+use oda_tests::{examples, is_root, network_id, NodeProc};
 
 /// Two requesters (started first, so that their keys are known) and a
 /// worker configured by `worker(config, admitted key, other key)` that
@@ -240,10 +240,6 @@ fn without_colours(log: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn is_root() -> bool {
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("/proc")) == 0
 }
 
 #[test]

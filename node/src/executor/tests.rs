@@ -642,12 +642,16 @@ async fn a_container_engine_the_worker_lacks_fails_the_run_clearly() {
     );
 }
 
+/// Whether the tests run as root (`/proc/self` belongs to the process's
+/// effective user).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
 /// The sandbox with the `bwrap` found on `PATH`; `None` when not root (the
 /// test then prints that it is skipped). As root, a missing `bwrap` fails.
 fn sandbox_or_skip() -> Option<Sandbox> {
-    // `/proc/self` belongs to the process's effective user.
-    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-    if !root {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return None;
     }
@@ -862,9 +866,8 @@ fn cwltool_or_skip() -> bool {
     if Executors::probe(path.as_deref()).cwl {
         return true;
     }
-    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
     assert!(
-        !root,
+        !is_root(),
         "cwltool for the cwl executor tests (apt install cwltool)"
     );
     eprintln!("skipped: needs root (to install cwltool)");
@@ -908,8 +911,7 @@ async fn a_cwl_tool_runs_with_a_blob_input_and_its_output_is_collected() {
 /// process. `None` when not root (the caller prints that it is skipped).
 fn busybox_image() -> Option<&'static str> {
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-    if !root {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return None;
     }
